@@ -1,0 +1,142 @@
+"""One config dataclass for a training run: YAML sets it, CLI flags override it, and the resolved
+config is saved as ``config.yaml`` beside the checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import VocsegError
+
+CHOICES: dict[str, tuple] = {
+    "optimizer": ("adam", "adamw", "sgd"),
+    "scheduler": ("none", "cosine"),
+    "class_weighting": ("none", "paper", "median_frequency", "inverse_sqrt"),
+    "monitor": ("val_loss", "val_miou"),
+    "amp": ("auto", "none", "bf16", "fp16"),
+}
+
+
+@dataclass
+class Config:
+    """Everything a training run depends on. Defaults are a sensible modern CPU-friendly recipe;
+    the paper's experiments live in ``configs/*.yaml``."""
+
+    # --- model
+    model: str = "fcn"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    num_classes: int = 21
+    class_names: list[str] | None = None  # None: the 21 VOC names
+
+    # --- data
+    data_root: str | None = None  # folder holding VOCdevkit (or VOC2012 itself); None: built-in synthetic set
+    train_split: str = "train"
+    val_split: str = "val"  # split used for early stopping and curves
+    val_holdout: float = 0.0  # >0: early-stop on this fraction of train_split; then val_split is the test split
+    image_size: int | None = 256  # training crop side; None: the paper's native-size, flips-only pipeline
+    scale_range: list[float] | None = field(default_factory=lambda: [0.5, 2.0])  # random rescale before cropping
+    hflip: float = 0.5
+    vflip: float = 0.5
+    max_train_images: int | None = None  # cap for smoke runs
+    max_val_images: int | None = None
+    num_workers: int = 2
+    eval_batch_size: int = 1  # 1 = exact native-resolution evaluation
+
+    # --- optimisation
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    momentum: float = 0.9  # sgd only
+    scheduler: str = "cosine"  # cosine: CosineAnnealingLR with T_max = epochs (the paper)
+    min_lr: float = 0.0
+    class_weighting: str = "none"
+    patience: int | None = None  # early stopping on `monitor`; None: off
+    monitor: str = "val_loss"
+
+    # --- system
+    device: str = "auto"
+    amp: str = "auto"  # auto: bf16 autocast where the device runs it fast, else none
+    seed: int = 0
+    deterministic: bool = False
+    out: str | None = None  # run folder; None: runs/<model>
+    tensorboard: bool = False
+
+    def validate(self) -> "Config":
+        for key, allowed in CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise VocsegError(f"config {key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        for key in ("epochs", "batch_size", "num_classes", "eval_batch_size"):
+            if int(getattr(self, key)) < 1:
+                raise VocsegError(f"config {key} must be >= 1, got {getattr(self, key)!r}")
+        if self.lr <= 0:
+            raise VocsegError(f"config lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.val_holdout < 1.0:
+            raise VocsegError(f"config val_holdout must be in [0, 1), got {self.val_holdout!r}")
+        if self.image_size is not None and self.image_size < 8:
+            raise VocsegError(f"config image_size must be >= 8 or null, got {self.image_size!r}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise VocsegError(
+                f"config class_names has {len(self.class_names)} names but num_classes is {self.num_classes}"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FIELD_NAMES = {f.name for f in fields(Config)}
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Build a Config from a mapping; an unknown key is an error that names it."""
+    unknown = sorted(set(data) - FIELD_NAMES)
+    if unknown:
+        raise VocsegError(
+            f"{source}: unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(FIELD_NAMES))}"
+        )
+    return Config(**data).validate()
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (optional), apply ``overrides`` (CLI flags; None values are ignored)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise VocsegError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise VocsegError(f"config file {path} is not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise VocsegError(f"config file {path} must hold a mapping of keys to values")
+        data.update(loaded)
+    source = str(path) if path is not None else "command line"
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "model_kwargs":
+            data["model_kwargs"] = {**data.get("model_kwargs", {}), **value}
+        else:
+            data[key] = value
+    return config_from_dict(data, source)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def parse_value(text: str) -> Any:
+    """Parse a CLI ``key=value`` value with YAML rules (``false`` -> False, ``3`` -> 3, ``null`` -> None)."""
+    return yaml.safe_load(text)
+
+
+def replace(cfg: Config, **changes: Any) -> Config:
+    return dataclasses.replace(cfg, **changes).validate()

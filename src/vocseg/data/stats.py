@@ -1,0 +1,81 @@
+"""Per-channel mean/std and per-class pixel counts of a split, cached per dataset and id list."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .voc import VOCSegmentation
+
+
+def cache_dir() -> Path:
+    """vocseg's cache folder: $VOCSEG_CACHE, else ~/.cache/vocseg."""
+    return Path(os.environ.get("VOCSEG_CACHE", Path.home() / ".cache" / "vocseg")).expanduser()
+
+
+@dataclass
+class DatasetStats:
+    mean: list[float]  # per RGB channel, in [0, 1]
+    std: list[float]
+    class_counts: list[int]  # pixels per class index
+    void_pixels: int
+    num_images: int
+
+    @property
+    def class_frequencies(self) -> np.ndarray:
+        counts = np.asarray(self.class_counts, dtype=np.float64)
+        return counts / max(counts.sum(), 1.0)
+
+
+def _cache_key(ds: VOCSegmentation) -> str:
+    h = hashlib.sha256()
+    h.update(str(ds.voc_root.resolve()).encode())
+    h.update(str(ds.num_classes).encode())
+    h.update("\n".join(ds.ids).encode())
+    # Changing a file's size or time invalidates the cache; reading every file's bytes would cost as much as recomputing.
+    for path in (ds.image_path(0), ds.mask_path(0), ds.image_path(len(ds) - 1), ds.mask_path(len(ds) - 1)):
+        st = path.stat()
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def compute_stats(ds: VOCSegmentation) -> DatasetStats:
+    """One pass over the split in float64 (exact sums, no per-batch averaging bias)."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    n_pixels = 0
+    counts = np.zeros(ds.num_classes, dtype=np.int64)
+    void = 0
+    for i in range(len(ds)):
+        image, mask = ds.load(i)
+        pix = image.reshape(-1, 3).astype(np.float64) / 255.0
+        total += pix.sum(0)
+        total_sq += (pix**2).sum(0)
+        n_pixels += pix.shape[0]
+        valid = mask[mask != 255]
+        counts += np.bincount(valid, minlength=ds.num_classes)[: ds.num_classes]
+        void += int(mask.size - valid.size)
+    mean = total / n_pixels
+    std = np.sqrt(np.maximum(total_sq / n_pixels - mean**2, 1e-12))
+    return DatasetStats(mean.tolist(), std.tolist(), counts.tolist(), void, len(ds))
+
+
+def dataset_stats(ds: VOCSegmentation, use_cache: bool = True) -> DatasetStats:
+    """Stats of ``ds`` from the cache, computing and caching them on first use."""
+    path = cache_dir() / "stats" / f"{_cache_key(ds)}.json"
+    if use_cache and path.is_file():
+        try:
+            return DatasetStats(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            pass  # a corrupt cache entry is recomputed and rewritten
+    stats = compute_stats(ds)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(stats)))
+        os.replace(tmp, path)
+    return stats

@@ -1,0 +1,44 @@
+"""The few torch.distributed helpers training needs; a single process is world size 1 and every call is a no-op.
+
+Launch with ``torchrun --nproc_per_node N -m vocseg train ...``: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the process group torchrun describes, if any; return ``(rank, world_size)``."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size
+
+
+def is_main_process() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's decision (e.g. early stopping) for everyone."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

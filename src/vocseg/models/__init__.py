@@ -1,0 +1,20 @@
+"""Model registry. Importing this package registers every architecture."""
+from . import fcn  # noqa: F401  (registers "fcn", Table 1)
+from . import transfer  # noqa: F401  (registers "transfer", Table 3)
+from . import unet  # noqa: F401  (registers "unet", Table 4)
+from . import unpool  # noqa: F401  (registers "unpool", Table 2)
+from .common import count_parameters
+from .registry import ModelEntry, create_model, get_model_entry, list_models, register_model
+from .summary import count_gflops, format_model_table, model_table
+
+__all__ = [
+    "create_model",
+    "list_models",
+    "register_model",
+    "get_model_entry",
+    "ModelEntry",
+    "count_parameters",
+    "model_table",
+    "format_model_table",
+    "count_gflops",
+]

@@ -1,0 +1,216 @@
+"""The paper's transfer-learning model, "TFLModel" (Table 3): a torchvision ResNet encoder, a 5-step decoder."""
+from __future__ import annotations
+
+import os
+import socket
+import urllib.error
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from ..errors import VocsegError
+from .common import pad_to_multiple, xavier_init
+from .registry import register_model
+
+ENCODERS = {
+    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
+}
+ENCODER_LAYERS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+ENCODER_CHANNELS = 512  # output of layer4 for resnet18 and resnet34
+DECODER_CHANNELS = (256, 128, 64, 32, 16)
+MULTIPLE = 32  # the ResNet encoder has stride 32
+DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation while fetching weights; never hangs for long
+
+
+def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``x[..., :h, :w]`` written as a negative pad, which torch.export traces without shape guards."""
+    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
+
+
+def weights_file_name(encoder: str) -> str:
+    """File name torch.hub caches the ImageNet weights of ``encoder`` under, e.g. ``resnet34-b627a593.pth``."""
+    return os.path.basename(urlparse(_encoder_spec(encoder)[1].url).path)
+
+
+def weights_cache_dir() -> str:
+    """Folder torch.hub looks in for cached weights: ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/...``)."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
+def _encoder_spec(encoder: str) -> tuple[Any, Any]:
+    try:
+        return ENCODERS[encoder]
+    except KeyError:
+        raise VocsegError(f"unknown encoder {encoder!r} for model 'transfer'; valid: {', '.join(ENCODERS)}") from None
+
+
+def _offline_help(encoder: str) -> str:
+    weights = _encoder_spec(encoder)[1]
+    name = weights_file_name(encoder)
+    folder = weights_cache_dir()
+    return (
+        f"ImageNet weights for {encoder} are not available: {name} is not in {folder} and could not be downloaded.\n"
+        f"  - fetch {weights.url} by hand and save it as {os.path.join(folder, name)} "
+        f"(set TORCH_HOME to use another cache; the folder is $TORCH_HOME/hub/checkpoints), or\n"
+        f"  - pass a local ResNet state dict with --model-arg weights=PATH "
+        f"(model_kwargs: {{weights: PATH}} in a config), or\n"
+        f"  - train without pretraining: --model-arg pretrained=false "
+        f"(model_kwargs: {{pretrained: false}} in a config)."
+    )
+
+
+def load_imagenet_state_dict(encoder: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights of ``encoder`` from the torch.hub cache, downloading them only if they are missing.
+
+    Offline and without a cached file this fails at once with a ``VocsegError`` telling how to fix it.
+    """
+    weights = _encoder_spec(encoder)[1]
+    folder = weights_cache_dir()
+    path = os.path.join(folder, weights_file_name(encoder))
+    if not os.path.isfile(path):
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib's urlopen in torch.hub takes no timeout
+        try:
+            os.makedirs(folder, exist_ok=True)
+            # Like torch.hub's check_hash: the download must match the hash prefix in the file name.
+            torch.hub.download_url_to_file(
+                weights.url, path, hash_prefix=_hash_prefix(path), progress=False
+            )
+        except (urllib.error.URLError, OSError, RuntimeError, ValueError) as e:
+            raise VocsegError(f"{_offline_help(encoder)}\n(download error: {e})") from None
+        finally:
+            socket.setdefaulttimeout(previous)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise VocsegError(
+            f"cannot read the cached ImageNet weights {path}: {e}\n"
+            f"Delete the file and try again, or fetch {weights.url} by hand."
+        ) from None
+
+
+def _hash_prefix(path: str) -> str | None:
+    match = torch.hub.HASH_REGEX.search(os.path.basename(path))
+    return match.group(1) if match else None
+
+
+def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A ResNet state dict saved with ``torch.save`` (a bare state dict, or one under "state_dict"/"model")."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VocsegError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise VocsegError(f"cannot read weights file {path}: {e}") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise VocsegError(f"weights file {path} does not hold a state dict of tensors")
+    return state
+
+
+def _load_into_resnet(resnet: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load ``state`` into the encoder part of ``resnet``; a ``fc.*`` head in ``state`` is ignored."""
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    expected = {k for k in resnet.state_dict() if not k.startswith("fc.")}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise VocsegError(
+            f"weights {source} do not match the ResNet encoder: "
+            f"{len(missing)} missing key(s) {missing[:5]}, {len(unexpected)} unexpected key(s) {unexpected[:5]}"
+        )
+    try:
+        resnet.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatch (e.g. resnet18 weights for resnet34 with equal keys)
+        raise VocsegError(f"weights {source} do not fit the ResNet encoder: {e}") from None
+
+
+def _deconv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+@register_model(
+    "transfer",
+    paper_table="Table 3",
+    description="TFLModel: ImageNet ResNet encoder (resnet34/resnet18), 5 transposed-conv decoder",
+)
+class TransferNet(nn.Module):
+    """The paper's transfer-learning "TFLModel" (Table 3).
+
+    Encoder: a torchvision ResNet (``resnet34`` as in Table 3, or ``resnet18`` as in the Methods text)
+    without ``avgpool``/``fc`` (conv1, bn1, relu, maxpool, layer1-4: stride 32, 512 channels).
+    Decoder: five ``ConvTranspose2d(3x3, stride 2, padding 1, output_padding 1)`` 512 -> 256 -> 128 -> 64
+    -> 32 -> 16, each followed by BN and ReLU, Xavier-initialised; a 1x1 classifier 16 -> ``num_classes``.
+    The input is zero-padded at the bottom/right to a multiple of 32 and the logits cropped back.
+
+    Args:
+        encoder: ``"resnet34"`` (default) or ``"resnet18"``.
+        pretrained: load torchvision's ImageNet weights (from ``$TORCH_HOME/hub/checkpoints`` when cached).
+        weights: path of a local ResNet state dict; takes precedence over ``pretrained``.
+        freeze_encoder: no gradients for the encoder, whose BN layers then stay in eval mode.
+
+    ``input_normalization`` is the ``(mean, std)`` the encoder's weights were trained with (ImageNet's)
+    when pretrained or local weights are loaded, else ``None`` (train with the dataset's statistics).
+    """
+
+    input_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        encoder: str = "resnet34",
+        pretrained: bool = True,
+        weights: str | None = None,
+        freeze_encoder: bool = False,
+    ) -> None:
+        super().__init__()
+        build, imagenet = _encoder_spec(encoder)
+        resnet = build(weights=None)
+        self.input_normalization = None
+        if weights is not None:
+            _load_into_resnet(resnet, load_weights_file(weights), f"file {os.fspath(weights)}")
+        elif pretrained:
+            _load_into_resnet(resnet, load_imagenet_state_dict(encoder), f"{imagenet} ({weights_file_name(encoder)})")
+        if weights is not None or pretrained:
+            # A local file is taken to hold ImageNet-trained weights too (e.g. torchvision's file fetched by hand).
+            t = imagenet.transforms()
+            self.input_normalization = (tuple(float(m) for m in t.mean), tuple(float(s) for s in t.std))
+        self.encoder_name = encoder
+        self.encoder = nn.Sequential(OrderedDict((name, getattr(resnet, name)) for name in ENCODER_LAYERS))
+        dec, cin = [], ENCODER_CHANNELS
+        for c in DECODER_CHANNELS:
+            dec.append(_deconv_bn_relu(cin, c))
+            cin = c
+        self.decoder = nn.Sequential(*dec)
+        self.classifier = nn.Conv2d(cin, num_classes, 1)
+        xavier_init(self.decoder)
+        xavier_init(self.classifier)
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> TransferNet:
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()  # keep the frozen encoder's BN running statistics fixed
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, MULTIPLE)
+        return _crop(self.classifier(self.decoder(self.encoder(x))), h, w)

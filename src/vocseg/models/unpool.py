@@ -1,0 +1,98 @@
+"""The paper's custom "Wilson's model" (Table 2): a deeper encoder with max pooling and max unpooling."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import pad_to_multiple, xavier_init
+from .registry import register_model
+
+# Table 2: Conv1..Conv6 (3 -> 32 -> ... -> 1024); Deconv6..Deconv1 (1024 -> 512 -> ... -> 32 -> 32).
+ENCODER_CHANNELS = (32, 64, 128, 256, 512, 1024)
+DECODER_CHANNELS = (512, 256, 128, 64, 32, 32)
+# Stages 2 to 6 end in a 2x2 max pool, so the input is downsampled 2**5 = 32 times.
+POOLED_STAGES = 5
+MULTIPLE = 2**POOLED_STAGES
+
+
+def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``x[..., :h, :w]`` written as a negative pad, which torch.export traces without shape guards."""
+    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    # Table 2 lists Conv -> BN; we add the ReLU (see paper-notes) and use stride 1 so the pools downsample.
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=1, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _deconv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    # A 3x3 transposed conv with stride 1 and padding 1 keeps the size: the unpooling does the upsampling.
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, 3, stride=1, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+@register_model(
+    "unpool",
+    paper_table="Table 2",
+    description="Wilson's model: 6 conv+BN stages, 5 max pools / max unpools, additive skips",
+)
+class UnpoolNet(nn.Module):
+    """The paper's "Wilson's model" (Table 2): six conv + BN stages, max pooling after stages 2 to 6,
+    a mirrored decoder of max unpooling (with the stored pooling indices) and transposed convs.
+
+    Readings of the table (details in ``docs/paper-notes.md``):
+
+    * every conv and transposed conv uses stride 1 (3x3, padding 1); the five 2x2 max pools downsample
+      and the five max unpools upsample (the table's stride 2 on top of the pools would shrink a 224
+      input to nothing);
+    * each BN is followed by a ReLU (the table lists none, the text of the paper talks of a non-linear
+      FCN; without them the network would be linear apart from the max pools);
+    * skip connections are additive: after ``UnpoolK`` the matching encoder feature map (the output of
+      ``BndK``, same channels and size) is added, and ``Bnd1`` is added before ``Deconv1``. Adding keeps
+      the table's channel plan. There is no skip at stage 6: nothing is computed between ``Pool6`` and
+      ``Unpool6``, so adding ``Bnd6`` there would make the stage-6 pooling a no-op;
+    * the input is zero-padded at the bottom/right to a multiple of 32 and the logits cropped back,
+      so any ``H x W`` works (every pool then sees even sizes).
+    """
+
+    def __init__(self, num_classes: int = 21, in_channels: int = 3) -> None:
+        super().__init__()
+        enc, cin = [], in_channels
+        for c in ENCODER_CHANNELS:
+            enc.append(_conv_bn_relu(cin, c))
+            cin = c
+        dec = []
+        for c in DECODER_CHANNELS:
+            dec.append(_deconv_bn_relu(cin, c))
+            cin = c
+        self.encoder = nn.ModuleList(enc)  # Conv1/Bnd1 .. Conv6/Bnd6
+        self.decoder = nn.ModuleList(dec)  # Deconv6/Bn6 .. Deconv1/Bn1
+        self.pool = nn.MaxPool2d(2, stride=2, return_indices=True)
+        self.unpool = nn.MaxUnpool2d(2, stride=2)
+        self.classifier = nn.Conv2d(cin, num_classes, 1)
+        xavier_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, MULTIPLE)
+        x = self.encoder[0](x)
+        skips = [x]  # Bnd1 .. Bnd5 outputs, used by the decoder
+        pooled = []  # (indices, size before pooling) for Pool2 .. Pool6
+        for i, stage in enumerate(self.encoder[1:], start=2):
+            x = stage(x)
+            if i < len(self.encoder):  # Bnd2 .. Bnd5
+                skips.append(x)
+            size = x.shape[-2:]
+            x, idx = self.pool(x)
+            pooled.append((idx, size))
+        # Unpool6 -> Deconv6, then Unpool5 (+Bnd5) -> Deconv5, ..., Unpool2 (+Bnd2) -> Deconv2
+        for j, stage in enumerate(self.decoder[:-1]):
+            idx, size = pooled.pop()
+            x = self.unpool(x, idx, output_size=size)
+            if j > 0:  # no skip at stage 6 (see the class docstring)
+                x = x + skips.pop()
+            x = stage(x)
+        x = self.decoder[-1](x + skips.pop())  # Bnd1 skip, then Deconv1
+        return _crop(self.classifier(x), h, w)

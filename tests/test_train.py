@@ -1,0 +1,147 @@
+"""Training pieces against references, and a short end-to-end run through the CLI."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from vocseg.cli import main
+from vocseg.config import Config, load_config
+from vocseg.data.builder import split_ids
+from vocseg.data.stats import compute_stats, dataset_stats
+from vocseg.data.synthetic import generate_synthetic_voc
+from vocseg.data.voc import VOCSegmentation, load_image, load_mask
+from vocseg.errors import VocsegError
+from vocseg.losses import class_weights, weighted_ce_sums
+from vocseg.train import EarlyStopping, HISTORY_FIELDS, cosine_lr
+
+
+@pytest.fixture(scope="module")
+def tiny_voc(tmp_path_factory):
+    out = tmp_path_factory.mktemp("voc")
+    generate_synthetic_voc(out, n_train=12, n_val=5, seed=3, max_side=80, workers=1)
+    return out
+
+
+def test_cosine_lr_matches_torch_scheduler():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=13, eta_min=1e-4)
+    for epoch in range(13):
+        assert opt.param_groups[0]["lr"] == pytest.approx(cosine_lr(epoch, 0.01, 1e-4, 13), rel=1e-9)
+        opt.step()
+        sched.step()
+
+
+def test_paper_class_weights_hand_computed():
+    w = class_weights([70, 20, 10, 0], "paper")
+    assert torch.allclose(w, torch.tensor([0.3, 0.8, 0.9, 1.0]))
+
+
+def test_median_frequency_and_inverse_sqrt_weights():
+    counts = [600, 300, 100, 0]  # frequencies .6 .3 .1 among present classes; median .3
+    mf = class_weights(counts, "median_frequency")
+    assert torch.allclose(mf, torch.tensor([0.5, 1.0, 3.0, 0.0]))
+    isq = class_weights(counts, "inverse_sqrt")
+    raw = 1 / np.sqrt([0.6, 0.3, 0.1])
+    assert torch.allclose(isq[:3], torch.tensor(raw / raw.mean(), dtype=torch.float32))
+    assert isq[3] == 0
+    assert class_weights(counts, "none") is None
+
+
+@pytest.mark.parametrize("use_weight", [False, True])
+def test_weighted_ce_sums_equals_torch_cross_entropy(use_weight):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 7, 9, generator=g)
+    target = torch.randint(0, 5, (3, 7, 9), generator=g)
+    target[0, :2] = 255
+    weight = torch.rand(5, generator=g) + 0.1 if use_weight else None
+    total, n = weighted_ce_sums(logits, target, weight)
+    ref = F.cross_entropy(logits, target, weight=weight, ignore_index=255)
+    assert torch.allclose(total / n, ref, atol=1e-6)
+
+
+def test_early_stopping_patience():
+    stop = EarlyStopping(patience=2, mode="min")
+    assert stop.step(1.0, 1) and not stop.should_stop
+    assert not stop.step(1.1, 2) and not stop.should_stop
+    assert stop.step(0.9, 3) and stop.bad_epochs == 0
+    stop.step(0.95, 4)
+    stop.step(0.95, 5)
+    assert stop.should_stop and stop.best_epoch == 3
+    up = EarlyStopping(patience=None, mode="max")
+    for e in range(10):
+        up.step(0.0, e)
+    assert not up.should_stop
+
+
+def test_stats_match_numpy_and_are_cached(tiny_voc, monkeypatch, tmp_path):
+    monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path))
+    ds = VOCSegmentation(tiny_voc, "train")
+    images = [load_image(ds.image_path(i)).reshape(-1, 3) / 255.0 for i in range(len(ds))]
+    masks = np.concatenate([load_mask(ds.mask_path(i)).ravel() for i in range(len(ds))])
+    pix = np.concatenate(images)
+    stats = dataset_stats(ds)
+    assert np.allclose(stats.mean, pix.mean(0)) and np.allclose(stats.std, pix.std(0))
+    assert stats.class_counts == np.bincount(masks[masks != 255], minlength=21).tolist()
+    assert stats.void_pixels == int((masks == 255).sum())
+    monkeypatch.setattr("vocseg.data.stats.compute_stats", lambda _: pytest.fail("cache not used"))
+    assert dataset_stats(ds) == stats
+    assert compute_stats is not None
+
+
+def test_holdout_split_is_disjoint_and_fixed(tiny_voc):
+    cfg = Config(data_root=str(tiny_voc), val_holdout=0.25, seed=1)
+    a = split_ids(VOCSegmentation(tiny_voc, "train").voc_root, cfg)
+    b = split_ids(VOCSegmentation(tiny_voc, "train").voc_root, Config(data_root=str(tiny_voc), val_holdout=0.25, seed=9))
+    assert not set(a.train) & set(a.val) and len(a.val) == 3 and len(a.train) == 9
+    assert a.val == b.val  # the holdout does not depend on the training seed
+    assert a.test == VOCSegmentation(tiny_voc, "val").ids and a.test_name == "val"
+
+
+def test_config_yaml_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": "fcn", "lr": 0.002, "epochs": 4, "model_kwargs": {"a": 1}}))
+    cfg = load_config(path, {"lr": 0.005, "epochs": None, "model_kwargs": {"b": 2}})
+    assert (cfg.lr, cfg.epochs, cfg.model_kwargs) == (0.005, 4, {"a": 1, "b": 2})
+    path.write_text("lr: 0.1\nlearning_rate: 0.2\n")
+    with pytest.raises(VocsegError, match="learning_rate"):
+        load_config(path)
+    with pytest.raises(VocsegError, match="optimizer"):
+        load_config(None, {"optimizer": "rmsprop"})
+
+
+def test_train_then_evaluate_end_to_end(tiny_voc, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    rc = main([
+        "train", "--model", "fcn", "--data-root", str(tiny_voc), "--out", str(run), "--epochs", "2",
+        "--batch-size", "4", "--image-size", "48", "--workers", "0", "--no-progress", "--patience", "5",
+    ])
+    assert rc == 0
+    for name in ("config.yaml", "history.csv", "best.pt", "last.pt", "curves.png", "metrics.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and tuple(rows[0]) == HISTORY_FIELDS
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["epochs"] == 2 and saved["image_size"] == 48 and saved["data_root"] == str(tiny_voc)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["mean_iou"] <= 1.0 and metrics["split"] == "val" and metrics["epochs_run"] == 2
+    capsys.readouterr()
+
+    # Evaluating best.pt alone reproduces the run's own final numbers (same split, same weights).
+    assert main(["evaluate", str(run / "best.pt"), "--json", "--device", "cpu"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    for key in ("mean_iou", "pixel_accuracy", "fw_iou", "mean_accuracy"):
+        assert evaluated[key] == pytest.approx(metrics[key], abs=1e-9), key
+    assert evaluated["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
+
+    # The human-readable form has the per-class table.
+    assert main(["evaluate", str(run / "best.pt"), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "mean_iou" in text and "aeroplane" in text
