@@ -33,6 +33,29 @@ def _deconv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+class MaxUnpool2x2(nn.Module):
+    """``nn.MaxUnpool2d(2, stride=2)`` for inputs whose pooled map had even H and W, traced without guards.
+
+    Each value of ``x`` goes back to the cell of its 2x2 window that ``indices`` (from
+    ``MaxPool2d(2, 2, return_indices=True)``) names; the other three cells are zero. The result and its
+    gradient equal ``F.max_unpool2d(x, indices, 2, 2)``, but it is written as a nearest upsampling and a
+    mask, because ``max_unpool2d``'s scatter makes ``torch.export`` emit shape guards that reject
+    dynamic H/W. ``UnpoolNet`` pads its input to a multiple of 32, so every pooled map is even-sized.
+    """
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        size = (2 * h, 2 * w)
+        # Position of the max inside its 2x2 window: 2 * (row % 2) + (col % 2); indices are row * 2w + col.
+        cell = (indices // (2 * w) % 2) * 2 + indices % 2
+        up_cell = F.interpolate(cell.to(x.dtype), size=size, mode="nearest")
+        rows = torch.arange(size[0], device=x.device) % 2
+        cols = torch.arange(size[1], device=x.device) % 2
+        here = (rows[:, None] * 2 + cols[None, :]).to(x.dtype)
+        up_x = F.interpolate(x, size=size, mode="nearest")
+        return torch.where(up_cell == here, up_x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 @register_model(
     "unpool",
     paper_table="Table 2",
@@ -47,14 +70,15 @@ class UnpoolNet(nn.Module):
     * every conv and transposed conv uses stride 1 (3x3, padding 1); the five 2x2 max pools downsample
       and the five max unpools upsample (the table's stride 2 on top of the pools would shrink a 224
       input to nothing);
-    * each BN is followed by a ReLU (the table lists none, the text of the paper talks of a non-linear
-      FCN; without them the network would be linear apart from the max pools);
+    * each BN is followed by a ReLU (Table 2 lists none, but Table 1's baseline it builds on has one per
+      stage; without them the network would be linear apart from the max pools);
     * skip connections are additive: after ``UnpoolK`` the matching encoder feature map (the output of
       ``BndK``, same channels and size) is added, and ``Bnd1`` is added before ``Deconv1``. Adding keeps
       the table's channel plan. There is no skip at stage 6: nothing is computed between ``Pool6`` and
       ``Unpool6``, so adding ``Bnd6`` there would make the stage-6 pooling a no-op;
     * the input is zero-padded at the bottom/right to a multiple of 32 and the logits cropped back,
-      so any ``H x W`` works (every pool then sees even sizes).
+      so any ``H x W`` works: every pool sees even sizes and each unpool restores its pool's input size
+      exactly (no ``output_size`` needed).
     """
 
     def __init__(self, num_classes: int = 21, in_channels: int = 3) -> None:
@@ -70,7 +94,7 @@ class UnpoolNet(nn.Module):
         self.encoder = nn.ModuleList(enc)  # Conv1/Bnd1 .. Conv6/Bnd6
         self.decoder = nn.ModuleList(dec)  # Deconv6/Bn6 .. Deconv1/Bn1
         self.pool = nn.MaxPool2d(2, stride=2, return_indices=True)
-        self.unpool = nn.MaxUnpool2d(2, stride=2)
+        self.unpool = MaxUnpool2x2()  # = nn.MaxUnpool2d(2, stride=2), export-friendly
         self.classifier = nn.Conv2d(cin, num_classes, 1)
         xavier_init(self)
 
@@ -79,18 +103,16 @@ class UnpoolNet(nn.Module):
         x = pad_to_multiple(x, MULTIPLE)
         x = self.encoder[0](x)
         skips = [x]  # Bnd1 .. Bnd5 outputs, used by the decoder
-        pooled = []  # (indices, size before pooling) for Pool2 .. Pool6
+        pooled = []  # indices of Pool2 .. Pool6
         for i, stage in enumerate(self.encoder[1:], start=2):
             x = stage(x)
             if i < len(self.encoder):  # Bnd2 .. Bnd5
                 skips.append(x)
-            size = x.shape[-2:]
             x, idx = self.pool(x)
-            pooled.append((idx, size))
+            pooled.append(idx)
         # Unpool6 -> Deconv6, then Unpool5 (+Bnd5) -> Deconv5, ..., Unpool2 (+Bnd2) -> Deconv2
         for j, stage in enumerate(self.decoder[:-1]):
-            idx, size = pooled.pop()
-            x = self.unpool(x, idx, output_size=size)
+            x = self.unpool(x, pooled.pop())
             if j > 0:  # no skip at stage 6 (see the class docstring)
                 x = x + skips.pop()
             x = stage(x)
