@@ -45,6 +45,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
         result = train(cfg, overwrite=args.overwrite, progress=not args.no_progress)
     m = result.metrics
+    if not result.is_main:
+        return 0
     print(
         f"done: {m['split']} mIoU {m['mean_iou']:.4f}  pixel acc {m['pixel_accuracy']:.4f}  "
         f"loss {m['loss']:.4f}  (best epoch {m['best_epoch']}) -> {result.run_dir}"

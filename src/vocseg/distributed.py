@@ -39,6 +39,11 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

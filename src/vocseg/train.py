@@ -26,7 +26,7 @@ from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, s
 from .config import Config, config_from_dict, save_config
 from .data.builder import DataBundle, build_datasets
 from .data.transforms import collate_pad
-from .distributed import broadcast_flag, cleanup, init_distributed, is_main_process
+from .distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
 from .engine import evaluate, resolve_amp, resolve_device, train_one_epoch
 from .errors import VocsegError
 from .losses import class_weights
@@ -191,6 +191,15 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def open_tensorboard(log_dir: Path):
+    """A TensorBoard writer (the optional ``tensorboard`` extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise VocsegError("tensorboard: true needs the tensorboard package: pip install 'vocseg[tensorboard]'") from None
+    return SummaryWriter(str(log_dir))
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -199,6 +208,7 @@ class TrainResult:
     run_dir: Path
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
+    is_main: bool = True  # False on the other ranks of a distributed run
 
 
 def train(
@@ -263,6 +273,7 @@ def train(
             f"{len(data.val)} {data.ids.val_name} images | device {device} | amp {amp_dtype or 'off'} | {run_dir}"
         )
 
+    writer = open_tensorboard(run_dir / "tensorboard") if cfg.tensorboard and main else None
     stopped_early = stopper.should_stop
     for epoch in range(start_epoch, cfg.epochs):
         if stopped_early:
@@ -276,6 +287,14 @@ def train(
             model, eval_loader(data.val, cfg, device, rank, world), cfg.num_classes, data.class_names, weight,
             device, amp_dtype, progress and main, f"epoch {epoch + 1} val",
         )
+        # A finite loss can still leave NaN/inf weights (a bad last step); never save those over a good last.pt.
+        if not math.isfinite(val["loss"]) or not all(
+            torch.isfinite(t).all() for t in unwrap(model).state_dict().values() if t.is_floating_point()
+        ):
+            raise VocsegError(
+                f"non-finite weights or validation loss ({val['loss']}) after epoch {epoch + 1}; stopping without "
+                f"saving, so {run_dir / 'last.pt'} keeps the last good epoch. Try a lower --lr or --amp none."
+            )
         row = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -310,6 +329,10 @@ def train(
             from .viz import plot_curves
 
             plot_curves(history, run_dir / "curves.png", title=cfg.model)
+            if writer is not None:
+                for key in HISTORY_FIELDS[1:]:
+                    writer.add_scalar(key, row[key] if row[key] is not None else float("nan"), epoch + 1)
+                writer.flush()
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}  train {train_loss:.4f}  val {val['loss']:.4f}  "
                 f"mIoU {val['mean_iou'] or 0:.4f}  acc {val['pixel_accuracy'] or 0:.4f}  "
@@ -319,6 +342,7 @@ def train(
         log(f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs (best epoch {stopper.best_epoch})")
 
     # Final numbers come from the best checkpoint, on the test split when there is one.
+    barrier()  # every rank waits until rank 0 has written the last best.pt
     best = load_checkpoint(run_dir / "best.pt", map_location=device)
     unwrap(model).load_state_dict(best["model"])
     final_set = data.test if data.test is not None else data.val
@@ -339,5 +363,8 @@ def train(
     }
     if main:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if writer is not None:
+        writer.close()
+    result = TrainResult(run_dir, metrics, history, is_main=main)
     cleanup()
-    return TrainResult(run_dir, metrics, history)
+    return result

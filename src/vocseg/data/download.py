@@ -35,6 +35,13 @@ def _check_reachable(url: str, timeout: float = 5.0) -> None:
     socket.create_connection((host, 443), timeout=timeout).close()
 
 
+def _strict_data_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
+    """tarfile's ``data`` filter, except that an absolute member name is refused instead of made relative."""
+    if member.name.startswith(("/", "\\")) or Path(member.name).is_absolute():
+        raise tarfile.AbsolutePathError(member)
+    return tarfile.data_filter(member, dest_path)
+
+
 def safe_extract(archive: str | Path, dest: str | Path) -> None:
     """Extract a tar archive into ``dest`` with the ``data`` filter: absolute paths, ``..`` members and
     links leaving the folder are refused, and nothing is written outside ``dest``. Extraction goes to a
@@ -45,7 +52,7 @@ def safe_extract(archive: str | Path, dest: str | Path) -> None:
     try:
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter="data")
+                tar.extractall(tmp, filter=_strict_data_filter)
         except (tarfile.FilterError, tarfile.TarError, OSError) as e:
             raise VocsegError(f"refused to extract {archive}: {e}") from None
         for item in tmp.iterdir():

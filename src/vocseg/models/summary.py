@@ -14,26 +14,44 @@ _COUNT_KWARGS: dict[str, dict[str, Any]] = {"transfer": {"pretrained": False}}
 
 
 def count_gflops(model: torch.nn.Module, image_size: int = 512) -> float:
-    """GFLOPs (1e9 floating-point operations, a multiply-add counted as 2) of one (1, 3, S, S) forward."""
+    """GFLOPs (1e9 floating-point operations, a multiply-add counted as 2) of one (1, 3, S, S) forward.
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` in eval mode under ``torch.no_grad``: the
+    convolutions, transposed convolutions and matrix products (norms, activations, pooling are not
+    counted). The input lives on the model's device, so a model built on the ``meta`` device is counted
+    without computing anything.
+    """
     model.eval()
-    x = torch.zeros(1, 3, image_size, image_size)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    x = torch.zeros(1, 3, image_size, image_size, device=device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops() / 1e9
 
 
+def _count(name: str, image_size: int) -> tuple[int, float]:
+    kwargs = _COUNT_KWARGS.get(name, {})
+    try:  # on the meta device: shapes only, instant even for the 386-GFLOP U-Net
+        with torch.device("meta"):
+            model = create_model(name, **kwargs)
+        return count_parameters(model), count_gflops(model, image_size)
+    except (NotImplementedError, RuntimeError):  # a model doing data-dependent work: count on the CPU
+        model = create_model(name, **kwargs)
+        return count_parameters(model), count_gflops(model, image_size)
+
+
 def model_table(image_size: int = 512) -> list[dict]:
-    """One row per registered model: name, params, gflops (at ``image_size`` x ``image_size``), paper_table,
-    description."""
+    """One row per registered model: name, params, gflops (one forward at ``image_size`` x ``image_size``),
+    paper_table, description. The transfer model is built with ``pretrained=False`` (no weights needed)."""
     rows = []
     for name in list_models():
         entry = get_model_entry(name)
-        model = create_model(name, **_COUNT_KWARGS.get(name, {}))
+        params, gflops = _count(name, image_size)
         rows.append(
             {
                 "name": name,
-                "params": count_parameters(model),
-                "gflops": count_gflops(model, image_size),
+                "params": params,
+                "gflops": gflops,
                 "paper_table": entry.paper_table,
                 "description": entry.description,
             }

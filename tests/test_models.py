@@ -1,0 +1,435 @@
+"""Tests of the model zoo: the shared contract for every registered model, the paper's parameter counts,
+and the transfer model's weight handling (all offline)."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch.export import Dim
+
+from vocseg.errors import VocsegError
+from vocseg.models import count_parameters, create_model, format_model_table, list_models, model_table
+from vocseg.models.unpool import MaxUnpool2x2
+
+NUM_CLASSES = 21
+
+# Arguments for the default (paper) configurations: only what is needed to build offline.
+DEFAULT_KWARGS = {"transfer": {"pretrained": False}}
+# Slim settings for the expensive checks (backward, export): same code paths, fewer channels.
+SMALL_KWARGS = {"transfer": {"pretrained": False, "encoder": "resnet18"}, "unet": {"base_channels": 8}}
+# Models whose forward is written so that torch.export needs no shape guards at all (strict ``Dim``s).
+GUARD_FREE = ["transfer", "unet", "unpool"]
+
+EXPORT_SIZES = [(1, 3, 97, 131), (3, 3, 70, 200)]  # two sizes the exported programs must both handle
+MIN_EXPORT_SIZE = 64  # below 2 x the total stride a feature map has 1 pixel, which torch.export specialises
+
+
+def build(name: str, small: bool = True, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    kwargs = (SMALL_KWARGS if small else DEFAULT_KWARGS).get(name, {})
+    return create_model(name, num_classes=NUM_CLASSES, **kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these small workloads gain nothing from more, and on a busy 2-core machine
+    extra threads spin and slow everything down (as in conftest's ``torch_global_state``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache() -> dict:
+    """Models and exported programs shared by the tests of this module (building them is the slow part)."""
+    return {}
+
+
+def default_model(name: str, cache: dict) -> torch.nn.Module:
+    key = ("default", name)
+    if key not in cache:
+        cache[key] = build(name, small=False).eval()
+    return cache[key]
+
+
+def export_dynamic(name: str, cache: dict):
+    """``torch.export`` with dynamic batch, height and width.
+
+    Models in ``GUARD_FREE`` get named ``Dim``s (strict: any guard restricting H or W in the range fails
+    the export); the others ``Dim.DYNAMIC``, which still must stay dynamic but may add guards that
+    hold for every size in the range (e.g. slicing ``[:h]`` off a map of ceil(h / 32) * 32 rows).
+    """
+    key = ("export", name)
+    if key not in cache:
+        model = build(name).eval()
+        if name in GUARD_FREE:
+            dims = {0: Dim("b", max=64), 2: Dim("h", min=MIN_EXPORT_SIZE, max=4096),
+                    3: Dim("w", min=MIN_EXPORT_SIZE, max=4096)}
+        else:
+            dims = {0: Dim.DYNAMIC(max=64), 2: Dim.DYNAMIC(min=MIN_EXPORT_SIZE, max=4096),
+                    3: Dim.DYNAMIC(min=MIN_EXPORT_SIZE, max=4096)}
+        ep = torch.export.export(model, (torch.randn(2, 3, 97, 131),), dynamic_shapes={"x": dims})
+        cache[key] = (model, ep)
+    return cache[key]
+
+
+@pytest.mark.parametrize("name", list_models())
+class TestEveryModel:
+    """The contract of ``registry.py``: (B, 3, H, W) -> (B, num_classes, H, W) for any H, W."""
+
+    @pytest.mark.parametrize("shape", [(2, 3, 97, 131), (1, 3, 64, 64), (1, 3, 8, 13)])
+    def test_output_shape_default_config(self, name, shape, cache):
+        model = default_model(name, cache)
+        with torch.no_grad():
+            out = model(torch.randn(*shape))
+        assert out.shape == (shape[0], NUM_CLASSES, *shape[2:])
+        assert torch.isfinite(out).all()
+
+    def test_backward_gives_finite_grads(self, name):
+        model = build(name).train()
+        out = model(torch.randn(2, 3, 45, 67))
+        assert out.shape == (2, NUM_CLASSES, 45, 67)
+        loss = F.cross_entropy(out, torch.randint(0, NUM_CLASSES, (2, 45, 67)))
+        assert torch.isfinite(loss)
+        loss.backward()
+        for pname, p in model.named_parameters():
+            if p.requires_grad:
+                assert p.grad is not None, pname
+                assert torch.isfinite(p.grad).all(), pname
+
+    def test_same_seed_same_output(self, name):
+        x = torch.randn(1, 3, 40, 50)
+        with torch.no_grad():
+            a = build(name, seed=123).eval()(x)
+            b = build(name, seed=123).eval()(x)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    def test_torch_export_dynamic_hw(self, name, cache):
+        model, ep = export_dynamic(name, cache)
+        exported_module = ep.module()
+        for shape in EXPORT_SIZES:
+            x = torch.randn(*shape)
+            with torch.no_grad():
+                expected = model(x)
+                got = exported_module(x)
+            assert got.shape == (shape[0], NUM_CLASSES, *shape[2:])
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+    def test_onnx_export_dynamic_hw(self, name, cache):
+        ort = pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+        model, ep = export_dynamic(name, cache)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(ep, dynamo=True, verbose=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(
+            program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        input_name = session.get_inputs()[0].name
+        for shape in EXPORT_SIZES:
+            x = torch.randn(*shape)
+            with torch.no_grad():
+                expected = model(x).numpy()
+            got = session.run(None, {input_name: x.numpy()})[0]
+            assert got.shape == expected.shape
+            torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(expected), rtol=1e-3, atol=1e-4)
+
+
+# ---------------------------------------------------------------- parameter counts, from the tables
+
+
+def conv(cin, cout, k, bias=True):
+    return k * k * cin * cout + (cout if bias else 0)
+
+
+def bn(c):  # BatchNorm2d / affine InstanceNorm2d: weight and bias
+    return 2 * c
+
+
+def table_count(layers) -> int:
+    """Sum over (type, cin, cout, k) rows written out from the paper's tables."""
+    total = 0
+    for kind, cin, cout, k in layers:
+        if kind in ("conv", "deconv"):
+            total += conv(cin, cout, k)
+        elif kind in ("conv_nobias", "deconv_nobias"):
+            total += conv(cin, cout, k, bias=False)
+        elif kind in ("bn", "in_affine"):
+            total += bn(cout)
+        elif kind in ("relu", "pool", "unpool", "in"):
+            pass
+        else:
+            raise AssertionError(kind)
+    return total
+
+
+TABLE_1 = [  # fcn: Conv -> ReLU -> BN x5, Deconv -> ReLU -> BN x5, classifier
+    *[r for cin, cout in [(3, 32), (32, 64), (64, 128), (128, 256), (256, 512)]
+      for r in (("conv", cin, cout, 3), ("relu", cout, cout, 0), ("bn", cout, cout, 0))],
+    *[r for cin, cout in [(512, 512), (512, 256), (256, 128), (128, 64), (64, 32)]
+      for r in (("deconv", cin, cout, 3), ("relu", cout, cout, 0), ("bn", cout, cout, 0))],
+    ("conv", 32, NUM_CLASSES, 1),
+]
+TABLE_2 = [  # unpool ("Wilson's model")
+    ("conv", 3, 32, 3), ("bn", 32, 32, 0),
+    ("conv", 32, 64, 3), ("bn", 64, 64, 0), ("pool", 64, 64, 2),
+    ("conv", 64, 128, 3), ("bn", 128, 128, 0), ("pool", 128, 128, 2),
+    ("conv", 128, 256, 3), ("bn", 256, 256, 0), ("pool", 256, 256, 2),
+    ("conv", 256, 512, 3), ("bn", 512, 512, 0), ("pool", 512, 512, 2),
+    ("conv", 512, 1024, 3), ("bn", 1024, 1024, 0), ("pool", 1024, 1024, 2),
+    ("unpool", 1024, 1024, 2), ("deconv", 1024, 512, 3), ("bn", 512, 512, 0),
+    ("unpool", 512, 512, 2), ("deconv", 512, 256, 3), ("bn", 256, 256, 0),
+    ("unpool", 256, 256, 2), ("deconv", 256, 128, 3), ("bn", 128, 128, 0),
+    ("unpool", 128, 128, 2), ("deconv", 128, 64, 3), ("bn", 64, 64, 0),
+    ("unpool", 64, 64, 2), ("deconv", 64, 32, 3), ("bn", 32, 32, 0),
+    ("deconv", 32, 32, 3), ("bn", 32, 32, 0),
+    ("conv", 32, NUM_CLASSES, 1),
+]
+TABLE_3_DECODER = [  # transfer: decoder and classifier; the encoder is torchvision's ResNet without fc
+    ("deconv", 512, 256, 3), ("bn", 256, 256, 0),
+    ("deconv", 256, 128, 3), ("bn", 128, 128, 0),
+    ("deconv", 128, 64, 3), ("bn", 64, 64, 0),
+    ("deconv", 64, 32, 3), ("bn", 32, 32, 0),
+    ("deconv", 32, 16, 3), ("bn", 16, 16, 0),
+    ("conv", 16, NUM_CLASSES, 1),
+]
+
+
+def double_conv_rows(cin, cout):
+    # Our reading of Table 4's double_conv: bias-free convs (a norm follows), affine InstanceNorm2d.
+    return [("conv_nobias", cin, cout, 3), ("in_affine", cout, cout, 0), ("relu", cout, cout, 0),
+            ("conv_nobias", cout, cout, 3), ("in_affine", cout, cout, 0), ("relu", cout, cout, 0)]
+
+
+def table_4(base=64):
+    c1, c2, c3, c4, c5 = (base * m for m in (1, 2, 4, 8, 16))
+    return [
+        *double_conv_rows(3, c1), ("pool", c1, c1, 2),
+        *double_conv_rows(c1, c2), ("pool", c2, c2, 2),
+        *double_conv_rows(c2, c3), ("pool", c3, c3, 2),
+        *double_conv_rows(c3, c4), ("pool", c4, c4, 2),
+        *double_conv_rows(c4, c5),
+        ("deconv", c5, c4, 2), *double_conv_rows(2 * c4, c4),
+        ("deconv", c4, c3, 2), *double_conv_rows(2 * c3, c3),
+        ("deconv", c3, c2, 2), *double_conv_rows(2 * c2, c2),
+        ("deconv", c2, c1, 2), *double_conv_rows(2 * c1, c1),
+        ("conv", c1, NUM_CLASSES, 1),
+    ]
+
+
+def resnet_without_fc(weights) -> int:
+    return weights.meta["num_params"] - (512 * 1000 + 1000)  # torchvision's count minus the fc head
+
+
+EXPECTED_PARAMS = {
+    "fcn": ({}, table_count(TABLE_1)),
+    "unpool": ({}, table_count(TABLE_2)),
+    "transfer": (
+        {"pretrained": False},
+        resnet_without_fc(torchvision.models.ResNet34_Weights.IMAGENET1K_V1) + table_count(TABLE_3_DECODER),
+    ),
+    "transfer-resnet18": (
+        {"pretrained": False, "encoder": "resnet18"},
+        resnet_without_fc(torchvision.models.ResNet18_Weights.IMAGENET1K_V1) + table_count(TABLE_3_DECODER),
+    ),
+    "unet": ({}, table_count(table_4())),
+    "unet-base8": ({"base_channels": 8}, table_count(table_4(8))),
+}
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED_PARAMS))
+def test_parameter_count_matches_table(key):
+    kwargs, expected = EXPECTED_PARAMS[key]
+    with torch.device("meta"):  # shapes only: fast
+        model = create_model(key.split("-")[0], num_classes=NUM_CLASSES, **kwargs)
+    assert count_parameters(model) == expected
+
+
+def test_paper_models_are_registered():
+    assert {"fcn", "unpool", "transfer", "unet"} <= set(list_models())
+    assert set(GUARD_FREE) <= set(list_models())
+
+
+def test_model_table():
+    rows = model_table(image_size=64)
+    assert [r["name"] for r in rows] == list_models()
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["unpool"]["params"] == table_count(TABLE_2)
+    assert by_name["unet"]["paper_table"] == "Table 4"
+    assert all(r["gflops"] > 0 and r["description"] for r in rows)
+    # FLOPs of convs scale with the pixel count: 512^2 / 64^2 = 64 times as many
+    big = {r["name"]: r["gflops"] for r in model_table(image_size=512)}
+    assert big["fcn"] == pytest.approx(64 * by_name["fcn"]["gflops"], rel=1e-6)
+    text = format_model_table(rows)
+    lines = text.splitlines()
+    assert len(lines) == len(rows) + 2 and all(name in text for name in list_models())
+    assert "GFLOPs" in lines[0]
+
+
+# ---------------------------------------------------------------- unpooling
+
+
+def test_max_unpool2x2_matches_max_unpool2d():
+    x = torch.randn(2, 3, 12, 18)
+    x[0, 0, :4, :4] = 1.0  # ties inside windows
+    pooled, idx = F.max_pool2d(x, 2, 2, return_indices=True)
+    a = pooled.clone().requires_grad_()
+    b = pooled.clone().requires_grad_()
+    ours, ref = MaxUnpool2x2()(a, idx), F.max_unpool2d(b, idx, 2, 2)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    g = torch.randn_like(ref)
+    ours.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- registry errors
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(VocsegError) as e:
+        create_model("no-such-model")
+    for name in list_models():
+        assert name in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["unpool", "transfer", "unet"])
+def test_unknown_kwarg_is_named(name):
+    with pytest.raises(VocsegError, match="bogus_arg"):
+        create_model(name, bogus_arg=1)
+
+
+def test_unknown_encoder():
+    with pytest.raises(VocsegError, match="resnet18"):
+        create_model("transfer", encoder="vgg16", pretrained=False)
+
+
+# ---------------------------------------------------------------- transfer weights (no network)
+
+R18 = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+R18_FILE = os.path.basename(R18.url)  # resnet18-f37072fd.pth
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty ``TORCH_HOME`` under ``tmp_path`` and a network that raises (and records) when touched."""
+    touched = []
+
+    def blocked(*args, **kwargs):
+        touched.append(args)
+        raise OSError("network access blocked by the test")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # in case someone called torch.hub.set_dir
+    monkeypatch.setattr(socket, "create_connection", blocked)
+    monkeypatch.setattr(socket, "getaddrinfo", blocked)
+    monkeypatch.setattr(socket.socket, "connect", blocked)
+    monkeypatch.setattr(urllib.request, "urlopen", blocked)
+    monkeypatch.setattr(torch.hub, "urlopen", blocked, raising=False)
+    return touched
+
+
+def random_resnet18_state(seed=7) -> dict:
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18()
+    for p in model.parameters():  # make sure nothing matches a fresh init by chance
+        torch.nn.init.normal_(p)
+    for name, b in model.named_buffers():
+        if b.is_floating_point():
+            b.uniform_(0.5, 1.5)
+    return model.state_dict()
+
+
+def assert_encoder_equals(model, state):
+    enc = model.encoder.state_dict()
+    expected = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    assert set(enc) == set(expected)
+    for k, v in expected.items():
+        assert torch.equal(enc[k], v), k
+
+
+def test_pretrained_weights_from_torch_home_cache(offline, tmp_path):
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    state = random_resnet18_state()
+    torch.save(state, checkpoints / R18_FILE)
+    model = create_model("transfer", encoder="resnet18", pretrained=True)
+    assert_encoder_equals(model, state)
+    assert model.input_normalization == IMAGENET_NORM
+    assert offline == []  # the cache was used: no network, no download, no hash check
+
+
+def test_pretrained_offline_without_cache_fails_fast(offline, tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(VocsegError) as e:
+        create_model("transfer", encoder="resnet18", pretrained=True)
+    assert time.perf_counter() - start < 5
+    msg = str(e.value)
+    folder = os.path.join(str(tmp_path / "torch"), "hub", "checkpoints")
+    assert R18_FILE in msg and folder in msg and R18.url in msg
+    assert "pretrained=false" in msg and "pretrained: false" in msg
+    assert not (tmp_path / "torch" / "hub" / "checkpoints" / R18_FILE).exists()
+
+
+def test_resnet34_is_the_default_encoder(offline):
+    with pytest.raises(VocsegError, match="resnet34-b627a593.pth"):
+        create_model("transfer")
+
+
+def test_weights_path_takes_precedence(offline, tmp_path):
+    state = random_resnet18_state(seed=3)
+    path = tmp_path / "my-resnet18.pth"
+    torch.save(state, path)
+    model = create_model("transfer", encoder="resnet18", weights=str(path))  # pretrained=True is ignored
+    assert_encoder_equals(model, state)
+    assert model.input_normalization == IMAGENET_NORM
+    assert offline == []
+
+
+def test_weights_path_missing(tmp_path):
+    path = tmp_path / "nope.pth"
+    with pytest.raises(VocsegError, match="nope.pth"):
+        create_model("transfer", encoder="resnet18", weights=str(path))
+
+
+def test_weights_path_wrong_keys(tmp_path):
+    path = tmp_path / "wrong.pth"
+    torch.save({"foo.weight": torch.zeros(3)}, path)
+    with pytest.raises(VocsegError, match="wrong.pth"):
+        create_model("transfer", encoder="resnet18", weights=str(path))
+    r18 = tmp_path / "r18.pth"
+    torch.save(random_resnet18_state(), r18)
+    with pytest.raises(VocsegError, match="r18.pth"):  # resnet18 weights for a resnet34 encoder
+        create_model("transfer", encoder="resnet34", weights=str(r18))
+
+
+def test_no_pretraining_has_no_input_normalization():
+    model = create_model("transfer", encoder="resnet18", pretrained=False)
+    assert model.input_normalization is None
+
+
+def test_freeze_encoder():
+    model = create_model("transfer", encoder="resnet18", pretrained=False, freeze_encoder=True)
+    assert all(not p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    assert all(p.requires_grad for p in model.classifier.parameters())
+    model.train()
+    assert model.training and model.decoder.training
+    assert not any(m.training for m in model.encoder.modules())  # BN statistics stay fixed
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    model.eval()
+    assert not model.training
