@@ -69,7 +69,8 @@ def format_model_table(rows: list[dict]) -> str:
     right = {1, 2}  # numbers are right-aligned
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
 
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out += [line(b) for b in body]

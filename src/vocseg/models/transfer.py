@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import urllib.error
 from collections import OrderedDict
 from typing import Any
@@ -78,6 +79,7 @@ def load_imagenet_state_dict(encoder: str) -> dict[str, torch.Tensor]:
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib's urlopen in torch.hub takes no timeout
         try:
             os.makedirs(folder, exist_ok=True)
+            print(f"Downloading {weights.url} to {path}", file=sys.stderr)
             # Like torch.hub's check_hash: the download must match the hash prefix in the file name.
             torch.hub.download_url_to_file(
                 weights.url, path, hash_prefix=_hash_prefix(path), progress=False
@@ -178,6 +180,9 @@ class TransferNet(nn.Module):
         freeze_encoder: bool = False,
     ) -> None:
         super().__init__()
+        for flag, value in (("pretrained", pretrained), ("freeze_encoder", freeze_encoder)):
+            if not isinstance(value, bool):
+                raise VocsegError(f"model 'transfer': {flag} must be true or false, got {value!r}")
         build, imagenet = _encoder_spec(encoder)
         resnet = build(weights=None)
         self.input_normalization = None
