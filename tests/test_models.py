@@ -25,7 +25,6 @@ DEFAULT_KWARGS = {"transfer": {"pretrained": False}}
 # Slim settings for the expensive checks (backward, export): same code paths, fewer channels.
 SMALL_KWARGS = {"transfer": {"pretrained": False, "encoder": "resnet18"}, "unet": {"base_channels": 8}}
 # Models whose forward is written so that torch.export needs no shape guards at all (strict ``Dim``s).
-GUARD_FREE = ["transfer", "unet", "unpool"]
 
 EXPORT_SIZES = [(1, 3, 97, 131), (3, 3, 70, 200)]  # two sizes the exported programs must both handle
 MIN_EXPORT_SIZE = 64  # below 2 x the total stride a feature map has 1 pixel, which torch.export specialises
@@ -61,21 +60,13 @@ def default_model(name: str, cache: dict) -> torch.nn.Module:
 
 
 def export_dynamic(name: str, cache: dict):
-    """``torch.export`` with dynamic batch, height and width.
-
-    Models in ``GUARD_FREE`` get named ``Dim``s (strict: any guard restricting H or W in the range fails
-    the export); the others ``Dim.DYNAMIC``, which still must stay dynamic but may add guards that
-    hold for every size in the range (e.g. slicing ``[:h]`` off a map of ceil(h / 32) * 32 rows).
-    """
+    """``torch.export`` with named (strict) dynamic batch, height and width: any guard restricting H or W
+    within the range fails the export."""
     key = ("export", name)
     if key not in cache:
         model = build(name).eval()
-        if name in GUARD_FREE:
-            dims = {0: Dim("b", max=64), 2: Dim("h", min=MIN_EXPORT_SIZE, max=4096),
-                    3: Dim("w", min=MIN_EXPORT_SIZE, max=4096)}
-        else:
-            dims = {0: Dim.DYNAMIC(max=64), 2: Dim.DYNAMIC(min=MIN_EXPORT_SIZE, max=4096),
-                    3: Dim.DYNAMIC(min=MIN_EXPORT_SIZE, max=4096)}
+        dims = {0: Dim("b", max=64), 2: Dim("h", min=MIN_EXPORT_SIZE, max=4096),
+                3: Dim("w", min=MIN_EXPORT_SIZE, max=4096)}
         ep = torch.export.export(model, (torch.randn(2, 3, 97, 131),), dynamic_shapes={"x": dims})
         cache[key] = (model, ep)
     return cache[key]
@@ -257,7 +248,6 @@ def test_parameter_count_matches_table(key):
 
 def test_paper_models_are_registered():
     assert {"fcn", "unpool", "transfer", "unet"} <= set(list_models())
-    assert set(GUARD_FREE) <= set(list_models())
 
 
 def test_model_table():

@@ -7,6 +7,7 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -83,7 +84,7 @@ def test_unknown_experiment_names_list_the_valid_ones(tmp_path):
 
 def test_all_background_metrics_hand_computed():
     # 60 background, 30 class 1, 10 class 3; classes 2, 4.. absent
-    bg = all_background_metrics(__import__("numpy").array([60, 30, 0, 10, 0]))
+    bg = all_background_metrics(np.array([60, 30, 0, 10, 0]))
     assert bg["pixel_accuracy"] == pytest.approx(0.6)
     assert bg["mean_iou"] == pytest.approx(0.6 / 3)
     assert bg["mean_accuracy"] == pytest.approx(1 / 3)
@@ -96,7 +97,8 @@ def test_quick_transfer_trains_from_scratch_only_without_cached_weights(tmp_path
     cfg, applied, notes = R.experiment_config(R.get_experiment("transfer"), tmp_path, quick=True)
     assert cfg.model_kwargs["pretrained"] is cached
     assert cfg.out == str(tmp_path / "runs" / "transfer") and cfg.data_root is None
-    assert cfg.epochs <= R.QUICK["epochs"] and cfg.image_size == R.QUICK["image_size"]
+    assert cfg.epochs == R.quick_overrides(R.get_experiment("transfer"))["epochs"] < 50
+    assert cfg.image_size == R.QUICK["image_size"]
     assert ("from scratch" in " ".join(notes)) is not cached
     full, applied_full, _ = R.experiment_config(R.get_experiment("transfer"), tmp_path, quick=False)
     assert full.model_kwargs["pretrained"] is True and full.epochs == 50 and applied_full == {}

@@ -238,7 +238,8 @@ def comparison_figure(image: np.ndarray, mask: np.ndarray, preds: dict[str, np.n
     n_items = len(shown) + 1
     ncol = max(2, min(n_items, int(fig_w / 1.35)))
     legend_h = 0.25 * math.ceil(n_items / ncol) + 0.2
-    fig_h = 2 * 2.4 + 0.6 + legend_h + (0.35 if title else 0.0)
+    panel_h = panel_w * h / w
+    fig_h = 2 * panel_h + 0.6 + 0.45 + legend_h + (0.35 if title else 0.0)
     fig, axes = plt.subplots(2, cols, figsize=(fig_w, fig_h), dpi=90, squeeze=False)
     axes[0, 0].imshow(image)
     axes[0, 0].set_title("image", fontsize=9)
@@ -249,7 +250,7 @@ def comparison_figure(image: np.ndarray, mask: np.ndarray, preds: dict[str, np.n
         axes[0, j].imshow(overlay(image, pred))
         axes[0, j].set_title(f"{label}\noverlay", fontsize=8)
         axes[1, j].imshow(colorize(pred))
-        axes[1, j].set_title(f"{label}\nmask", fontsize=8)
+        axes[1, j].set_title("mask", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -259,7 +260,8 @@ def comparison_figure(image: np.ndarray, mask: np.ndarray, preds: dict[str, np.n
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, legend_h / fig_h, 1, 1 - (0.35 / fig_h if title else 0.0)), h_pad=1.5)
+    top = 1 - (0.35 + 0.45) / fig_h if title else 1 - 0.45 / fig_h
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=legend_h / fig_h + 0.01, top=top, wspace=0.05, hspace=0.6 / panel_h)
     fig.savefig(path)
     plt.close(fig)
 
@@ -282,7 +284,9 @@ def confusion_figure(matrix: Sequence[Sequence[float]], names: list[str], path: 
     for i in range(n):
         for j in range(n):
             if norm[i, j] >= 0.1:
-                ax.text(j, i, f"{norm[i, j]:.2f}"[1:] if norm[i, j] < 1 else "1", ha="center", va="center",
+                label = f"{norm[i, j]:.2f}"
+                label = "1" if label == "1.00" else label.lstrip("0")
+                ax.text(j, i, label, ha="center", va="center",
                         fontsize=6, color="white" if norm[i, j] > 0.6 else "black")
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's pixels")
@@ -375,7 +379,11 @@ class Doc:
             if b[0] == "h":
                 out.append(f"{'#' * b[1]} {b[2]}")
             elif b[0] == "p":
-                out.append(f"> **Note.** {b[1]}" if b[2] == "note" else b[1])
+                if b[2] in ("note", "info"):
+                    prefix = "**Note.** " if b[2] == "note" else ""
+                    out.append("> " + prefix + b[1].strip().replace("\n", "  \n> "))
+                else:
+                    out.append(b[1])
             elif b[0] == "ul":
                 out.append("\n".join(f"- {item}" for item in b[1]))
             elif b[0] == "table":
@@ -401,7 +409,8 @@ class Doc:
             elif b[0] == "p":
                 cls = f' class="{b[2]}"' if b[2] else ""
                 prefix = "<strong>Note.</strong> " if b[2] == "note" else ""
-                parts.append(f"<p{cls}>{prefix}{_inline_md_to_html(b[1])}</p>")
+                body = _inline_md_to_html(b[1].strip()).replace("\n", "<br>\n")
+                parts.append(f"<p{cls}>{prefix}{body}</p>")
             elif b[0] == "ul":
                 parts.append("<ul>" + "".join(f"<li>{_inline_md_to_html(i)}</li>" for i in b[1]) + "</ul>")
             elif b[0] == "table":
@@ -553,7 +562,11 @@ def write_report(out: str | Path, experiments: Sequence[Any] | None = None, devi
         image, mask, preds = predict_example(done, info, device)
         rel = f"{FIGURES}/comparison.png"
         classes = ", ".join(info.class_names[c] for c in info.example_classes) or "background only"
-        labels = {r.name: f"{r.name} ({r.cfg.get('model')})" for r in done if r.cfg}
+        labels = {
+            r.name: (r.name if r.cfg.get("model") == r.name else f"{r.name} ({r.cfg.get('model')})")
+            + f", mIoU {_f(r.metrics.get('mean_iou'), 3)}"
+            for r in done if r.cfg
+        }
         comparison_figure(image, mask, preds, info.class_names, out / rel, title=f"{info.example_id} ({split})",
                           labels=labels)
         doc.p(
@@ -616,7 +629,7 @@ def write_report(out: str | Path, experiments: Sequence[Any] | None = None, devi
     for r in runs:
         c = r.cfg or {}
         if not c:
-            rows.append([r.name, r.exp.config] + ["–"] * 9)
+            rows.append([r.name, r.exp.config] + ["–"] * 10)
             continue
         flips = f"h{c.get('hflip')}/v{c.get('vflip')}"
         size = "native" if c.get("image_size") is None else f"{c['image_size']} crop"
@@ -627,9 +640,10 @@ def write_report(out: str | Path, experiments: Sequence[Any] | None = None, devi
             r.name, r.exp.config, f"{c.get('model')} ({kw})", f"{c.get('optimizer')} {c.get('lr')}",
             str(c.get("epochs")), str(c.get("patience")), c.get("scheduler", ""), flips,
             c.get("class_weighting", ""), size, str(c.get("batch_size")),
+            "all" if c.get("max_train_images") is None else str(c["max_train_images"]),
         ])
     doc.table(["experiment", "config", "model", "optimizer, lr", "epochs", "patience", "scheduler", "flips",
-               "class weights", "train size", "batch"], rows)
+               "class weights", "train size", "batch", "max train images"], rows)
     if quick:
         overrides = manifest.get("quick_overrides") or {}
         doc.p("**Quick overrides** (`--quick`), applied on top of each YAML (`epochs` is a cap):")

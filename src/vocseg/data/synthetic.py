@@ -4,7 +4,8 @@ Every image is a cluttered, textured background with 1-4 occluding objects of th
 classes. A class is *not* one colour: each class draws its shape family, aspect ratio, hue range,
 saturation/value and texture from overlapping distributions, so a model must combine shape, texture
 and colour to tell classes apart. Background-class distractors (blobs, bars, diamonds, hexagons,
-hourglasses) use the same colours and textures as objects, so "textured thing" does not mean "object".
+hourglasses) use the same textures as objects in muted colours, so "textured thing" does not mean "object";
+backgrounds are muted too, and most classes are saturated, but three classes are as grey as the background.
 Masks carry a 2-3 px void (255) band around every object edge, like VOC's.
 
 Each image is drawn from its own RNG, ``np.random.default_rng([seed, index])``, so the dataset is
@@ -30,7 +31,7 @@ from .classes import IGNORE_INDEX, NUM_CLASSES, voc_palette
 __all__ = ["generate_synthetic_voc", "default_dataset_root", "DEFAULT_SYNTHETIC", "GENERATOR_VERSION"]
 
 # Bump whenever the drawing code changes what an image looks like, so cached datasets are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 DEFAULT_SYNTHETIC: dict[str, int] = dict(n_train=480, n_val=160, seed=0, max_side=192)
 
@@ -60,28 +61,32 @@ class _ClassSpec:
     textures: dict[str, float]  # texture -> relative weight
 
 
-# Index i+1 is VOC class i+1 (aeroplane ... tvmonitor). Classes sharing a shape family (ellipse: cow
-# vs sheep; rect: bus vs train) differ in aspect range, colour and texture.
+# Index i+1 is VOC class i+1 (aeroplane ... tvmonitor). Most classes come in pairs sharing a hue range
+# (aeroplane/boat, bicycle/car, bird/bus, cat/dog, chair/diningtable, horse/person, bottle/pottedplant,
+# motorbike/sofa) and differing in shape and texture, so colour narrows a pixel down to a pair and shape
+# decides within it. Cow, sheep and tvmonitor are low-saturation, like the background, so for them shape
+# and texture carry everything. Classes sharing a shape family (ellipse: cow vs sheep; rect: bus vs
+# train) differ in aspect range, colour and texture.
 _CLASSES: tuple[_ClassSpec, ...] = (
-    _ClassSpec("plane", (1.1, 1.6), 180, (0.58, 0.12), (0.1, 0.6), (0.6, 0.95), {"flat": 3, "gradient": 3, "stripes": 1}),
-    _ClassSpec("ring", (0.9, 1.1), 30, (0.00, 0.15), (0.5, 1.0), (0.4, 0.9), {"stripes": 3, "flat": 2, "checker": 1}),
-    _ClassSpec("triangle", (0.8, 1.3), 180, (0.10, 0.15), (0.3, 0.8), (0.3, 0.8), {"noise": 3, "mottled": 2, "flat": 1}),
-    _ClassSpec("trapezoid", (1.4, 2.2), 20, (0.60, 0.15), (0.4, 0.9), (0.3, 0.9), {"stripes": 3, "gradient": 2, "flat": 1}),
-    _ClassSpec("bottle", (0.3, 0.5), 20, (0.33, 0.15), (0.4, 0.9), (0.2, 0.7), {"gradient": 3, "flat": 2, "noise": 1}),
-    _ClassSpec("rect", (1.3, 1.9), 15, (0.13, 0.10), (0.6, 1.0), (0.6, 1.0), {"checker": 3, "stripes": 1, "flat": 1}),
-    _ClassSpec("roundrect", (1.4, 2.2), 20, (0.97, 0.15), (0.5, 1.0), (0.3, 0.9), {"flat": 3, "gradient": 3, "mottled": 1}),
-    _ClassSpec("star5", (0.9, 1.1), 180, (0.08, 0.10), (0.3, 0.8), (0.3, 0.9), {"noise": 3, "mottled": 2, "dots": 1}),
-    _ClassSpec("lshape", (0.6, 1.0), 20, (0.07, 0.10), (0.3, 0.7), (0.2, 0.6), {"stripes": 3, "flat": 2, "gradient": 1}),
+    _ClassSpec("plane", (1.1, 1.6), 180, (0.60, 0.06), (0.45, 0.9), (0.6, 0.95), {"flat": 3, "gradient": 3, "stripes": 1}),
+    _ClassSpec("ring", (0.9, 1.1), 30, (0.99, 0.06), (0.5, 1.0), (0.4, 0.9), {"stripes": 3, "flat": 2, "checker": 1}),
+    _ClassSpec("triangle", (0.8, 1.3), 180, (0.16, 0.06), (0.45, 0.9), (0.4, 0.9), {"noise": 3, "mottled": 2, "flat": 1}),
+    _ClassSpec("trapezoid", (1.4, 2.2), 20, (0.60, 0.06), (0.45, 0.9), (0.3, 0.9), {"stripes": 3, "gradient": 2, "flat": 1}),
+    _ClassSpec("bottle", (0.3, 0.5), 20, (0.33, 0.06), (0.45, 0.9), (0.3, 0.8), {"gradient": 3, "flat": 2, "noise": 1}),
+    _ClassSpec("rect", (1.3, 1.9), 15, (0.16, 0.06), (0.6, 1.0), (0.6, 1.0), {"checker": 3, "stripes": 1, "flat": 1}),
+    _ClassSpec("roundrect", (1.4, 2.2), 20, (0.99, 0.06), (0.5, 1.0), (0.3, 0.9), {"flat": 3, "gradient": 3, "mottled": 1}),
+    _ClassSpec("star5", (0.9, 1.1), 180, (0.08, 0.05), (0.45, 0.9), (0.4, 0.9), {"noise": 3, "mottled": 2, "dots": 1}),
+    _ClassSpec("lshape", (0.6, 1.0), 20, (0.45, 0.06), (0.45, 0.85), (0.3, 0.8), {"stripes": 3, "flat": 2, "gradient": 1}),
     _ClassSpec("ellipse", (1.45, 2.1), 25, (0.07, 0.20), (0.0, 0.5), (0.2, 0.9), {"dots": 3, "checker": 2, "mottled": 1}),
-    _ClassSpec("table", (1.3, 2.0), 10, (0.08, 0.08), (0.4, 0.8), (0.3, 0.7), {"gradient": 3, "stripes": 2, "flat": 1}),
-    _ClassSpec("crescent", (0.8, 1.2), 180, (0.10, 0.12), (0.2, 0.7), (0.3, 0.9), {"noise": 3, "mottled": 2, "flat": 1}),
-    _ClassSpec("arrow", (1.6, 2.4), 180, (0.05, 0.10), (0.4, 0.8), (0.2, 0.6), {"flat": 3, "gradient": 2, "noise": 1}),
-    _ClassSpec("gear", (0.9, 1.1), 180, (0.75, 0.30), (0.3, 1.0), (0.2, 0.8), {"checker": 3, "flat": 2, "dots": 1}),
-    _ClassSpec("heart", (0.85, 1.15), 20, (0.05, 0.08), (0.2, 0.6), (0.5, 1.0), {"flat": 3, "gradient": 3, "mottled": 1}),
-    _ClassSpec("spiky", (0.8, 1.2), 180, (0.30, 0.10), (0.5, 1.0), (0.3, 0.8), {"noise": 3, "stripes": 1, "mottled": 2}),
+    _ClassSpec("table", (1.3, 2.0), 10, (0.45, 0.06), (0.45, 0.85), (0.3, 0.8), {"gradient": 3, "stripes": 2, "flat": 1}),
+    _ClassSpec("crescent", (0.8, 1.2), 180, (0.08, 0.05), (0.45, 0.9), (0.3, 0.9), {"noise": 3, "mottled": 2, "flat": 1}),
+    _ClassSpec("arrow", (1.6, 2.4), 180, (0.03, 0.04), (0.45, 0.85), (0.3, 0.8), {"flat": 3, "gradient": 2, "noise": 1}),
+    _ClassSpec("gear", (0.9, 1.1), 180, (0.78, 0.06), (0.5, 1.0), (0.3, 0.9), {"checker": 3, "flat": 2, "dots": 1}),
+    _ClassSpec("heart", (0.85, 1.15), 20, (0.03, 0.04), (0.4, 0.8), (0.5, 1.0), {"flat": 3, "gradient": 3, "mottled": 1}),
+    _ClassSpec("spiky", (0.8, 1.2), 180, (0.30, 0.06), (0.5, 1.0), (0.3, 0.8), {"noise": 3, "stripes": 1, "mottled": 2}),
     _ClassSpec("ellipse", (1.0, 1.35), 180, (0.12, 0.20), (0.0, 0.25), (0.7, 1.0), {"noise": 3, "dots": 2, "mottled": 2}),
-    _ClassSpec("ushape", (1.3, 1.9), 15, (0.78, 0.15), (0.3, 0.8), (0.3, 0.8), {"stripes": 3, "mottled": 2, "flat": 1}),
-    _ClassSpec("rect", (2.4, 4.0), 25, (0.50, 0.25), (0.4, 0.9), (0.4, 0.9), {"stripes": 3, "gradient": 2, "dots": 1}),
+    _ClassSpec("ushape", (1.3, 1.9), 15, (0.78, 0.06), (0.45, 0.9), (0.3, 0.8), {"stripes": 3, "mottled": 2, "flat": 1}),
+    _ClassSpec("rect", (2.4, 4.0), 25, (0.88, 0.06), (0.45, 0.9), (0.4, 0.9), {"stripes": 3, "gradient": 2, "dots": 1}),
     _ClassSpec("frame", (1.15, 1.5), 10, (0.60, 0.30), (0.0, 0.4), (0.1, 0.5), {"gradient": 3, "flat": 2, "noise": 1}),
 )
 assert len(_CLASSES) == NUM_CLASSES - 1
@@ -271,7 +276,8 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
-    return _hsv(rng.random(), rng.uniform(0.0, 0.8), rng.uniform(0.15, 0.95))
+    """A background colour: any hue, but muted, as most of a VOC scene is (objects are mostly more saturated)."""
+    return _hsv(rng.random(), rng.uniform(0.0, 0.4), rng.uniform(0.2, 0.9))
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
@@ -348,7 +354,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def _draw_distractor(rng: np.random.Generator, img: np.ndarray, label: np.ndarray) -> None:
     shape = str(rng.choice(_DISTRACTOR_SHAPES))
     aspect = (4.0, 12.0) if shape == "bar" else (0.6, 1.6)
-    spec = _ClassSpec(shape, aspect, 180, (rng.random(), 0.5), (0.0, 0.9), (0.1, 0.95), dict.fromkeys(_TEXTURES, 1.0))
+    spec = _ClassSpec(shape, aspect, 180, (rng.random(), 0.5), (0.0, 0.6), (0.1, 0.95), dict.fromkeys(_TEXTURES, 1.0))
     _draw_object(rng, img, label, 0, spec, _DISTRACTOR_AREA)
 
 

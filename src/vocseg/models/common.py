@@ -25,5 +25,10 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple))
 
 
+def crop_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``x[..., :h, :w]`` written as a negative pad, which ``torch.export`` traces without shape guards."""
+    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

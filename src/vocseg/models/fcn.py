@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import xavier_init
+from .common import crop_to, xavier_init
 from .registry import register_model
 
 ENCODER_CHANNELS = (32, 64, 128, 256, 512)
@@ -51,4 +51,4 @@ class FCN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        return self.classifier(self.decoder(self.encoder(x)))[..., :h, :w]
+        return crop_to(self.classifier(self.decoder(self.encoder(x))), h, w)

@@ -10,12 +10,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from ..errors import VocsegError
-from .common import pad_to_multiple, xavier_init
+from .common import crop_to, pad_to_multiple, xavier_init
 from .registry import register_model
 
 ENCODERS = {
@@ -28,10 +27,6 @@ DECODER_CHANNELS = (256, 128, 64, 32, 16)
 MULTIPLE = 32  # the ResNet encoder has stride 32
 DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation while fetching weights; never hangs for long
 
-
-def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``x[..., :h, :w]`` written as a negative pad, which torch.export traces without shape guards."""
-    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
 
 
 def weights_file_name(encoder: str) -> str:
@@ -218,4 +213,4 @@ class TransferNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, MULTIPLE)
-        return _crop(self.classifier(self.decoder(self.encoder(x))), h, w)
+        return crop_to(self.classifier(self.decoder(self.encoder(x))), h, w)

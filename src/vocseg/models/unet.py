@@ -5,16 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import pad_to_multiple, xavier_init
+from .common import crop_to, pad_to_multiple, xavier_init
 from .registry import register_model
 
 CHANNEL_MULTIPLIERS = (1, 2, 4, 8, 16)  # conv1..conv5: 64, 128, 256, 512, 1024 with base_channels=64
 MULTIPLE = 2 ** (len(CHANNEL_MULTIPLIERS) - 1)  # four 2x2 max pools
 
-
-def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``x[..., :h, :w]`` written as a negative pad, which torch.export traces without shape guards."""
-    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
 
 
 def double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -82,4 +78,4 @@ class UNet(nn.Module):
         skips.pop()  # the bottleneck itself
         for up, stage in zip(self.up, self.decoder):
             x = stage(torch.cat([skips.pop(), up(x)], dim=1))
-        return _crop(self.classifier(x), h, w)
+        return crop_to(self.classifier(x), h, w)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import pad_to_multiple, xavier_init
+from .common import crop_to, pad_to_multiple, xavier_init
 from .registry import register_model
 
 # Table 2: Conv1..Conv6 (3 -> 32 -> ... -> 1024); Deconv6..Deconv1 (1024 -> 512 -> ... -> 32 -> 32).
@@ -15,10 +15,6 @@ DECODER_CHANNELS = (512, 256, 128, 64, 32, 32)
 POOLED_STAGES = 5
 MULTIPLE = 2**POOLED_STAGES
 
-
-def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``x[..., :h, :w]`` written as a negative pad, which torch.export traces without shape guards."""
-    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -117,4 +113,4 @@ class UnpoolNet(nn.Module):
                 x = x + skips.pop()
             x = stage(x)
         x = self.decoder[-1](x + skips.pop())  # Bnd1 skip, then Deconv1
-        return _crop(self.classifier(x), h, w)
+        return crop_to(self.classifier(x), h, w)
