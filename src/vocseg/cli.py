@@ -30,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.overwrite:
             raise VocsegError("--resume and --overwrite contradict each other; pick one")
-        result = train(Config(out=args.resume), resume=True, progress=not args.no_progress)
+        result = train(Config(out=args.resume), resume=True, progress=not args.no_progress, device=args.device)
     else:
         overrides = {
             "model": args.model, "data_root": args.data_root, "out": args.out, "epochs": args.epochs,
@@ -129,7 +129,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     reproduce(
         out=args.out, data_root=args.data_root, quick=args.quick, only=args.only, device=args.device,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, progress=not args.no_progress,
     )
     return 0
 
@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="short CPU run on the synthetic dataset")
     r.add_argument("--only", nargs="+", metavar="NAME")
     r.add_argument("--device", default="auto")
-    r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--overwrite", action="store_true", help="retrain experiments already finished in --out")
+    r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("synth", help="write the synthetic VOC-format dataset")

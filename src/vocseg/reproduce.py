@@ -362,7 +362,7 @@ def reproduce(
             if action == "skip":
                 entry = {**previous, "status": "skipped", "error": None} if previous else {**entry, "status": "skipped"}
             elif action == "resume":
-                train(Config(out=str(run_dir)), resume=True, progress=progress, log=log)
+                train(Config(out=str(run_dir)), resume=True, progress=progress, log=log, device=cfg.device)
                 entry["status"] = "resumed"
             else:
                 train(cfg, overwrite=action == "restart", progress=progress, log=log)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from . import __version__
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .config import Config, config_from_dict, save_config
+from .config import Config, config_from_dict, replace, save_config
 from .data.builder import DataBundle, build_datasets
 from .data.transforms import collate_pad
 from .distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
@@ -212,14 +212,18 @@ class TrainResult:
 
 
 def train(
-    cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True, log=print
+    cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True, log=print,
+    device: str | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` into its run folder; with ``resume``, continue the run found there."""
+    """Train ``cfg`` into its run folder; with ``resume``, continue the run found there (its saved config
+    wins, except ``device``, which may move a resumed run to another device)."""
     run_dir = Path(cfg.out or f"runs/{cfg.model}")
     if resume:
         prepare_run_dir(run_dir, resume=True, overwrite=False)
         state = load_checkpoint(run_dir / "last.pt")
         cfg = config_from_dict(state["config"], str(run_dir / "last.pt"))
+    if device is not None:
+        cfg = replace(cfg, device=device)
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     main = is_main_process()
