@@ -36,7 +36,7 @@ class Config:
     train_split: str = "train"
     val_split: str = "val"  # split used for early stopping and curves
     val_holdout: float = 0.0  # >0: early-stop on this fraction of train_split; then val_split is the test split
-    image_size: int | None = 256  # training crop side; None: the paper's native-size, flips-only pipeline
+    image_size: int | None = 160  # training crop side (suits the built-in data; VOC configs set their own); None: native size
     scale_range: list[float] | None = field(default_factory=lambda: [0.5, 2.0])  # random rescale before cropping
     hflip: float = 0.5
     vflip: float = 0.5
