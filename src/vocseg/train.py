@@ -9,6 +9,7 @@ import csv
 import inspect
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -113,6 +114,11 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
+def _workers(cfg: Config) -> int:
+    """Loader processes: the config's number, but never more than the machine has cores (more only thrash)."""
+    return min(cfg.num_workers, os.cpu_count() or 1)
+
+
 class _Strided(Sampler):
     """Indices rank, rank + world, ...: each rank evaluates a disjoint part, with no padding duplicates."""
 
@@ -139,7 +145,7 @@ def train_loader(data: DataBundle, cfg: Config, epoch: int, device: torch.device
         data.train,
         batch_size=cfg.batch_size,
         sampler=sampler,
-        num_workers=cfg.num_workers,
+        num_workers=_workers(cfg),
         collate_fn=collate_pad,
         pin_memory=device.type == "cuda",
         drop_last=len(data.train) // world > cfg.batch_size,  # BN needs >1 sample; keep tiny sets usable
@@ -152,7 +158,7 @@ def eval_loader(dataset, cfg: Config, device: torch.device, rank: int = 0, world
         dataset,
         batch_size=cfg.eval_batch_size,
         sampler=_Strided(len(dataset), rank, world),
-        num_workers=cfg.num_workers,
+        num_workers=_workers(cfg),
         collate_fn=collate_pad,
         pin_memory=device.type == "cuda",
     )
