@@ -13,7 +13,7 @@ from vocseg.data.synthetic import generate_synthetic_voc
 from vocseg.evaluate import evaluate_checkpoint
 
 
-def test_torchrun_two_processes_matches_single_process_eval(tmp_path):
+def test_torchrun_two_processes_matches_single_process_eval(tmp_path, monkeypatch):
     data = tmp_path / "data"
     generate_synthetic_voc(data, n_train=12, n_val=5, seed=1, max_side=64, workers=1)
     run = tmp_path / "run"
@@ -28,7 +28,7 @@ def test_torchrun_two_processes_matches_single_process_eval(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("done:") == 1  # only rank 0 reports
     metrics = json.loads((run / "metrics.json").read_text())
-    os.environ.setdefault("VOCSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
     single = evaluate_checkpoint(run / "best.pt", data, "val", device="cpu", num_workers=0, progress=False)
     for key in ("mean_iou", "pixel_accuracy", "fw_iou"):
         assert single[key] == pytest.approx(metrics[key], abs=1e-12), key

@@ -47,9 +47,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     m = result.metrics
     if not result.is_main:
         return 0
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731  (None: no pixel was scored)
     print(
-        f"done: {m['split']} mIoU {m['mean_iou']:.4f}  pixel acc {m['pixel_accuracy']:.4f}  "
-        f"loss {m['loss']:.4f}  (best epoch {m['best_epoch']}) -> {result.run_dir}"
+        f"done: {m['split']} mIoU {fmt(m['mean_iou'])}  pixel acc {fmt(m['pixel_accuracy'])}  "
+        f"loss {fmt(m['loss'])}  (best epoch {m['best_epoch']}) -> {result.run_dir}"
     )
     return 0
 

@@ -3,6 +3,8 @@ config is saved as ``config.yaml`` beside the checkpoints."""
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ class Config:
 
     # --- system
     device: str = "auto"
-    amp: str = "auto"  # auto: bf16 autocast where the device runs it fast, else none
+    amp: str = "auto"  # auto: bf16 on CPU / bf16-capable GPUs, fp16 (+GradScaler) on older CUDA, else none
     seed: int = 0
     deterministic: bool = False
     out: str | None = None  # run folder; None: runs/<model>
@@ -79,6 +81,20 @@ class Config:
             raise VocsegError(f"config val_holdout must be in [0, 1), got {self.val_holdout!r}")
         if self.image_size is not None and self.image_size < 8:
             raise VocsegError(f"config image_size must be >= 8 or null, got {self.image_size!r}")
+        for key in ("hflip", "vflip"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise VocsegError(f"config {key} is a probability in [0, 1], got {getattr(self, key)!r}")
+        for key in ("num_workers", "weight_decay", "min_lr"):
+            if getattr(self, key) < 0:
+                raise VocsegError(f"config {key} must be >= 0, got {getattr(self, key)!r}")
+        if self.patience is not None and self.patience < 0:
+            raise VocsegError(f"config patience must be >= 0 or null, got {self.patience!r}")
+        if self.scale_range is not None and (
+            len(self.scale_range) != 2
+            or not all(isinstance(v, (int, float)) and v > 0 for v in self.scale_range)
+            or self.scale_range[0] > self.scale_range[1]
+        ):
+            raise VocsegError(f"config scale_range must be [low, high] with 0 < low <= high, or null; got {self.scale_range!r}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise VocsegError(
                 f"config class_names has {len(self.class_names)} names but num_classes is {self.num_classes}"
@@ -90,16 +106,49 @@ class Config:
 
 
 FIELD_NAMES = {f.name for f in fields(Config)}
+_HINTS = typing.get_type_hints(Config)
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Check ``value`` against the field's annotation, converting the harmless cases YAML and the CLI
+    produce (``1e-3`` is a string to YAML; ``3.0`` for an int); anything else is an error naming the key."""
+    hint = _HINTS[key]
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise VocsegError(f"{source}: {key} must not be null")
+    for t in allowed:
+        base = typing.get_origin(t) or t
+        if base is bool and isinstance(value, bool):
+            return value
+        if base is int and not isinstance(value, bool):
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+        if base is float and not isinstance(value, bool):
+            if isinstance(value, (int, float)):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+        if base in (str, list, dict) and isinstance(value, base):
+            return value
+    names = " or ".join("null" if t is type(None) else getattr(typing.get_origin(t) or t, "__name__", str(t)) for t in allowed)
+    raise VocsegError(f"{source}: {key}={value!r} must be {names}")
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
-    """Build a Config from a mapping; an unknown key is an error that names it."""
+    """Build a Config from a mapping; an unknown key or a value of the wrong type is an error that names it."""
     unknown = sorted(set(data) - FIELD_NAMES)
     if unknown:
         raise VocsegError(
             f"{source}: unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(FIELD_NAMES))}"
         )
-    return Config(**data).validate()
+    return Config(**{k: _coerce(k, v, source) for k, v in data.items()}).validate()
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -139,4 +188,4 @@ def parse_value(text: str) -> Any:
 
 
 def replace(cfg: Config, **changes: Any) -> Config:
-    return dataclasses.replace(cfg, **changes).validate()
+    return config_from_dict({**cfg.to_dict(), **changes})

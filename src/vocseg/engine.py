@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import Iterable
 
 import torch
@@ -18,7 +19,7 @@ from .metrics import ConfusionMatrix
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", 0)))
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -123,7 +124,7 @@ def evaluate(
         w_total, w_sum = weighted_ce_sums(logits, masks, class_weight)
         ce_total, n = weighted_ce_sums(logits, masks, None) if class_weight is not None else (w_total, w_sum)
         sums += torch.stack([w_total, w_sum, ce_total, n]).double()
-        cm.update(logits.argmax(1), masks)
+        cm.update(logits.argmax(1), masks, validate=False)  # masks were checked by the reader
     all_reduce_sum(sums)
     cm.all_reduce()
     results = cm.compute()

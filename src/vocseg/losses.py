@@ -15,7 +15,8 @@ def class_weights(counts: list[int] | np.ndarray, scheme: str) -> torch.Tensor |
       every other class: it only down-weights background.
     - ``median_frequency``: w_c = median(f) / f_c (Eigen & Fergus), f over classes that occur.
     - ``inverse_sqrt``: w_c proportional to 1 / sqrt(f_c), scaled to mean 1 over classes that occur.
-    Classes absent from the split get weight 0 (they never appear as a target, so it only matters for clarity).
+    Classes absent from the split never appear as a target, so their weight never counts: ``paper`` gives them
+    1 (as eq. (2) does), the other two schemes 0.
     """
     if scheme == "none":
         return None

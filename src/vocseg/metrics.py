@@ -66,12 +66,14 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self._matrix.zero_()
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
+    def update(self, preds: Tensor, target: Tensor, validate: bool = True) -> None:
         """Add a batch of class-index predictions and targets of the same (any) shape.
 
         Pixels whose target is ``ignore_index`` are skipped, whatever their prediction.
         Raises :class:`VocsegError` for float predictions (logits not arg-maxed), mismatched
-        shapes, or class indices outside ``0..num_classes-1``.
+        shapes, or class indices outside ``0..num_classes-1``. ``validate=False`` skips the value
+        check (and its host sync) for callers whose inputs are valid by construction: arg-maxed
+        logits and masks already checked by the dataset reader.
         """
         if preds.is_floating_point() or preds.is_complex() or target.is_floating_point():
             raise VocsegError(
@@ -87,18 +89,19 @@ class ConfusionMatrix:
         preds = preds.reshape(-1).long()
         target = target.reshape(-1).long()
         valid = target != self.ignore_index
-        bad_target = valid & ((target < 0) | (target >= n))
-        bad_preds = valid & ((preds < 0) | (preds >= n))
-        # One host sync for validation; the detail (which values) is only gathered on failure.
-        if bool((bad_target | bad_preds).any()):
-            if bool(bad_target.any()):
-                values = torch.unique(target[bad_target]).tolist()[:10]
-                raise VocsegError(
-                    f"target has values {values} outside 0..{n - 1} that are not ignore_index "
-                    f"({self.ignore_index}); is the mask palette-decoded and the class count right?"
-                )
-            values = torch.unique(preds[bad_preds]).tolist()[:10]
-            raise VocsegError(f"preds has values {values} outside 0..{n - 1}")
+        if validate:
+            bad_target = valid & ((target < 0) | (target >= n))
+            bad_preds = valid & ((preds < 0) | (preds >= n))
+            # One host sync for validation; the detail (which values) is only gathered on failure.
+            if bool((bad_target | bad_preds).any()):
+                if bool(bad_target.any()):
+                    values = torch.unique(target[bad_target]).tolist()[:10]
+                    raise VocsegError(
+                        f"target has values {values} outside 0..{n - 1} that are not ignore_index "
+                        f"({self.ignore_index}); is the mask palette-decoded and the class count right?"
+                    )
+                values = torch.unique(preds[bad_preds]).tolist()[:10]
+                raise VocsegError(f"preds has values {values} outside 0..{n - 1}")
         if self._matrix.device != preds.device:
             self._matrix = self._matrix.to(preds.device)
         # Ignored pixels go to an extra bin that is dropped, instead of boolean-mask indexing,

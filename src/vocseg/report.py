@@ -70,6 +70,14 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _read_file(path: Path, parse: Any, error: type[Exception]) -> Any:
+    """Parse a run file; a corrupt one is an error naming it (delete it, or the run folder, to redo the run)."""
+    try:
+        return parse(path.read_text())
+    except (error, UnicodeDecodeError) as e:
+        raise VocsegError(f"{path} is corrupt ({e}); delete it (or its run folder) and rerun to redo that run") from None
+
+
 def collect_runs(out: Path, experiments: Sequence[Any]) -> tuple[list[Run], dict[str, Any]]:
     from .reproduce import load_manifest
 
@@ -80,9 +88,9 @@ def collect_runs(out: Path, experiments: Sequence[Any]) -> tuple[list[Run], dict
         entry = manifest["experiments"].get(exp.name, {})
         run = Run(exp.name, exp, run_dir, "not run", entry)
         if (run_dir / "config.yaml").is_file():
-            run.cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+            run.cfg = _read_file(run_dir / "config.yaml", yaml.safe_load, yaml.YAMLError)
         if (run_dir / "metrics.json").is_file():
-            run.metrics = json.loads((run_dir / "metrics.json").read_text())
+            run.metrics = _read_file(run_dir / "metrics.json", json.loads, ValueError)
             run.history = _read_history(run_dir / "history.csv")
             run.status = "done"
         elif entry.get("status") == "failed":

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from .checkpoint import atomic_write_bytes
 from .config import Config, config_from_dict, load_config
 from .errors import VocsegError
 
@@ -269,10 +270,7 @@ def load_manifest(out: Path) -> dict[str, Any]:
 
 
 def save_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    path = out / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_bytes(json.dumps(manifest, indent=2, default=str).encode(), out / MANIFEST)
 
 
 # ----------------------------------------------------------------------------- the study
@@ -358,14 +356,15 @@ def reproduce(
             "error": None,
         }
         t0 = time.perf_counter()
+        result = None
         try:
             if action == "skip":
                 entry = {**previous, "status": "skipped", "error": None} if previous else {**entry, "status": "skipped"}
             elif action == "resume":
-                train(Config(out=str(run_dir)), resume=True, progress=progress, log=log, device=cfg.device)
+                result = train(Config(out=str(run_dir)), resume=True, progress=progress, log=log, device=cfg.device)
                 entry["status"] = "resumed"
             else:
-                train(cfg, overwrite=action == "restart", progress=progress, log=log)
+                result = train(cfg, overwrite=action == "restart", progress=progress, log=log)
                 entry["status"] = "trained"
         except VocsegError as e:
             entry.update(status="failed", error=str(e))
@@ -376,8 +375,8 @@ def reproduce(
         status[exp.name] = entry["status"]
         manifest["experiments"][exp.name] = entry
         save_manifest(out, manifest)
-        if entry["status"] in ("trained", "resumed"):
-            m = json.loads((run_dir / "metrics.json").read_text())
+        if result is not None:
+            m = result.metrics
             log(
                 f"[{i}/{n}] {exp.name}: {m['split']} mIoU {m['mean_iou'] or 0:.4f}  pixel acc "
                 f"{m['pixel_accuracy'] or 0:.4f}  loss {m['loss']:.4f}  ({entry['wall_seconds']:.0f}s)"

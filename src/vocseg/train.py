@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from . import __version__
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import atomic_write_bytes, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import Config, config_from_dict, replace, save_config
 from .data.builder import DataBundle, build_datasets
 from .data.transforms import collate_pad
@@ -256,7 +256,8 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when the run started without fp16; a resume may switch devices
+            scaler.load_state_dict(state["scaler"])
         stopper.load_state_dict(state["early_stopping"])
         history = list(state["history"])
         start_epoch = state["epoch"]
@@ -298,9 +299,10 @@ def train(
             device, amp_dtype, progress and main, f"epoch {epoch + 1} val",
         )
         # A finite loss can still leave NaN/inf weights (a bad last step); never save those over a good last.pt.
-        if not math.isfinite(val["loss"]) or not all(
-            torch.isfinite(t).all() for t in unwrap(model).state_dict().values() if t.is_floating_point()
-        ):
+        weights_finite = torch.stack(
+            [torch.isfinite(t).all() for t in unwrap(model).state_dict().values() if t.is_floating_point()]
+        ).all().item()  # one host sync for the whole model
+        if not math.isfinite(val["loss"]) or not weights_finite:
             raise VocsegError(
                 f"non-finite weights or validation loss ({val['loss']}) after epoch {epoch + 1}; stopping without "
                 f"saving, so {run_dir / 'last.pt'} keeps the last good epoch. Try a lower --lr or --amp none."
@@ -372,7 +374,8 @@ def train(
         "confusion_matrix": cm.matrix.cpu().tolist(),
     }
     if main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        # metrics.json marks a finished run (reproduce skips it), so it must never exist half-written.
+        atomic_write_bytes(json.dumps(metrics, indent=2).encode(), run_dir / "metrics.json")
     if writer is not None:
         writer.close()
     result = TrainResult(run_dir, metrics, history, is_main=main)

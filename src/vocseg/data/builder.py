@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
+from ..errors import VocsegError
 from .classes import VOC_CLASSES
 from .stats import DatasetStats, dataset_stats
 from .transforms import SegmentationPresetEval, SegmentationPresetTrain
@@ -48,6 +49,11 @@ def split_ids(voc_root: Path, cfg: Config) -> SplitIds:
         out = SplitIds(train_ids, val_ids, test, f"{cfg.train_split} holdout", cfg.val_split)
     else:
         out = SplitIds(train, read_split(voc_root, cfg.val_split), None, cfg.val_split, None)
+    if not out.train or not out.val:
+        raise VocsegError(
+            f"{voc_root}: split {cfg.train_split!r} leaves {len(out.train)} training and {len(out.val)} "
+            f"{out.val_name!r} images; both need at least one (check the split files and val_holdout)"
+        )
     if cfg.max_train_images:
         out.train = out.train[: cfg.max_train_images]
     if cfg.max_val_images:

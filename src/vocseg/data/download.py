@@ -46,6 +46,11 @@ def safe_extract(archive: str | Path, dest: str | Path) -> None:
     """Extract a tar archive into ``dest`` with the ``data`` filter: absolute paths, ``..`` members and
     links leaving the folder are refused, and nothing is written outside ``dest``. Extraction goes to a
     temporary folder first, so a refused or failed archive leaves ``dest`` as it was."""
+    if not hasattr(tarfile, "data_filter"):
+        raise VocsegError(
+            "safe archive extraction needs Python >= 3.10.12 or >= 3.11.4 (tarfile extraction filters); "
+            "upgrade Python, or extract the archive by hand"
+        )
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".vocseg-extract-", dir=dest))

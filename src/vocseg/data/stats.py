@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import atomic_write_bytes
 from .voc import VOCSegmentation
 
 
 def cache_dir() -> Path:
     """vocseg's cache folder: $VOCSEG_CACHE, else ~/.cache/vocseg."""
-    return Path(os.environ.get("VOCSEG_CACHE", Path.home() / ".cache" / "vocseg")).expanduser()
+    return Path(os.environ.get("VOCSEG_CACHE") or Path.home() / ".cache" / "vocseg").expanduser()
 
 
 @dataclass
@@ -24,11 +25,6 @@ class DatasetStats:
     class_counts: list[int]  # pixels per class index
     void_pixels: int
     num_images: int
-
-    @property
-    def class_frequencies(self) -> np.ndarray:
-        counts = np.asarray(self.class_counts, dtype=np.float64)
-        return counts / max(counts.sum(), 1.0)
 
 
 def _cache_key(ds: VOCSegmentation) -> str:
@@ -75,7 +71,5 @@ def dataset_stats(ds: VOCSegmentation, use_cache: bool = True) -> DatasetStats:
     stats = compute_stats(ds)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(stats)))
-        os.replace(tmp, path)
+        atomic_write_bytes(json.dumps(asdict(stats)).encode(), path)
     return stats

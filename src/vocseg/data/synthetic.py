@@ -27,6 +27,7 @@ from PIL import Image
 
 from ..errors import VocsegError
 from .classes import IGNORE_INDEX, NUM_CLASSES, voc_palette
+from .stats import cache_dir as default_cache_dir
 
 __all__ = ["generate_synthetic_voc", "default_dataset_root", "DEFAULT_SYNTHETIC", "GENERATOR_VERSION"]
 
@@ -166,9 +167,7 @@ def default_dataset_root(cache_dir: str | Path | None = None) -> Path:
     another process finished first, ours is discarded.
     """
     params = dict(DEFAULT_SYNTHETIC)  # read at call time so callers/tests can override it
-    if cache_dir is None:
-        cache_dir = os.environ.get("VOCSEG_CACHE") or Path.home() / ".cache" / "vocseg"
-    base = Path(cache_dir).expanduser()
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     name = (
         f"synthetic-v{GENERATOR_VERSION}-{params['n_train']}-{params['n_val']}"
         f"-s{params['seed']}-{params['max_side']}"

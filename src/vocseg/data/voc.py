@@ -88,7 +88,11 @@ def load_image(path: str | Path) -> np.ndarray:
     return np.array(img.convert("RGB"))
 
 
-_COLOR_TO_INDEX = {rgb: i for i, rgb in enumerate(voc_colormap(256)) if i < 256}
+# VOC colour -> class index, as sorted 24-bit codes for a vectorised lookup of RGB-coded masks.
+_LUT_CODES, _LUT_INDEX = (
+    np.array(col, dtype=np.int64)
+    for col in zip(*sorted(((r << 16) | (g << 8) | b, i) for i, (r, g, b) in enumerate(voc_colormap(256))))
+)
 
 
 def load_mask(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
@@ -101,15 +105,12 @@ def load_mask(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
     elif img.mode in ("RGB", "RGBA"):
         rgb = np.asarray(img.convert("RGB")).astype(np.int64)
         codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        lut_codes = np.array([(r << 16) | (g << 8) | b for (r, g, b) in _COLOR_TO_INDEX], dtype=np.int64)
-        lut_index = np.array(list(_COLOR_TO_INDEX.values()), dtype=np.int64)
-        order = np.argsort(lut_codes)
-        pos = np.clip(np.searchsorted(lut_codes[order], codes), 0, len(order) - 1)
-        found = lut_codes[order][pos] == codes
+        pos = np.clip(np.searchsorted(_LUT_CODES, codes), 0, len(_LUT_CODES) - 1)
+        found = _LUT_CODES[pos] == codes
         if not found.all():
             bad = tuple(int(v) for v in rgb[~found][0])
             raise VocsegError(f"mask {path} has colour {bad}, which is not in VOC's colour map")
-        mask = lut_index[order][pos].astype(np.uint8)
+        mask = _LUT_INDEX[pos].astype(np.uint8)
     else:
         raise VocsegError(f"mask {path} has unsupported mode {img.mode!r}; expected a palette (P) or grayscale PNG")
     bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE_INDEX)])
