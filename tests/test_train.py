@@ -164,3 +164,43 @@ def test_config_accepts_yaml_scientific_notation(tmp_path):
     path.write_text("lr: 1e-3\nmin_lr: 1e-5\nepochs: 3.0\n")  # YAML 1.1 reads 1e-3 as a string
     cfg = load_config(path)
     assert (cfg.lr, cfg.min_lr, cfg.epochs) == (0.001, 1e-05, 3) and isinstance(cfg.epochs, int)
+
+
+def test_tensorboard_without_the_extra_is_a_clear_error(monkeypatch, tmp_path):
+    import builtins
+
+    from vocseg.train import open_tensorboard
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard") or name == "tensorboard":
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(VocsegError, match=r"vocseg\[tensorboard\]"):
+        open_tensorboard(tmp_path / "tb")
+
+
+@pytest.mark.parametrize(
+    "model, args",
+    [("unpool", []), ("unet", ["--model-arg", "base_channels=4"]),
+     ("transfer", ["--model-arg", "pretrained=false", "--model-arg", "encoder=resnet18"])],
+)
+def test_every_paper_model_trains_and_evaluates_through_the_cli(
+    model, args, tiny_voc, tmp_path, monkeypatch, capsys, torch_global_state
+):
+    monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / model
+    rc = main([
+        "train", "--model", model, *args, "--data-root", str(tiny_voc), "--out", str(run), "--epochs", "1",
+        "--batch-size", "4", "--image-size", "64", "--workers", "0", "--no-progress", "--max-val-images", "2",
+    ])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "best.pt"), "--json", "--device", "cpu", "--data-root", str(tiny_voc)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["model"] == model and evaluated["num_images"] == 5
+    assert 0.0 <= evaluated["mean_iou"] <= 1.0 and metrics["num_images"] == 2
