@@ -116,11 +116,12 @@ _RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "tensorboard"})
 
 def config_dir() -> Path:
     """The folder holding the experiment YAMLs: ``$VOCSEG_CONFIG_DIR``, else ``configs/`` of the source
-    checkout (beside ``src/``), else ``./configs``."""
+    checkout (beside ``src/``), else the copy a wheel installs as ``vocseg/configs``, else ``./configs``."""
     candidates = []
     if os.environ.get("VOCSEG_CONFIG_DIR"):
         candidates.append(Path(os.environ["VOCSEG_CONFIG_DIR"]).expanduser())
-    candidates += [Path(__file__).resolve().parents[2] / "configs", Path.cwd() / "configs"]
+    candidates += [Path(__file__).resolve().parents[2] / "configs", Path(__file__).resolve().parent / "configs",
+                   Path.cwd() / "configs"]
     for path in candidates:
         if (path / EXPERIMENTS[0].config).is_file():
             return path
