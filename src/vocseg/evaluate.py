@@ -16,13 +16,18 @@ from .engine import evaluate, resolve_amp, resolve_device
 from .train import build_model, eval_loader
 
 
+def _model_from_checkpoint(ckpt: dict[str, Any], source: str) -> tuple[nn.Module, Config]:
+    cfg = config_from_dict(ckpt["config"], source)
+    model = build_model(cfg, for_loading=True)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg
+
+
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights; returns ``(model, checkpoint)``."""
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    cfg = config_from_dict(ckpt["config"], str(checkpoint))
-    model = build_model(cfg, for_loading=True)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
+    model, _ = _model_from_checkpoint(ckpt, str(checkpoint))
+    return model.to(device), ckpt
 
 
 def evaluate_checkpoint(
@@ -36,8 +41,9 @@ def evaluate_checkpoint(
     progress: bool = True,
 ) -> dict[str, Any]:
     dev = resolve_device(device)
-    model, ckpt = load_model(checkpoint, dev)
-    cfg: Config = config_from_dict(ckpt["config"], str(checkpoint))
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    model, cfg = _model_from_checkpoint(ckpt, str(checkpoint))
+    model = model.to(dev)
     root = resolve_data_root(data_root if data_root is not None else cfg.data_root)
     norm = ckpt["normalization"]
     ds = VOCSegmentation(root, split, SegmentationPresetEval(norm["mean"], norm["std"]), num_classes=cfg.num_classes)

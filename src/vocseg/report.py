@@ -123,8 +123,8 @@ def data_info(cfg_dict: dict[str, Any]) -> DataInfo:
     """What data the runs used, the test split's class counts, and the example image (the test image
     with the most object classes; ties go to the one with more foreground)."""
     from .config import config_from_dict
-    from .data.builder import resolve_data_root, split_ids
-    from .data.classes import IGNORE_INDEX, VOC_CLASSES
+    from .data.builder import class_names_for, resolve_data_root, split_ids
+    from .data.classes import IGNORE_INDEX
     from .data.synthetic import ID_PREFIX
     from .data.voc import VOCSegmentation, load_mask, read_split
 
@@ -144,8 +144,7 @@ def data_info(cfg_dict: dict[str, Any]) -> DataInfo:
         used[f"test ({ids.test_name})"] = len(ids.test)
     synthetic = all(i.startswith(ID_PREFIX) for i in ids.train + test_ids)
     m = re.search(r"synthetic-v\d+-\d+-\d+-s(\d+)-\d+", str(root))
-    names = list(cfg.class_names) if cfg.class_names else list(VOC_CLASSES[: cfg.num_classes])
-    names += [f"class_{i}" for i in range(len(names), cfg.num_classes)]
+    names = class_names_for(cfg)
 
     counts = np.zeros(cfg.num_classes, np.int64)
     best_key, best_id, best_classes = None, None, []

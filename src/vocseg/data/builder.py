@@ -95,7 +95,10 @@ def build_datasets(cfg: Config, normalization: tuple | None = None) -> DataBundl
     if ids.test is not None:
         test = VOCSegmentation(voc_root, ids.test_name or cfg.val_split, eval_tf, ids.test, cfg.num_classes)
         test.check()
+    return DataBundle(voc_root, train, val, test, stats, mean, std, class_names_for(cfg), ids)
+
+
+def class_names_for(cfg: Config) -> list[str]:
+    """The config's class names, else VOC's (``class_<i>`` beyond VOC's 21)."""
     names = list(cfg.class_names) if cfg.class_names else list(VOC_CLASSES[: cfg.num_classes])
-    if len(names) < cfg.num_classes:
-        names += [f"class_{i}" for i in range(len(names), cfg.num_classes)]
-    return DataBundle(voc_root, train, val, test, stats, mean, std, names, ids)
+    return names + [f"class_{i}" for i in range(len(names), cfg.num_classes)]

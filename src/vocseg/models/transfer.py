@@ -189,7 +189,6 @@ class TransferNet(nn.Module):
             # A local file is taken to hold ImageNet-trained weights too (e.g. torchvision's file fetched by hand).
             t = imagenet.transforms()
             self.input_normalization = (tuple(float(m) for m in t.mean), tuple(float(s) for s in t.std))
-        self.encoder_name = encoder
         self.encoder = nn.Sequential(OrderedDict((name, getattr(resnet, name)) for name in ENCODER_LAYERS))
         dec, cin = [], ENCODER_CHANNELS
         for c in DECODER_CHANNELS:
