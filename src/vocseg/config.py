@@ -15,10 +15,11 @@ from .errors import VocsegError
 
 CHOICES: dict[str, tuple] = {
     "optimizer": ("adam", "adamw", "sgd"),
-    "scheduler": ("none", "cosine"),
+    "scheduler": ("none", "cosine", "poly"),
     "class_weighting": ("none", "paper", "median_frequency", "inverse_sqrt"),
     "monitor": ("val_loss", "val_miou"),
     "amp": ("auto", "none", "bf16", "fp16"),
+    "cache": ("auto", "ram", "none"),
 }
 
 
@@ -44,7 +45,9 @@ class Config:
     vflip: float = 0.5
     max_train_images: int | None = None  # cap for smoke runs
     max_val_images: int | None = None
-    num_workers: int = 2
+    num_workers: int | str = "auto"  # "auto": chosen per device (see system.py); a number wins
+    cache: str = "auto"  # decoded images kept in RAM: auto (when they fit a share of RAM), ram, none
+    photometric: bool = False  # random brightness/contrast/saturation/hue (mmsegmentation's PhotoMetricDistortion)
     eval_batch_size: int = 1  # 1 = exact native-resolution evaluation
 
     # --- optimisation
@@ -54,7 +57,12 @@ class Config:
     weight_decay: float = 0.0
     optimizer: str = "adamw"
     momentum: float = 0.9  # sgd only
-    scheduler: str = "cosine"  # cosine: CosineAnnealingLR with T_max = epochs (the paper)
+    scheduler: str = "cosine"  # cosine: CosineAnnealingLR with T_max = epochs (the paper); poly: (1 - t/T)^poly_power
+    poly_power: float = 0.9
+    warmup_iters: int = 0  # linear warmup from 0 over this many optimizer steps (then the schedule runs per step)
+    iters: int | None = None  # schedule length in optimizer steps instead of epochs (the field's 20k/40k)
+    budget: str | None = None  # wall-clock budget for the whole run, e.g. "15m", "90s", "2h"
+    aux_weight: float = 0.4  # weight of an auxiliary head's loss, for models that have one
     min_lr: float = 0.0
     class_weighting: str = "none"
     patience: int | None = None  # early stopping on `monitor`; None: off
@@ -67,6 +75,9 @@ class Config:
     deterministic: bool = False
     out: str | None = None  # run folder; None: runs/<model>
     tensorboard: bool = False
+    channels_last: bool = False  # NHWC memory format for model and inputs
+    compile: bool = False  # torch.compile the model (falls back to eager with a message when it cannot)
+    sync_bn: bool = False  # SyncBatchNorm across processes in distributed runs
 
     def validate(self) -> "Config":
         for key, allowed in CHOICES.items():
@@ -84,7 +95,14 @@ class Config:
         for key in ("hflip", "vflip"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise VocsegError(f"config {key} is a probability in [0, 1], got {getattr(self, key)!r}")
-        for key in ("num_workers", "weight_decay", "min_lr"):
+        if not (self.num_workers == "auto" or (isinstance(self.num_workers, int) and self.num_workers >= 0)):
+            raise VocsegError(f"config num_workers must be 'auto' or an integer >= 0, got {self.num_workers!r}")
+        for key in ("warmup_iters", "aux_weight", "poly_power"):
+            if getattr(self, key) < 0:
+                raise VocsegError(f"config {key} must be >= 0, got {getattr(self, key)!r}")
+        if self.iters is not None and self.iters < 1:
+            raise VocsegError(f"config iters must be >= 1 or null, got {self.iters!r}")
+        for key in ("weight_decay", "min_lr"):
             if getattr(self, key) < 0:
                 raise VocsegError(f"config {key} must be >= 0, got {getattr(self, key)!r}")
         if self.patience is not None and self.patience < 0:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import math
 import os
@@ -31,7 +30,8 @@ from .distributed import barrier, broadcast_flag, cleanup, init_distributed, is_
 from .engine import evaluate, resolve_amp, resolve_device, train_one_epoch
 from .errors import VocsegError
 from .losses import class_weights
-from .models import count_parameters, create_model, get_model_entry
+from .system import resolve_workers
+from .models import count_parameters, create_model
 
 RUN_FILES = ("config.yaml", "history.csv", "last.pt", "best.pt", "metrics.json", "curves.png")
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "lr", "seconds")
@@ -89,14 +89,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def build_model(cfg: Config, for_loading: bool = False) -> nn.Module:
     """The model the config names. ``for_loading`` skips pretrained downloads: the weights come from a checkpoint."""
-    kwargs = dict(cfg.model_kwargs)
-    if for_loading:
-        params = inspect.signature(get_model_entry(cfg.model).builder).parameters
-        if "pretrained" in params:
-            kwargs["pretrained"] = False
-        if "weights" in params:
-            kwargs["weights"] = None
-    return create_model(cfg.model, num_classes=cfg.num_classes, **kwargs)
+    return create_model(cfg.model, num_classes=cfg.num_classes, offline=for_loading, **cfg.model_kwargs)
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -114,9 +107,8 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def _workers(cfg: Config) -> int:
-    """Loader processes: the config's number, but never more than the machine has cores (more only thrash)."""
-    return min(cfg.num_workers, os.cpu_count() or 1)
+def _workers(cfg: Config, device: torch.device) -> int:
+    return resolve_workers(cfg.num_workers, device)
 
 
 class _Strided(Sampler):
@@ -145,7 +137,7 @@ def train_loader(data: DataBundle, cfg: Config, epoch: int, device: torch.device
         data.train,
         batch_size=cfg.batch_size,
         sampler=sampler,
-        num_workers=_workers(cfg),
+        num_workers=_workers(cfg, device),
         collate_fn=collate_pad,
         pin_memory=device.type == "cuda",
         drop_last=len(data.train) // world > cfg.batch_size,  # BN needs >1 sample; keep tiny sets usable
@@ -158,7 +150,7 @@ def eval_loader(dataset, cfg: Config, device: torch.device, rank: int = 0, world
         dataset,
         batch_size=cfg.eval_batch_size,
         sampler=_Strided(len(dataset), rank, world),
-        num_workers=_workers(cfg),
+        num_workers=_workers(cfg, device),
         collate_fn=collate_pad,
         pin_memory=device.type == "cuda",
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import crop_to, xavier_init
+from .base import SegmentationModel
+from .common import xavier_init
 from .registry import register_model
 
 ENCODER_CHANNELS = (32, 64, 128, 256, 512)
@@ -25,8 +26,8 @@ def _deconv_relu_bn(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-@register_model("fcn", paper_table="Table 1", description="Baseline FCN: 5 stride-2 convs, 5 transposed convs")
-class FCN(nn.Module):
+@register_model("fcn", source="paper Table 1", description="Baseline FCN: 5 stride-2 convs, 5 transposed convs")
+class FCN(SegmentationModel):
     """Baseline FCN of the paper (Table 1): five stride-2 conv stages down, five transposed convs up.
 
     Any input size works: the encoder turns H into ceil(H / 32), the decoder doubles five times,
@@ -49,6 +50,7 @@ class FCN(nn.Module):
         self.classifier = nn.Conv2d(cin, num_classes, 1)
         xavier_init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        return crop_to(self.classifier(self.decoder(self.encoder(x))), h, w)
+    stride = 1  # no padding needed: the encoder's ceil-division and the crop keep every size exact
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.decoder(self.encoder(x)))

@@ -6,7 +6,7 @@ logits, for any ``H`` and ``W``.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
@@ -16,23 +16,35 @@ from ..errors import VocsegError
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A registered model: how to build it and where it comes from."""
+
     name: str
     builder: Callable[..., nn.Module]
-    paper_table: str  # which table of the paper the model follows, e.g. "Table 1"
+    source: str  # where the architecture comes from: "paper Table 1", "torchvision", ...
     description: str
+    # Arguments that build the model without fetching pretrained weights (the weights then come from a
+    # checkpoint, or the model is only counted): e.g. {"pretrained": False, "weights": None}.
+    offline_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paper_table(self) -> str:
+        """The paper's table (``"Table 1"``) for the paper's models, else ``"-"``."""
+        return self.source.removeprefix("paper ") if self.source.startswith("paper ") else "-"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, paper_table: str, description: str = "") -> Callable:
+def register_model(
+    name: str, *, source: str, description: str = "", offline_kwargs: dict[str, Any] | None = None
+) -> Callable:
     """Decorator registering a model class or builder function under ``name``."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         doc = description or (inspect.getdoc(builder) or "").split("\n")[0]
-        _REGISTRY[name] = ModelEntry(name, builder, paper_table, doc)
+        _REGISTRY[name] = ModelEntry(name, builder, source, doc, dict(offline_kwargs or {}))
         return builder
 
     return wrap
@@ -44,16 +56,18 @@ def list_models() -> list[str]:
 
 
 def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; an unknown name is an error listing the valid ones."""
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise VocsegError(
-            f"unknown model {name!r}; valid names: {', '.join(list_models())}"
-        ) from None
+        raise VocsegError(f"unknown model {name!r}; valid names: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, num_classes: int = 21, **kwargs: Any) -> nn.Module:
-    """Build the model registered as ``name``; unknown names or arguments raise ``VocsegError``."""
+def create_model(name: str, num_classes: int = 21, offline: bool = False, **kwargs: Any) -> nn.Module:
+    """Build the model registered as ``name``; unknown names or arguments raise ``VocsegError``.
+
+    ``offline=True`` applies the entry's ``offline_kwargs`` over ``kwargs``: nothing is downloaded (used
+    when the weights come from a checkpoint, and to count parameters)."""
     entry = get_model_entry(name)
     params = inspect.signature(entry.builder).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -63,4 +77,6 @@ def create_model(name: str, num_classes: int = 21, **kwargs: Any) -> nn.Module:
             raise VocsegError(
                 f"model {name!r} has no argument(s) {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}"
             )
+    if offline:
+        kwargs = {**kwargs, **entry.offline_kwargs}
     return entry.builder(num_classes=num_classes, **kwargs)

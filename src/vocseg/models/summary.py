@@ -1,17 +1,11 @@
 """A table of the registered models: parameters and GFLOPs of one forward pass (``vocseg models``)."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .common import count_parameters
 from .registry import create_model, get_model_entry, list_models
-
-# Arguments that let every model be built offline for counting (no pretrained weights to fetch).
-_COUNT_KWARGS: dict[str, dict[str, Any]] = {"transfer": {"pretrained": False}}
-
 
 def count_gflops(model: torch.nn.Module, image_size: int = 512) -> float:
     """GFLOPs (1e9 floating-point operations, a multiply-add counted as 2) of one (1, 3, S, S) forward.
@@ -30,15 +24,14 @@ def count_gflops(model: torch.nn.Module, image_size: int = 512) -> float:
 
 
 def _count(name: str, image_size: int) -> tuple[int, float]:
-    kwargs = _COUNT_KWARGS.get(name, {})
     with torch.device("meta"):  # shapes only: instant even for the 386-GFLOP U-Net
-        model = create_model(name, **kwargs)
+        model = create_model(name, offline=True)
     return count_parameters(model), count_gflops(model, image_size)
 
 
 def model_table(image_size: int = 512) -> list[dict]:
     """One row per registered model: name, params, gflops (one forward at ``image_size`` x ``image_size``),
-    paper_table, description. The transfer model is built with ``pretrained=False`` (no weights needed)."""
+    source, paper_table, description. Models are built offline (no pretrained weights needed)."""
     rows = []
     for name in list_models():
         entry = get_model_entry(name)
@@ -48,6 +41,7 @@ def model_table(image_size: int = 512) -> list[dict]:
                 "name": name,
                 "params": params,
                 "gflops": gflops,
+                "source": entry.source,
                 "paper_table": entry.paper_table,
                 "description": entry.description,
             }
@@ -57,9 +51,9 @@ def model_table(image_size: int = 512) -> list[dict]:
 
 def format_model_table(rows: list[dict]) -> str:
     """The rows of :func:`model_table` as an aligned plain-text table."""
-    headers = ("name", "params", "GFLOPs", "paper", "description")
+    headers = ("name", "params", "GFLOPs", "source", "description")
     body = [
-        (r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}", r["paper_table"], r["description"]) for r in rows
+        (r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}", r["source"], r["description"]) for r in rows
     ]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
     right = {1, 2}  # numbers are right-aligned

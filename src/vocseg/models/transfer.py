@@ -14,7 +14,8 @@ import torchvision
 from torch import nn
 
 from ..errors import VocsegError
-from .common import crop_to, pad_to_multiple, xavier_init
+from .base import SegmentationModel
+from .common import xavier_init
 from .registry import register_model
 
 ENCODERS = {
@@ -142,10 +143,11 @@ def _deconv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 
 @register_model(
     "transfer",
-    paper_table="Table 3",
+    source="paper Table 3",
+    offline_kwargs={"pretrained": False, "weights": None},
     description="TFLModel: ImageNet ResNet encoder (resnet34/resnet18), 5 transposed-conv decoder",
 )
-class TransferNet(nn.Module):
+class TransferNet(SegmentationModel):
     """The paper's transfer-learning "TFLModel" (Table 3).
 
     Encoder: a torchvision ResNet (``resnet34`` as in Table 3, or ``resnet18`` as in the Methods text)
@@ -163,8 +165,6 @@ class TransferNet(nn.Module):
     ``input_normalization`` is the ``(mean, std)`` the encoder's weights were trained with (ImageNet's)
     when pretrained or local weights are loaded, else ``None`` (train with the dataset's statistics).
     """
-
-    input_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None
 
     def __init__(
         self,
@@ -209,7 +209,7 @@ class TransferNet(nn.Module):
             self.encoder.eval()  # keep the frozen encoder's BN running statistics fixed
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = pad_to_multiple(x, MULTIPLE)
-        return crop_to(self.classifier(self.decoder(self.encoder(x))), h, w)
+    stride = MULTIPLE
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.decoder(self.encoder(x)))

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import crop_to, pad_to_multiple, xavier_init
+from .base import SegmentationModel
+from .common import pad_to_multiple, xavier_init
 from .registry import register_model
 
 CHANNEL_MULTIPLIERS = (1, 2, 4, 8, 16)  # conv1..conv5: 64, 128, 256, 512, 1024 with base_channels=64
@@ -30,8 +31,8 @@ def double_conv(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-@register_model("unet", paper_table="Table 4", description="U-Net: 5 double_conv stages, 4 up-convs with skips")
-class UNet(nn.Module):
+@register_model("unet", source="paper Table 4", description="U-Net: 5 double_conv stages, 4 up-convs with skips")
+class UNet(SegmentationModel):
     """U-Net of the paper (Table 4).
 
     Encoder: ``double_conv`` stages conv1..conv5 with ``base_channels * (1, 2, 4, 8, 16)`` channels
@@ -63,12 +64,16 @@ class UNet(nn.Module):
         self.classifier = nn.Conv2d(cin, num_classes, 1)
         xavier_init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
+    stride = MULTIPLE
+
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
         x = pad_to_multiple(x, MULTIPLE)
         if x.shape[-2] == MULTIPLE and x.shape[-1] == MULTIPLE:
             # A 16x16 input would leave a 1x1 bottleneck, where instance norm is undefined.
             x = F.pad(x, (0, MULTIPLE, 0, 0))
+        return x
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for i, stage in enumerate(self.encoder):
             if i:
@@ -78,4 +83,4 @@ class UNet(nn.Module):
         skips.pop()  # the bottleneck itself
         for up, stage in zip(self.up, self.decoder):
             x = stage(torch.cat([skips.pop(), up(x)], dim=1))
-        return crop_to(self.classifier(x), h, w)
+        return self.classifier(x)

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import crop_to, pad_to_multiple, xavier_init
+from .base import SegmentationModel
+from .common import xavier_init
 from .registry import register_model
 
 # Table 2: Conv1..Conv6 (3 -> 32 -> ... -> 1024); Deconv6..Deconv1 (1024 -> 512 -> ... -> 32 -> 32).
@@ -54,10 +55,10 @@ class MaxUnpool2x2(nn.Module):
 
 @register_model(
     "unpool",
-    paper_table="Table 2",
+    source="paper Table 2",
     description="Wilson's model: 6 conv+BN stages, 5 max pools / max unpools, additive skips",
 )
-class UnpoolNet(nn.Module):
+class UnpoolNet(SegmentationModel):
     """The paper's "Wilson's model" (Table 2): six conv + BN stages, max pooling after stages 2 to 6,
     a mirrored decoder of max unpooling (with the stored pooling indices) and transposed convs.
 
@@ -94,9 +95,9 @@ class UnpoolNet(nn.Module):
         self.classifier = nn.Conv2d(cin, num_classes, 1)
         xavier_init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = pad_to_multiple(x, MULTIPLE)
+    stride = MULTIPLE
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         x = self.encoder[0](x)
         skips = [x]  # Bnd1 .. Bnd5 outputs, used by the decoder
         pooled = []  # indices of Pool2 .. Pool6
@@ -113,4 +114,4 @@ class UnpoolNet(nn.Module):
                 x = x + skips.pop()
             x = stage(x)
         x = self.decoder[-1](x + skips.pop())  # Bnd1 skip, then Deconv1
-        return crop_to(self.classifier(x), h, w)
+        return self.classifier(x)
