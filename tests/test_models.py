@@ -1,5 +1,11 @@
 """Tests of the model zoo: the shared contract for every registered model, the paper's parameter counts,
-and the transfer model's weight handling (all offline)."""
+and the transfer model's weight handling (all offline).
+
+Time on 2 CPU cores: the shared contract runs on every registered model, and a torchvision model's
+export plus ONNX conversion takes 10-20 s. Models whose every module and op is already exported in
+another model skip export, ONNX and the largest forward (``COVERED_BY``): the ResNet-101 variants (the
+ResNet-50 ones with more layer3 blocks) and DeepLabV3-MobileNetV3 (LR-ASPP's backbone, DeepLabV3-ResNet-50's
+head, one wrapper for all)."""
 from __future__ import annotations
 
 import os
@@ -15,25 +21,57 @@ import torchvision
 from torch.export import Dim
 
 from vocseg.errors import VocsegError
-from vocseg.models import count_parameters, create_model, format_model_table, list_models, model_table
+from vocseg.models import (
+    count_parameters,
+    create_model,
+    format_model_table,
+    get_model_entry,
+    list_models,
+    model_table,
+)
 from vocseg.models.unpool import MaxUnpool2x2
 
 NUM_CLASSES = 21
 
-# Arguments for the default (paper) configurations: only what is needed to build offline.
-DEFAULT_KWARGS = {"transfer": {"pretrained": False}}
+# Every model is built with its registry entry's offline_kwargs (no pretrained weights, no download).
+# Arguments for the default configurations beyond those: none.
+DEFAULT_KWARGS: dict[str, dict] = {}
 # Slim settings for the expensive checks (backward, export): same code paths, fewer channels.
-SMALL_KWARGS = {"transfer": {"pretrained": False, "encoder": "resnet18"}, "unet": {"base_channels": 8}}
-# Models whose forward is written so that torch.export needs no shape guards at all (strict ``Dim``s).
+SMALL_KWARGS = {"transfer": {"encoder": "resnet18"}, "transfer_unet": {"encoder": "resnet18"},
+                "transfer_unet-aspp": {"encoder": "resnet18", "aspp": True}, "unet": {"base_channels": 8}}
+# Configurations tested like registered models: id -> (registered name, arguments for every build).
+VARIANTS = {"transfer_unet-aspp": ("transfer_unet", {"aspp": True})}
+MODEL_IDS = sorted([*list_models(), *VARIANTS])
+# torchvision's models (ResNet-50/101 at output stride 8) dominate the time: marked slow, so
+# ``-m "not slow"`` gives a quick run (they stay in the default suite).
+MODEL_PARAMS = [
+    pytest.param(n, marks=pytest.mark.slow) if get_model_entry(VARIANTS.get(n, (n,))[0]).source == "torchvision" else n
+    for n in MODEL_IDS
+]
+# Models made only of modules and ops that cheaper models already export: torch.export, ONNX and the
+# largest forward are not run again for them (on 2 CPU cores that saves about a minute).
+COVERED_BY = {
+    "fcn_resnet101": "fcn_resnet50",
+    "deeplabv3_resnet101": "deeplabv3_resnet50",
+    "deeplabv3_mobilenet_v3_large": "lraspp_mobilenet_v3_large (backbone) and deeplabv3_resnet50 (head)",
+}
+LARGE_SHAPE = (1, 3, 333, 517)
 
 EXPORT_SIZES = [(1, 3, 97, 131), (3, 3, 70, 200)]  # two sizes the exported programs must both handle
 MIN_EXPORT_SIZE = 64  # below 2 x the total stride a feature map has 1 pixel, which torch.export specialises
 
 
 def build(name: str, small: bool = True, seed: int = 0) -> torch.nn.Module:
+    """The model (or variant) ``name``, built offline; ``small``: its slim settings, if it has any."""
     torch.manual_seed(seed)
-    kwargs = (SMALL_KWARGS if small else DEFAULT_KWARGS).get(name, {})
-    return create_model(name, num_classes=NUM_CLASSES, **kwargs)
+    registered, kwargs = VARIANTS.get(name, (name, {}))
+    kwargs = {**kwargs, **(SMALL_KWARGS if small else DEFAULT_KWARGS).get(name, {})}
+    return create_model(registered, num_classes=NUM_CLASSES, offline=True, **kwargs)
+
+
+def main_logits(out):
+    """The logits of a forward: models with an auxiliary head return ``{"out", "aux"}`` while training."""
+    return out["out"] if isinstance(out, dict) else out
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,12 +110,19 @@ def export_dynamic(name: str, cache: dict):
     return cache[key]
 
 
-@pytest.mark.parametrize("name", list_models())
+def skip_if_covered(name: str) -> None:
+    if name in COVERED_BY:
+        pytest.skip(f"same wrapper, modules and ops as {COVERED_BY[name]}, tested there")
+
+
+@pytest.mark.parametrize("name", MODEL_PARAMS)
 class TestEveryModel:
     """The contract of ``registry.py``: (B, 3, H, W) -> (B, num_classes, H, W) for any H, W."""
 
-    @pytest.mark.parametrize("shape", [(2, 3, 97, 131), (1, 3, 64, 64), (1, 3, 8, 13)])
+    @pytest.mark.parametrize("shape", [(2, 3, 97, 131), (1, 3, 64, 64), (1, 3, 8, 13), LARGE_SHAPE])
     def test_output_shape_default_config(self, name, shape, cache):
+        if shape == LARGE_SHAPE:
+            skip_if_covered(name)
         model = default_model(name, cache)
         with torch.no_grad():
             out = model(torch.randn(*shape))
@@ -87,8 +132,14 @@ class TestEveryModel:
     def test_backward_gives_finite_grads(self, name):
         model = build(name).train()
         out = model(torch.randn(2, 3, 45, 67))
-        assert out.shape == (2, NUM_CLASSES, 45, 67)
-        loss = F.cross_entropy(out, torch.randint(0, NUM_CLASSES, (2, 45, 67)))
+        target = torch.randint(0, NUM_CLASSES, (2, 45, 67))
+        assert isinstance(out, dict) == getattr(model, "has_aux", False)  # a dict only with an aux head
+        logits = main_logits(out)
+        assert logits.shape == (2, NUM_CLASSES, 45, 67)
+        loss = F.cross_entropy(logits, target)
+        if isinstance(out, dict):  # the auxiliary head trains too (the engine weights its loss)
+            assert set(out) == {"out", "aux"} and out["aux"].shape == logits.shape
+            loss = loss + 0.5 * F.cross_entropy(out["aux"], target)
         assert torch.isfinite(loss)
         loss.backward()
         for pname, p in model.named_parameters():
@@ -104,6 +155,7 @@ class TestEveryModel:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
     def test_torch_export_dynamic_hw(self, name, cache):
+        skip_if_covered(name)
         model, ep = export_dynamic(name, cache)
         exported_module = ep.module()
         for shape in EXPORT_SIZES:
@@ -115,6 +167,7 @@ class TestEveryModel:
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
     def test_onnx_export_dynamic_hw(self, name, cache):
+        skip_if_covered(name)
         ort = pytest.importorskip("onnxruntime")
         pytest.importorskip("onnxscript")
         model, ep = export_dynamic(name, cache)
@@ -218,8 +271,28 @@ def table_4(base=64):
     ]
 
 
-def resnet_without_fc(weights) -> int:
-    return weights.meta["num_params"] - (512 * 1000 + 1000)  # torchvision's count minus the fc head
+def resnet_without_fc(weights, fc_in: int = 512) -> int:
+    return weights.meta["num_params"] - (fc_in * 1000 + 1000)  # torchvision's count minus the fc head
+
+
+def transfer_unet_rows(stages=(64, 64, 128, 256, 512), aspp=False):
+    """transfer_unet without its encoder: [ASPP], decoder blocks at 1/16 .. 1/2, classifier."""
+    *skips, deepest = stages
+    rows, cin = [], deepest
+    if aspp:  # 1x1 and three atrous 3x3 branches, bias-free image-pooling conv, 1x1 projection of 5 x 256
+        rows += [("conv_nobias", deepest, 256, 1), ("bn", 256, 256, 0)]
+        rows += [r for _ in range(3) for r in (("conv_nobias", deepest, 256, 3), ("bn", 256, 256, 0))]
+        rows += [("conv", deepest, 256, 1), ("conv_nobias", 5 * 256, 256, 1), ("bn", 256, 256, 0)]
+        cin = 256
+    for skip, cout in zip(reversed(skips), (256, 128, 64, 32)):
+        rows += [("conv_nobias", cin + skip, cout, 3), ("bn", cout, cout, 0),
+                 ("conv_nobias", cout, cout, 3), ("bn", cout, cout, 0)]
+        cin = cout
+    return rows + [("conv", cin, NUM_CLASSES, 1)]
+
+
+TV = torchvision.models
+R50_STAGES = (64, 256, 512, 1024, 2048)
 
 
 EXPECTED_PARAMS = {
@@ -235,6 +308,27 @@ EXPECTED_PARAMS = {
     ),
     "unet": ({}, table_count(table_4())),
     "unet-base8": ({"base_channels": 8}, table_count(table_4(8))),
+    "transfer_unet": (
+        {"pretrained": False},
+        resnet_without_fc(TV.ResNet34_Weights.IMAGENET1K_V1) + table_count(transfer_unet_rows()),
+    ),
+    "transfer_unet-resnet18-aspp": (
+        {"pretrained": False, "encoder": "resnet18", "aspp": True},
+        resnet_without_fc(TV.ResNet18_Weights.IMAGENET1K_V1) + table_count(transfer_unet_rows(aspp=True)),
+    ),
+    "transfer_unet-resnet50-aspp": (
+        {"pretrained": False, "encoder": "resnet50", "aspp": True},
+        resnet_without_fc(TV.ResNet50_Weights.IMAGENET1K_V1, 2048)
+        + table_count(transfer_unet_rows(R50_STAGES, aspp=True)),
+    ),
+    # Built offline, the torchvision models have exactly the parameters of torchvision's VOC-label weights
+    # (21 classes, auxiliary head included), so those weights and checkpoints load into them.
+    **{
+        name: ({"weights": None, "pretrained_backbone": False},
+               TV.get_model_weights(name).COCO_WITH_VOC_LABELS_V1.meta["num_params"])
+        for name in ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
+                     "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
+    },
 }
 
 
@@ -250,12 +344,19 @@ def test_paper_models_are_registered():
     assert {"fcn", "unpool", "transfer", "unet"} <= set(list_models())
 
 
+def test_literature_models_are_registered():
+    assert {"transfer_unet", "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
+            "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"} <= set(list_models())
+
+
 def test_model_table():
     rows = model_table(image_size=64)
     assert [r["name"] for r in rows] == list_models()
     by_name = {r["name"]: r for r in rows}
     assert by_name["unpool"]["params"] == table_count(TABLE_2)
     assert by_name["unet"]["paper_table"] == "Table 4"
+    assert by_name["deeplabv3_resnet50"]["source"] == "torchvision"
+    assert by_name["transfer_unet"]["source"].startswith("vocseg") and by_name["transfer_unet"]["paper_table"] == "-"
     assert all(r["gflops"] > 0 and r["description"] for r in rows)
     # FLOPs of convs scale with the pixel count: 512^2 / 64^2 = 64 times as many
     big = {r["name"]: r["gflops"] for r in model_table(image_size=512)}
@@ -293,7 +394,7 @@ def test_unknown_model_lists_valid_names():
         assert name in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["unpool", "transfer", "unet"])
+@pytest.mark.parametrize("name", ["unpool", "transfer", "unet", "transfer_unet", "deeplabv3_resnet50"])
 def test_unknown_kwarg_is_named(name):
     with pytest.raises(VocsegError, match="bogus_arg"):
         create_model(name, bogus_arg=1)
@@ -335,7 +436,7 @@ def random_resnet18_state(seed=7) -> dict:
     model = torchvision.models.resnet18()
     for p in model.parameters():  # make sure nothing matches a fresh init by chance
         torch.nn.init.normal_(p)
-    for name, b in model.named_buffers():
+    for _, b in model.named_buffers():
         if b.is_floating_point():
             b.uniform_(0.5, 1.5)
     return model.state_dict()

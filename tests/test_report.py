@@ -1,113 +1,41 @@
-"""`vocseg reproduce` and its report: the configs, the paper's numbers, skip/resume, and a self-contained HTML."""
+"""The report: built from run folders, self-contained HTML, the paper's rows, rendering and figures.
+
+Also holds the helpers the compare and reproduce tests share: fake run folders written through
+:class:`RunDir` (config, metrics, history, per-image counts, a real best checkpoint) and an HTML reader.
+"""
 from __future__ import annotations
 
 import base64
 import io
-import json
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+import torch
 from PIL import Image
 
-from vocseg import reproduce as R
-from vocseg.config import FIELD_NAMES, load_config
-from vocseg.data.synthetic import generate_synthetic_voc
-from vocseg.errors import VocsegError
-from vocseg.models import list_models
-from vocseg.report import all_background_metrics
+from vocseg.checkpoint import save_checkpoint
+from vocseg.config import Config
+from vocseg.data.classes import IGNORE_INDEX
+from vocseg.data.voc import VOCSegmentation
+from vocseg.experiments import EXPERIMENTS
+from vocseg.metrics import ConfusionMatrix
+from vocseg.models import create_model
+from vocseg.plots import error_map, error_panel_figure, per_class_iou_figure
+from vocseg.report import Doc, ReportRun, all_background_metrics, write_report
+from vocseg.rundir import RunDir
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CHEAP = ["baseline", "cosine"]
+TINY_MODEL = dict(model="unet", model_kwargs={"base_channels": 4})  # 0.1 M parameters: quick to save and run
 
 
-# ----------------------------------------------------------------------------- configs and numbers
+# ----------------------------------------------------------------------------- shared helpers
 
 
-def test_every_config_loads_and_names_a_registered_model():
-    folder = R.config_dir()
-    paths = sorted(folder.glob("*.yaml"))
-    assert {p.name for p in paths} >= {e.config for e in R.EXPERIMENTS} | {"modern.yaml"}
-    for path in paths:
-        cfg = load_config(path)
-        assert cfg.model in list_models(), path
-        raw = yaml.safe_load(path.read_text())
-        assert set(raw) == FIELD_NAMES, f"{path.name} is not a complete Config: {FIELD_NAMES ^ set(raw)}"
+class HTMLReport(HTMLParser):
+    """The parts of a report page the tests look at."""
 
-
-def test_configs_follow_the_papers_recipes():
-    cfg = {e.name: load_config(R.config_dir() / e.config) for e in R.EXPERIMENTS}
-    for c in cfg.values():  # the protocol: early stopping on a holdout of train, native size, flips only
-        assert c.val_holdout > 0 and c.image_size is None and c.scale_range is None and c.optimizer == "adam"
-        assert c.monitor == "val_loss"
-    b = cfg["baseline"]
-    assert (b.model, b.lr, b.epochs, b.patience, b.scheduler, b.hflip, b.vflip, b.class_weighting) == (
-        "fcn", 0.001, 13, 3, "none", 0.0, 0.0, "none")
-    assert (cfg["cosine"].scheduler, cfg["cosine"].epochs, cfg["cosine"].patience) == ("cosine", 13, 3)
-    a = cfg["augment"]
-    assert (a.scheduler, a.hflip, a.vflip, a.epochs, a.patience) == ("cosine", 0.5, 0.5, 30, 9)
-    w = cfg["weighted"]
-    assert (w.class_weighting, w.lr, w.epochs, w.patience, w.hflip) == ("paper", 0.00185, 30, 9, 0.5)
-    u = cfg["unpool"]
-    assert (u.model, u.class_weighting, u.lr, u.epochs, u.patience) == ("unpool", "paper", 0.00185, 30, 9)
-    t = cfg["transfer"]
-    assert (t.model, t.lr, t.epochs, t.patience, t.class_weighting) == ("transfer", 0.00185, 50, 9, "paper")
-    assert t.model_kwargs["encoder"] == "resnet34" and t.model_kwargs["pretrained"] is True
-    n = cfg["unet"]
-    assert (n.model, n.lr, n.epochs, n.patience, n.class_weighting) == ("unet", 0.001, 30, 9, "paper")
-    assert n.model_kwargs.get("base_channels", 64) == 64
-
-
-def test_experiments_hold_the_papers_numbers():
-    assert [e.name for e in R.EXPERIMENTS] == ["baseline", "cosine", "augment", "weighted", "unpool", "transfer", "unet"]
-    assert [e.table for e in R.EXPERIMENTS] == [5, 6, 7, 8, 9, 10, 11]
-    assert [e.figure for e in R.EXPERIMENTS] == [2, 3, 4, 5, 6, 7, 8]
-    base = R.get_experiment("baseline")  # Table 5
-    assert (base.paper_loss, base.paper_iou, base.paper_pixel_accuracy) == (
-        1.227619285168855, 0.063400418619098873, 0.7300453704336415)
-    tl = R.get_experiment("transfer")  # Table 10
-    assert (tl.paper_loss, tl.paper_iou, tl.paper_pixel_accuracy) == (
-        1.5542771544145502, 0.11469616238837657, 0.7439139420571534)
-    unet = R.get_experiment("unet")  # Table 11
-    assert (unet.paper_loss, unet.paper_iou, unet.paper_pixel_accuracy) == (
-        1.8510422473368437, 0.0866359447169563, 0.7346816464610721)
-    assert R.get_experiment("unpool").paper_loss == pytest.approx(1.600414732228155)  # Table 9
-
-
-def test_unknown_experiment_names_list_the_valid_ones(tmp_path):
-    with pytest.raises(VocsegError, match=r"'nope'.*valid names: baseline, cosine, augment"):
-        R.reproduce(tmp_path / "out", only=["baseline", "nope"])
-    assert not (tmp_path / "out").exists()
-
-
-def test_all_background_metrics_hand_computed():
-    # 60 background, 30 class 1, 10 class 3; classes 2, 4.. absent
-    bg = all_background_metrics(np.array([60, 30, 0, 10, 0]))
-    assert bg["pixel_accuracy"] == pytest.approx(0.6)
-    assert bg["mean_iou"] == pytest.approx(0.6 / 3)
-    assert bg["mean_accuracy"] == pytest.approx(1 / 3)
-    assert bg["fw_iou"] == pytest.approx(0.36)
-
-
-@pytest.mark.parametrize("cached", [False, True])
-def test_quick_transfer_trains_from_scratch_only_without_cached_weights(tmp_path, monkeypatch, cached):
-    monkeypatch.setattr(R, "imagenet_weights_cached", lambda encoder: cached)
-    cfg, applied, notes = R.experiment_config(R.get_experiment("transfer"), tmp_path, quick=True)
-    assert cfg.model_kwargs["pretrained"] is cached
-    assert cfg.out == str(tmp_path / "runs" / "transfer") and cfg.data_root is None
-    assert cfg.epochs == R.quick_overrides(R.get_experiment("transfer"))["epochs"] < 50
-    assert cfg.image_size == R.QUICK["image_size"]
-    assert ("from scratch" in " ".join(notes)) is not cached
-    full, applied_full, _ = R.experiment_config(R.get_experiment("transfer"), tmp_path, quick=False)
-    assert full.model_kwargs["pretrained"] is True and full.epochs == 50 and applied_full == {}
-
-
-# ----------------------------------------------------------------------------- end to end
-
-
-class _Collector(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.imgs: list[str] = []
@@ -150,116 +78,173 @@ class _Collector(HTMLParser):
         if self._in_caption:
             self.captions[-1] += data
 
-
-@pytest.fixture
-def tiny_data(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    generate_synthetic_voc(root, n_train=16, n_val=8, seed=1, max_side=96, workers=1)
-    return root
+    @property
+    def all_text(self) -> str:
+        return " ".join(" ".join(self.text).split())
 
 
-@pytest.fixture
-def tiny_quick(monkeypatch):
-    monkeypatch.setattr(R, "QUICK", dict(epochs=2, image_size=64, scale_range=None, max_train_images=None,
-                                         max_val_images=None, batch_size=4, num_workers=0))
-    monkeypatch.setattr(R, "QUICK_PER_EXPERIMENT", {})
-
-
-class _Interrupt:
-    """A log that interrupts training right after the first epoch of the first run is saved."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
-        if line.startswith("epoch 1/"):
-            raise KeyboardInterrupt
-
-
-@pytest.mark.slow
-def test_reproduce_quick_resume_skip_and_self_contained_report(
-    tmp_path, tiny_data, tiny_quick, vocseg_cache, torch_global_state
-):
-    out = tmp_path / "out"
-    runs = out / "runs"
-
-    # 1. Interrupted after epoch 1 of the first experiment: last.pt, no metrics.json.
-    log = _Interrupt()
-    with pytest.raises(KeyboardInterrupt):
-        R.reproduce(out, data_root=tiny_data, quick=True, only=CHEAP, progress=False, log=log)
-    assert (runs / "baseline" / "last.pt").is_file() and not (runs / "baseline" / "metrics.json").exists()
-    assert not (runs / "cosine").exists()
-
-    # 2. Rerun: the interrupted run resumes after epoch 1, the other one trains.
-    lines: list[str] = []
-    result = R.reproduce(out, data_root=tiny_data, quick=True, only=CHEAP, progress=False, log=lines.append)
-    assert result.status == {"baseline": "resumed", "cosine": "trained"}
-    assert any("resuming" in line and "after epoch 1" in line for line in lines)
-    for name in CHEAP:
-        metrics = json.loads((runs / name / "metrics.json").read_text())
-        assert metrics["epochs_run"] == 2 and metrics["split"] == "val" and metrics["num_images"] == 8
-    history = (runs / "baseline" / "history.csv").read_text().strip().splitlines()
-    assert [row.split(",")[0] for row in history[1:]] == ["1", "2"]
-    manifest = json.loads((out / "reproduce.json").read_text())
-    assert manifest["quick"] is True and manifest["experiments"]["cosine"]["quick_overrides"]["epochs"] == 2
-
-    # 3. The HTML report parses and carries everything, images embedded as PNG data URIs.
-    parser = _Collector()
-    parser.feed(result.report_html.read_text(encoding="utf-8"))
-    parser.close()
-    assert not parser.external
-    assert len(parser.imgs) == len(CHEAP) + 2  # curves per run, the comparison figure, the confusion matrix
-    for src in parser.imgs:
+def read_report(md_path: Path, html_path: Path) -> HTMLReport:
+    """Parse the HTML; check it is self-contained (every image a valid embedded PNG) and that the
+    Markdown points at the same number of PNG files under figures/."""
+    page = HTMLReport()
+    page.feed(html_path.read_text(encoding="utf-8"))
+    page.close()
+    assert not page.external
+    for src in page.imgs:
         assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.split(",", 1)[1], validate=True)
         assert data[:8] == PNG_SIGNATURE
         with Image.open(io.BytesIO(data)) as im:
             im.verify()
-    results = {row[0]: row for row in parser.rows if row and row[-1] in ("done", "not run", "failed")}
-    for name in CHEAP:
-        assert results[name][-1] == "done"
-        assert any(c.startswith(f"{name}: train/val loss") for c in parser.captions)
-    assert results["augment"][-1] == "not run"
-    assert any(row[0] == "all-background predictor" for row in parser.rows)
-    assert any("every model" in c for c in parser.captions)  # the comparison figure (Figures 9-11)
-    assert any("confusion matrix" in c for c in parser.captions)
-    text = " ".join(parser.text)
-    assert "Synthetic numbers are not VOC numbers" in text
-    assert "averaged per batch" in text
-
-    # The Markdown report points at PNG files saved under figures/.
-    md = result.report_md.read_text(encoding="utf-8")
+    md = md_path.read_text(encoding="utf-8")
     refs = [line.split("](", 1)[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
-    assert len(refs) == len(parser.imgs)
+    assert len(refs) == len(page.imgs)
     for ref in refs:
-        assert ref.startswith("figures/") and (out / ref).read_bytes()[:8] == PNG_SIGNATURE
-
-    # 4. A third call retrains nothing.
-    stamps = {p: p.stat().st_mtime_ns for name in CHEAP for p in (runs / name).glob("*") if p.is_file()}
-    again = R.reproduce(out, data_root=tiny_data, quick=True, only=CHEAP, progress=False, log=lambda s: None)
-    assert again.status == {"baseline": "skipped", "cosine": "skipped"}
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-
-    # 5. The same folder asked for a different recipe refuses instead of mixing runs.
-    with pytest.raises(VocsegError, match="different config"):
-        R.reproduce(out, data_root=tiny_data, quick=False, only=["baseline"], progress=False, log=lambda s: None)
+        assert ref.startswith("figures/") and (md_path.parent / ref).read_bytes()[:8] == PNG_SIGNATURE
+    return page
 
 
-def test_missing_imagenet_weights_fail_the_transfer_run_but_not_the_study(tmp_path, tiny_data, vocseg_cache, monkeypatch):
-    from vocseg.models import transfer
+def fake_predictions(masks: list[np.ndarray], error_rate: float, seed: int) -> list[np.ndarray]:
+    """Each mask with a share ``error_rate`` of its pixels set to a wrong class (void left void)."""
+    rng = np.random.default_rng(seed)
+    preds = []
+    for mask in masks:
+        pred = mask.copy()
+        flip = (rng.random(mask.shape) < error_rate) & (mask != IGNORE_INDEX)
+        pred[flip] = (pred[flip].astype(np.int64) + rng.integers(1, 21, int(flip.sum()))) % 21
+        pred[mask == IGNORE_INDEX] = 0
+        preds.append(pred)
+    return preds
 
-    def offline(encoder):
-        raise VocsegError(f"ImageNet weights for {encoder} are not available (test)")
 
-    monkeypatch.setattr(transfer, "load_imagenet_state_dict", offline)
-    monkeypatch.setattr(R, "imagenet_weights_cached", lambda encoder: False)
-    out = tmp_path / "out"
-    lines: list[str] = []
-    with pytest.raises(VocsegError, match=r"1 of 1 experiment\(s\) failed[\s\S]*transfer: ImageNet weights for resnet34"):
-        R.reproduce(out, data_root=tiny_data, quick=False, only=["transfer"], progress=False, log=lines.append)
-    assert any("transfer FAILED" in line for line in lines)
-    manifest = json.loads((out / "reproduce.json").read_text())
-    assert manifest["experiments"]["transfer"]["status"] == "failed"
-    md = (out / "report.md").read_text()
-    assert "**transfer** (Table 10) failed: ImageNet weights for resnet34 are not available" in md
+def per_image_counts(preds: list[np.ndarray], masks: list[np.ndarray], n: int = 21) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image, per-class intersections and unions, void ignored (hand-computed with numpy)."""
+    inter, union = np.zeros((len(masks), n), np.int64), np.zeros((len(masks), n), np.int64)
+    for i, (p, m) in enumerate(zip(preds, masks)):
+        valid = m != IGNORE_INDEX
+        gt, pr = np.bincount(m[valid], minlength=n)[:n], np.bincount(p[valid], minlength=n)[:n]
+        inter[i] = np.bincount(m[valid & (p == m)], minlength=n)[:n]
+        union[i] = gt + pr - inter[i]
+    return inter, union
+
+
+def write_fake_run(path: Path, data_root: Path, *, error_rate: float = 0.2, seed: int = 0, **cfg_changes) -> RunDir:
+    """A finished run folder whose numbers all come from one set of fake predictions on the val split
+    (metrics from a ConfusionMatrix, per-image counts from numpy), with a real best checkpoint."""
+    cfg = Config(**{**TINY_MODEL, "data_root": str(data_root), "val_holdout": 0.0, "seed": seed, "out": str(path),
+                    "epochs": 3, **cfg_changes})
+    run = RunDir(path)
+    run.prepare(resume=False, overwrite=False)
+    run.save_config(cfg.to_dict())
+    ds = VOCSegmentation(data_root, cfg.val_split)
+    masks = [ds.load(i)[1] for i in range(len(ds))]
+    preds = fake_predictions(masks, error_rate, seed=1000 * seed + int(error_rate * 100))
+    cm = ConfusionMatrix(21)
+    for p, m in zip(preds, masks):
+        cm.update(torch.from_numpy(p), torch.from_numpy(m))
+    metrics = {**cm.compute(), "loss": 1.0 + error_rate, "ce_loss": 1.0 + error_rate, "split": cfg.val_split,
+               "num_images": len(ds), "best_epoch": 2, "epochs_run": 3, "stopped_early": False,
+               "seconds_per_epoch": 1.5, "parameters": 122193, "confusion_matrix": cm.matrix.tolist()}
+    run.write_metrics(metrics)
+    run.write_per_image(list(ds.ids), *per_image_counts(preds, masks))
+    run.write_history([{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.2 / e, "val_miou": 0.1 * e,
+                        "val_pixel_accuracy": 0.5, "lr": 1e-3, "seconds": 1.5} for e in (1, 2, 3)])
+    torch.manual_seed(seed)
+    model = create_model(cfg.model, num_classes=cfg.num_classes, **cfg.model_kwargs)
+    save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "model_name": cfg.model,
+                     "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "class_names": None}, run.best_path)
+    return run
+
+
+# ----------------------------------------------------------------------------- the report from run folders
+
+
+def test_report_of_the_papers_experiments_from_run_folders(tmp_path, tiny_voc, vocseg_cache):
+    """Four experiments finished (one with two seeds), three not run: every experiment has its row with
+    its paper name, the HTML is self-contained, and the seeds are one row, mean ± std."""
+    runs = []
+    for k, exp in enumerate(EXPERIMENTS):
+        path = tmp_path / "runs" / exp.name
+        if k < 4:
+            write_fake_run(path, tiny_voc, error_rate=0.4 - 0.1 * k)
+        runs.append(ReportRun(exp.name, RunDir(path), exp, exp.name))
+    write_fake_run(tmp_path / "runs" / "weighted-seed1", tiny_voc, error_rate=0.15, seed=1)
+    runs.append(ReportRun("weighted-seed1", RunDir(tmp_path / "runs" / "weighted-seed1"), EXPERIMENTS[3], "weighted"))
+    md, html = write_report(tmp_path, runs, title="Study", intro="Made by a test.")
+    page = read_report(md, html)
+
+    table = {row[0]: row for row in page.rows if row and row[-1] in ("done", "not run")}
+    for exp in EXPERIMENTS:
+        assert table[exp.name][1] == exp.title and table[exp.name][2] == f"Table {exp.table}"
+    assert [table[e.name][-1] for e in EXPERIMENTS] == ["done"] * 4 + ["not run"] * 3
+    assert "±" in table["weighted"][6] and "±" not in table["augment"][6]  # mIoU: mean ± std over 2 seeds
+    assert table["weighted"][-2] == "2" and table["baseline"][-2] == "1"  # the seeds column
+    assert any(row[0] == "all-background predictor" for row in page.rows)
+    # curves of 5 runs, the comparison figure, per-class bars, the confusion matrix
+    assert len(page.imgs) == 5 + 3
+    assert any("every model" in c for c in page.captions) and any("confusion matrix" in c for c in page.captions)
+    text = page.all_text
+    assert "Synthetic numbers are not VOC numbers" in text and "averaged per batch" in text
+    assert "weighted beats augment by" in text or "augment beats weighted by" in text  # builds_on pairs
+    assert "4 test images; seeds: 2 of weighted, 1 of augment." in text
+
+
+def test_report_without_paper_experiments_has_no_paper_columns(tmp_path, tiny_voc, vocseg_cache):
+    write_fake_run(tmp_path / "a", tiny_voc, error_rate=0.1)
+    runs = [ReportRun("a", RunDir(tmp_path / "a")), ReportRun("never", RunDir(tmp_path / "never"))]
+    md, html = write_report(tmp_path / "report", runs, title="Two runs", intro="Test.", device="cpu")
+    page = read_report(md, html)
+    header = next(row for row in page.rows if row and row[0] == "run")
+    assert "paper IoU" not in header and header[-1] == "status"
+    results = page.rows[page.rows.index(header) + 1:][:3]  # the results table comes first
+    assert [(row[0], row[-1]) for row in results] == [("a", "done"), ("never", "not run"),
+                                                      ("all-background predictor", "computed on val")]
+    assert "Paper:" not in page.all_text and "Tables 5–11" not in page.all_text
+
+
+def test_all_background_metrics_hand_computed():
+    # 60 background, 30 class 1, 10 class 3; classes 2, 4.. absent
+    bg = all_background_metrics(np.array([60, 30, 0, 10, 0]))
+    assert bg["pixel_accuracy"] == pytest.approx(0.6)
+    assert bg["mean_iou"] == pytest.approx(0.6 / 3)
+    assert bg["mean_accuracy"] == pytest.approx(1 / 3)
+    assert bg["fw_iou"] == pytest.approx(0.36)
+
+
+# ----------------------------------------------------------------------------- rendering and figures
+
+
+def test_doc_renders_the_same_blocks_to_markdown_and_html(tmp_path):
+    (tmp_path / "figures").mkdir()
+    per_class_iou_figure({"a": {"background": 0.9, "cat": None}, "b": {"background": 0.8, "cat": 0.3}},
+                         tmp_path / "figures" / "bars.png", title="bars")
+    doc = Doc()
+    doc.h(1, "Title")
+    doc.p("plain `code` and **bold**")
+    doc.p("careful", "note")
+    doc.ul(["one", "two"])
+    doc.table(["name", "mIoU", "runs"], [["a|b", "0.5000 ± 0.0100", "2/3"], ["c", "–", "1/3"]])
+    doc.images([("figures/bars.png", "per-class bars")])
+    md = doc.markdown()
+    assert "# Title" in md and "> **Note.** careful" in md and "- two" in md
+    assert "| a\\|b | 0.5000 ± 0.0100 | 2/3 |" in md and "|---|---:|---:|" in md  # numbers right-aligned
+    page = HTMLReport()
+    page.feed(doc.html(tmp_path, "Title"))
+    assert page.rows[1] == ["a|b", "0.5000 ± 0.0100", "2/3"]
+    assert "<code>code</code>" in doc.html(tmp_path, "Title") and len(page.imgs) == 1
+
+
+def test_error_panel_marks_exactly_the_wrong_scored_pixels(tmp_path):
+    image = np.full((20, 30, 3), 200, np.uint8)
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:10, 5:10] = 8
+    mask[0, :] = IGNORE_INDEX
+    pred = mask.copy()
+    pred[5:10, 5:7] = 0  # 10 wrong pixels
+    pred[0, :] = 3  # void: never an error
+    errors = error_map(image, mask, pred)
+    red = np.all(errors == (230, 30, 30), axis=-1)
+    assert red.sum() == 10 and red[5:10, 5:7].all()
+    assert np.all(errors[0] == (150, 150, 150))
+    error_panel_figure(image, mask, pred, tmp_path / "panel.png", title="x", class_names=["background"] * 21)
+    assert (tmp_path / "panel.png").read_bytes()[:8] == PNG_SIGNATURE

@@ -1,19 +1,77 @@
-"""The ``vocseg`` command line: train, evaluate, reproduce, synth, stats, download, models."""
+"""vocseg: train, evaluate, predict, export, compare and reproduce semantic-segmentation models on
+PASCAL VOC 2012 and VOC-format data. Run `vocseg COMMAND --help` for a command's options."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import types
+import typing
 from typing import Any, Sequence
 
+from . import __version__
 from .errors import VocsegError
 
+# Flags that keep an older or shorter spelling beside the one generated from the config field.
+FLAG_ALIASES = {"num_workers": ["--workers"], "model_kwargs": ["--model-arg"]}
 
-def _model_args(pairs: Sequence[str] | None) -> dict[str, Any] | None:
+
+# ----------------------------------------------------------------------------- config -> flags
+
+
+def _field_kind(hint: Any) -> tuple[type, bool]:
+    """``(base type, is a list)`` of a Config annotation such as ``int | None`` or ``list[float] | None``."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    args = [a for a in args if a is not type(None)]
+    if len(args) != 1:
+        return str, False  # e.g. int | str: parsed with YAML rules, checked by the config
+    base = typing.get_origin(args[0]) or args[0]
+    return base, base is list
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field, with the field's help text and choices: defined once, in config.py."""
+    from .config import Config, parse_value
+
+    hints = typing.get_type_hints(Config)
+    group = parser.add_argument_group("training options (each overrides the YAML config)")
+    for f in dataclasses.fields(Config):
+        base, is_list = _field_kind(hints[f.name])
+        flags = [f"--{f.name.replace('_', '-')}"] + FLAG_ALIASES.get(f.name, [])
+        help_text = f"{f.metadata.get('help', '')} (default: {_default_text(f)})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif base is dict:
+            kwargs.update(action="append", metavar="KEY=VALUE")
+        elif is_list:
+            kwargs.update(nargs="+", type=parse_value, metavar="VALUE")
+        elif f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        else:
+            kwargs.update(type=parse_value if base is not str else str, metavar=f.name.upper())
+        group.add_argument(*flags, **kwargs)
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return "null" if default is None else str(default)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The Config fields the user set on the command line (others are None and left to the YAML)."""
+    from .config import FIELD_NAMES
+
+    out = {name: getattr(args, name) for name in FIELD_NAMES if getattr(args, name, None) is not None}
+    if "model_kwargs" in out:
+        out["model_kwargs"] = _model_args(out["model_kwargs"])
+    return out
+
+
+def _model_args(pairs: Sequence[str]) -> dict[str, Any]:
     from .config import parse_value
 
-    if not pairs:
-        return None
     out = {}
     for pair in pairs:
         if "=" not in pair:
@@ -23,61 +81,122 @@ def _model_args(pairs: Sequence[str] | None) -> dict[str, Any] | None:
     return out
 
 
+def _slide(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        crop, stride = (int(v) for v in text.split(","))
+    except ValueError:
+        raise VocsegError(f"--slide expects CROP,STRIDE in pixels (e.g. 512,341), got {text!r}") from None
+    if crop < 1 or stride < 1 or stride > crop:
+        raise VocsegError(f"--slide {text}: need crop >= stride >= 1")
+    return crop, stride
+
+
+# ----------------------------------------------------------------------------- commands
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config, load_config
     from .train import train
 
+    overrides = config_overrides(args)
+    progress = not args.no_progress and sys.stderr.isatty()
     if args.resume:
         if args.overwrite:
             raise VocsegError("--resume and --overwrite contradict each other; pick one")
-        result = train(Config(out=args.resume), resume=True, progress=not args.no_progress, device=args.device)
+        if args.config:
+            raise VocsegError("--resume continues the run's own config; --config cannot be used with it")
+        result = train(Config(out=args.resume), resume=True, progress=progress, changes=overrides)
     else:
-        overrides = {
-            "model": args.model, "data_root": args.data_root, "out": args.out, "epochs": args.epochs,
-            "batch_size": args.batch_size, "lr": args.lr, "image_size": args.image_size,
-            "optimizer": args.optimizer, "patience": args.patience, "device": args.device, "seed": args.seed,
-            "amp": args.amp, "num_workers": args.workers, "scheduler": args.scheduler,
-            "class_weighting": args.class_weighting, "monitor": args.monitor,
-            "weight_decay": args.weight_decay, "max_train_images": args.max_train_images,
-            "max_val_images": args.max_val_images, "deterministic": args.deterministic or None,
-            "model_kwargs": _model_args(args.model_arg),
-        }
         cfg = load_config(args.config, overrides)
-        result = train(cfg, overwrite=args.overwrite, progress=not args.no_progress)
-    m = result.metrics
+        result = train(cfg, overwrite=args.overwrite, progress=progress)
     if not result.is_main:
         return 0
-    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731  (None: no pixel was scored)
+    m = result.metrics
     print(
-        f"done: {m['split']} mIoU {fmt(m['mean_iou'])}  pixel acc {fmt(m['pixel_accuracy'])}  "
-        f"loss {fmt(m['loss'])}  (best epoch {m['best_epoch']}) -> {result.run_dir}"
+        f"done: {m['split']} mIoU {_fmt(m['mean_iou'])}  pixel acc {_fmt(m['pixel_accuracy'])}  "
+        f"loss {_fmt(m['loss'])}  (best epoch {m['best_epoch']}) -> {result.run_dir}"
     )
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"  # None: no pixel was scored
 
 
 def _print_metrics(results: dict[str, Any]) -> None:
     print(f"{results['model']} on {results['split']} ({results['num_images']} images)")
     for key in ("loss", "ce_loss", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"):
-        value = results.get(key)
-        print(f"  {key:<15} {'n/a' if value is None else f'{value:.4f}'}")
+        print(f"  {key:<15} {_fmt(results.get(key))}")
     print(f"\n  {'class':<14} {'IoU':>7} {'acc':>7}")
     for name, iou in results["per_class_iou"].items():
         acc = results.get("per_class_accuracy", {}).get(name)
-        fmt = lambda v: "    n/a" if v is None else f"{v:7.4f}"  # noqa: E731
-        print(f"  {name:<14} {fmt(iou)} {fmt(acc)}")
+        print(f"  {name:<14} {_fmt(iou):>7} {_fmt(acc):>7}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_checkpoint
 
+    if (args.checkpoint is None) == (args.model is None):
+        raise VocsegError("give a CHECKPOINT, or --model NAME --weights WEIGHTS for a pretrained model (not both)")
+    if args.model is not None and args.weights is None:
+        raise VocsegError("--model needs --weights (e.g. COCO_WITH_VOC_LABELS_V1, or a state-dict file)")
     results = evaluate_checkpoint(
         args.checkpoint, args.data_root, args.split, args.device, args.amp, args.batch_size, args.workers,
-        progress=not args.json,
+        progress=not args.json and sys.stderr.isatty(), model_name=args.model, weights=args.weights,
+        tta=args.tta, slide=_slide(args.slide), save_dir=args.save_dir,
     )
     if args.json:
         print(json.dumps(results))
     else:
         _print_metrics(results)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    paths = list(args.paths)
+    if args.model is None:
+        if len(paths) < 2:
+            raise VocsegError("usage: vocseg predict CHECKPOINT|MODEL.onnx INPUT... --out DIR")
+        source = paths.pop(0)
+    else:
+        if args.weights is None:
+            raise VocsegError("--model needs --weights (e.g. COCO_WITH_VOC_LABELS_V1)")
+        source = None
+    summary = predict(
+        source, paths, args.out, batch_size=args.batch_size, tta=args.tta, slide=_slide(args.slide),
+        device=args.device, overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
+        model_name=args.model, weights=args.weights,
+    )
+    return 1 if summary.failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    path = export_model(args.checkpoint, args.format, args.out, overwrite=args.overwrite)
+    print(f"exported {args.checkpoint} as {args.format} -> {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    md, html = compare(args.runs, args.out, device=args.device, labels=args.labels)
+    print(f"report: {md}\n        {html}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    reproduce(
+        out=args.out, data_root=args.data_root, quick=args.quick, only=args.only, device=args.device,
+        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(), seeds=args.seeds,
+    )
     return 0
 
 
@@ -115,6 +234,10 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     path = download_voc(args.root)
     print(f"VOC 2012 ready at {path}")
+    if args.sbd:
+        from .data.sbd import prepare_sbd
+
+        print(prepare_sbd(args.root))
     return 0
 
 
@@ -125,64 +248,75 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce
+# ----------------------------------------------------------------------------- the parser
 
-    reproduce(
-        out=args.out, data_root=args.data_root, quick=args.quick, only=args.only, device=args.device,
-        overwrite=args.overwrite, progress=not args.no_progress,
-    )
-    return 0
+TTA_CHOICES = ("none", "flip", "multiscale")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vocseg", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_inference_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation (default: none)")
+    p.add_argument("--slide", metavar="CROP,STRIDE", help="sliding-window inference for images larger than CROP")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--model", help="a registry model with pretrained --weights instead of a checkpoint")
+    p.add_argument("--weights", help="pretrained weights for --model, e.g. COCO_WITH_VOC_LABELS_V1")
 
-    t = sub.add_parser("train", help="train a model")
-    t.add_argument("--model", help="registered model name (see `vocseg models`)")
+
+def _train_parser(sub) -> None:
+    t = sub.add_parser("train", help="train a model", description="Train a model into a run folder.")
     t.add_argument("--config", help="YAML config; flags override it")
-    t.add_argument("--data-root", help="folder holding VOCdevkit (default: built-in synthetic dataset)")
-    t.add_argument("--out", help="run folder (default runs/<model>)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--image-size", type=int, help="training crop size")
-    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
-    t.add_argument("--scheduler", choices=["none", "cosine"])
-    t.add_argument("--class-weighting", choices=["none", "paper", "median_frequency", "inverse_sqrt"])
-    t.add_argument("--patience", type=int, help="early-stopping patience in epochs")
-    t.add_argument("--monitor", choices=["val_loss", "val_miou"])
-    t.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
-    t.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"])
-    t.add_argument("--seed", type=int)
-    t.add_argument("--workers", type=int, help="data-loader worker processes")
-    t.add_argument("--max-train-images", type=int)
-    t.add_argument("--max-val-images", type=int)
-    t.add_argument("--deterministic", action="store_true")
-    t.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model argument, repeatable")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (may extend --epochs)")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (off anyway when not a terminal)")
+    add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint")
-    e.add_argument("checkpoint")
-    e.add_argument("--data-root")
+
+def _evaluate_parser(sub) -> None:
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint or a pretrained model on a split")
+    e.add_argument("checkpoint", nargs="?", help="a run's best.pt (or last.pt)")
+    e.add_argument("--data-root", help="folder holding VOCdevkit (default: the run's data)")
     e.add_argument("--split", default="val")
-    e.add_argument("--device", default="auto")
     e.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"])
     e.add_argument("--batch-size", type=int)
     e.add_argument("--workers", type=int)
+    e.add_argument("--save-dir", help="also write masks, best/worst panels, per-class IoU and confusion figures")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_inference_flags(e)
     e.set_defaults(func=cmd_evaluate)
+
+
+def _predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="segment your own images with a checkpoint or an exported ONNX file")
+    p.add_argument("paths", nargs="+", metavar="CHECKPOINT INPUT", help="a .pt or .onnx file, then images, folders or globs")
+    p.add_argument("--out", required=True, help="folder for the masks and overlays")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
+    p.add_argument("--no-progress", action="store_true")
+    _add_inference_flags(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def _other_parsers(sub) -> None:
+    x = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
+    x.add_argument("checkpoint")
+    x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    x.add_argument("--out", required=True, help="output file")
+    x.add_argument("--overwrite", action="store_true")
+    x.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("compare", help="one report comparing any run folders")
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--out", required=True)
+    c.add_argument("--labels", nargs="+", help="a label per run (default: folder names)")
+    c.add_argument("--device", default="auto")
+    c.set_defaults(func=cmd_compare)
 
     r = sub.add_parser("reproduce", help="rerun the paper's experiments and write a report")
     r.add_argument("--out", required=True)
     r.add_argument("--data-root")
     r.add_argument("--quick", action="store_true", help="short CPU run on the synthetic dataset")
     r.add_argument("--only", nargs="+", metavar="NAME")
+    r.add_argument("--seeds", type=int, default=1, help="train each experiment this many times (mean, std, CIs)")
     r.add_argument("--device", default="auto")
     r.add_argument("--overwrite", action="store_true", help="retrain experiments already finished in --out")
     r.add_argument("--no-progress", action="store_true")
@@ -203,13 +337,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_stats)
 
-    d = sub.add_parser("download", help="download and verify VOC 2012")
+    d = sub.add_parser("download", help="download and verify VOC 2012 (and SBD with --sbd)")
     d.add_argument("--root", required=True)
+    d.add_argument("--sbd", action="store_true", help="also SBD, converted, and the train_aug split")
     d.set_defaults(func=cmd_download)
 
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("--image-size", type=int, default=512)
     m.set_defaults(func=cmd_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vocseg", description=__doc__)
+    p.add_argument("--version", action="version", version=f"vocseg {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _predict_parser(sub)
+    _other_parsers(sub)
     return p
 
 

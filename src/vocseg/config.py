@@ -13,14 +13,13 @@ import yaml
 
 from .errors import VocsegError
 
-CHOICES: dict[str, tuple] = {
-    "optimizer": ("adam", "adamw", "sgd"),
-    "scheduler": ("none", "cosine", "poly"),
-    "class_weighting": ("none", "paper", "median_frequency", "inverse_sqrt"),
-    "monitor": ("val_loss", "val_miou"),
-    "amp": ("auto", "none", "bf16", "fp16"),
-    "cache": ("auto", "ram", "none"),
-}
+def _field(default: Any, help: str, choices: tuple | None = None, factory: bool = False) -> Any:
+    """A Config field with its help text and allowed values, stated once: the CLI's flags, their help and
+    the validation all read them from here."""
+    meta = {"help": help, "choices": choices}
+    if factory:
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -29,55 +28,57 @@ class Config:
     the paper's experiments live in ``configs/*.yaml``."""
 
     # --- model
-    model: str = "fcn"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    num_classes: int = 21
-    class_names: list[str] | None = None  # None: the 21 VOC names
+    model: str = _field("fcn", "registered model name (see `vocseg models`)")
+    model_kwargs: dict[str, Any] = _field(dict, "model arguments, e.g. encoder=resnet18 (repeatable)", factory=True)
+    num_classes: int = _field(21, "number of classes, background included")
+    class_names: list[str] | None = _field(None, "class names (default: the 21 VOC names)")
 
     # --- data
-    data_root: str | None = None  # folder holding VOCdevkit (or VOC2012 itself); None: built-in synthetic set
-    train_split: str = "train"
-    val_split: str = "val"  # split used for early stopping and curves
-    val_holdout: float = 0.0  # >0: early-stop on this fraction of train_split; then val_split is the test split
-    image_size: int | None = 160  # training crop side (suits the built-in data; VOC configs set their own); None: native size
-    scale_range: list[float] | None = field(default_factory=lambda: [0.5, 2.0])  # random rescale before cropping
-    hflip: float = 0.5
-    vflip: float = 0.5
-    max_train_images: int | None = None  # cap for smoke runs
-    max_val_images: int | None = None
-    num_workers: int | str = "auto"  # "auto": chosen per device (see system.py); a number wins
-    cache: str = "auto"  # decoded images kept in RAM: auto (when they fit a share of RAM), ram, none
-    photometric: bool = False  # random brightness/contrast/saturation/hue (mmsegmentation's PhotoMetricDistortion)
-    eval_batch_size: int = 1  # 1 = exact native-resolution evaluation
+    data_root: str | None = _field(None, "folder holding VOCdevkit, or VOC2012 itself (default: built-in synthetic data)")
+    train_split: str = _field("train", "split file to train on (ImageSets/Segmentation/<name>.txt)")
+    val_split: str = _field("val", "split for early stopping and curves (the test split when val_holdout > 0)")
+    val_holdout: float = _field(0.0, "> 0: early-stop on this fraction of train_split; val_split becomes the test split")
+    image_size: int | None = _field(160, "training crop side in pixels; null: native size")
+    scale_range: list[float] | None = _field(lambda: [0.5, 2.0], "random rescale range before cropping, e.g. 0.5 2.0", factory=True)
+    hflip: float = _field(0.5, "probability of a horizontal flip")
+    vflip: float = _field(0.5, "probability of a vertical flip")
+    photometric: bool = _field(False, "random brightness, contrast, saturation and hue (mmsegmentation's)")
+    max_train_images: int | None = _field(None, "use at most this many training images (smoke runs)")
+    max_val_images: int | None = _field(None, "use at most this many validation/test images")
+    num_workers: int | str = _field("auto", "data-loader processes; auto: chosen per device (docs/benchmarks.md)")
+    cache: str = _field("auto", "keep decoded images in RAM: auto (when they fit), ram, none", ("auto", "ram", "none"))
+    eval_batch_size: int = _field(1, "evaluation batch size (padded images; 1 is exact native resolution)")
 
     # --- optimisation
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"
-    momentum: float = 0.9  # sgd only
-    scheduler: str = "cosine"  # cosine: CosineAnnealingLR with T_max = epochs (the paper); poly: (1 - t/T)^poly_power
-    poly_power: float = 0.9
-    warmup_iters: int = 0  # linear warmup from 0 over this many optimizer steps (then the schedule runs per step)
-    iters: int | None = None  # schedule length in optimizer steps instead of epochs (the field's 20k/40k)
-    budget: str | None = None  # wall-clock budget for the whole run, e.g. "15m", "90s", "2h"
-    aux_weight: float = 0.4  # weight of an auxiliary head's loss, for models that have one
-    min_lr: float = 0.0
-    class_weighting: str = "none"
-    patience: int | None = None  # early stopping on `monitor`; None: off
-    monitor: str = "val_loss"
+    epochs: int = _field(30, "training epochs")
+    batch_size: int = _field(8, "images per optimizer step (per process)")
+    lr: float = _field(1e-3, "base learning rate")
+    weight_decay: float = _field(0.0, "weight decay")
+    optimizer: str = _field("adamw", "optimizer", ("adam", "adamw", "sgd"))
+    momentum: float = _field(0.9, "SGD momentum")
+    scheduler: str = _field("cosine", "LR schedule: cosine (per epoch, the paper's), poly, none", ("none", "cosine", "poly"))
+    poly_power: float = _field(0.9, "power of the poly schedule")
+    warmup_iters: int = _field(0, "linear LR warmup over this many optimizer steps")
+    iters: int | None = _field(None, "schedule length in optimizer steps instead of epochs")
+    budget: str | float | None = _field(None, "wall-clock budget for the whole run, e.g. 15m, 90s, 1h30m")
+    aux_weight: float = _field(0.4, "weight of an auxiliary head's loss (models that have one)")
+    min_lr: float = _field(0.0, "final learning rate of cosine/poly")
+    class_weighting: str = _field(
+        "none", "class weights in the loss", ("none", "paper", "median_frequency", "inverse_sqrt")
+    )
+    patience: int | None = _field(None, "early-stopping patience in epochs; null: off")
+    monitor: str = _field("val_loss", "what early stopping and best.pt follow", ("val_loss", "val_miou"))
 
     # --- system
-    device: str = "auto"
-    amp: str = "auto"  # auto: bf16 on CPU / bf16-capable GPUs, fp16 (+GradScaler) on older CUDA, else none
-    seed: int = 0
-    deterministic: bool = False
-    out: str | None = None  # run folder; None: runs/<model>
-    tensorboard: bool = False
-    channels_last: bool = False  # NHWC memory format for model and inputs
-    compile: bool = False  # torch.compile the model (falls back to eager with a message when it cannot)
-    sync_bn: bool = False  # SyncBatchNorm across processes in distributed runs
+    device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
+    amp: str = _field("auto", "autocast: auto (bf16 on CPU and recent GPUs), bf16, fp16, none", ("auto", "none", "bf16", "fp16"))
+    seed: int = _field(0, "random seed")
+    deterministic: bool = _field(False, "deterministic algorithms (slower)")
+    out: str | None = _field(None, "run folder (default runs/<model>)")
+    tensorboard: bool = _field(False, "write TensorBoard logs to RUN/tensorboard")
+    channels_last: bool = _field(False, "channels-last memory format")
+    compile: bool = _field(False, "torch.compile the model (eager with a message when it cannot)")
+    sync_bn: bool = _field(False, "SyncBatchNorm across processes (torchrun)")
 
     def validate(self) -> "Config":
         for key, allowed in CHOICES.items():
@@ -100,6 +101,10 @@ class Config:
         for key in ("warmup_iters", "aux_weight", "poly_power"):
             if getattr(self, key) < 0:
                 raise VocsegError(f"config {key} must be >= 0, got {getattr(self, key)!r}")
+        if self.budget is not None:
+            from .schedule import parse_duration
+
+            parse_duration(self.budget)  # a bad budget fails here, naming the value
         if self.iters is not None and self.iters < 1:
             raise VocsegError(f"config iters must be >= 1 or null, got {self.iters!r}")
         for key in ("weight_decay", "min_lr"):
@@ -124,6 +129,7 @@ class Config:
 
 
 FIELD_NAMES = {f.name for f in fields(Config)}
+CHOICES: dict[str, tuple] = {f.name: f.metadata["choices"] for f in fields(Config) if f.metadata.get("choices")}
 _HINTS = typing.get_type_hints(Config)
 
 

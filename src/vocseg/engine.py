@@ -4,12 +4,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .data.classes import IGNORE_INDEX
 from .distributed import all_reduce_sum
 from .errors import VocsegError
 from .losses import weighted_ce_sums
@@ -54,6 +57,28 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _as_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def training_loss(
+    output: torch.Tensor | dict[str, torch.Tensor], masks: torch.Tensor, class_weight: torch.Tensor | None,
+    aux_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, weighted CE sum, weight sum)`` of one batch. Models with an auxiliary head return
+    ``{"out", "aux"}`` in training mode; the aux loss adds ``aux_weight`` times its mean CE."""
+    aux = None
+    if isinstance(output, dict):
+        output, aux = output["out"], output.get("aux")
+    total, weight = weighted_ce_sums(output, masks, class_weight)
+    loss = total / weight.clamp(min=1e-12)
+    if aux is not None and aux_weight > 0:
+        aux_total, aux_w = weighted_ce_sums(aux, masks, class_weight)
+        loss = loss + aux_weight * aux_total / aux_w.clamp(min=1e-12)
+    return loss, total, weight
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -64,20 +89,27 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler,
     epoch: int,
     progress: bool = True,
-) -> float:
-    """Train for one pass over ``loader``; returns the mean (class-weighted) loss over its pixels.
-    A non-finite loss stops training before the optimizer step can spread it into the weights."""
+    *,
+    aux_weight: float = 0.0,
+    channels_last: bool = False,
+    after_step: Callable[[], bool] | None = None,
+) -> tuple[float, int]:
+    """Train for one pass over ``loader``; returns (mean class-weighted loss over its pixels, steps taken).
+
+    ``after_step`` runs after every optimizer step (a per-step LR schedule, a time budget); returning
+    True ends the epoch early. A non-finite loss stops training before the optimizer step can spread
+    it into the weights."""
     model.train()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     weight_sum = torch.zeros((), device=device, dtype=torch.float64)
     bar = tqdm(loader, desc=f"epoch {epoch + 1} train", leave=False, disable=not progress, dynamic_ncols=True)
+    steps = 0
     for step, (images, masks) in enumerate(bar):
-        images = images.to(device, non_blocking=True)
+        images = _as_input(images, device, channels_last)
         masks = masks.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            logits = model(images)
-        total, weight = weighted_ce_sums(logits, masks, class_weight)
-        loss = total / weight.clamp(min=1e-12)
+            output = model(images)
+        loss, total, weight = training_loss(output, masks, class_weight, aux_weight)
         loss_value = loss.item()  # one sync per step: cheap next to a segmentation forward/backward
         if not math.isfinite(loss_value):
             raise VocsegError(
@@ -90,16 +122,43 @@ def train_one_epoch(
         scaler.update()
         loss_sum += total.detach().double()
         weight_sum += weight.detach().double()
+        steps += 1
         bar.set_postfix(loss=f"{loss_value:.4f}")
+        if after_step is not None and after_step():
+            break
     all_reduce_sum(loss_sum)
     all_reduce_sum(weight_sum)
-    return float(loss_sum / weight_sum.clamp(min=1e-12))
+    return float(loss_sum / weight_sum.clamp(min=1e-12)), steps
+
+
+def per_image_counts(preds: torch.Tensor, masks: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-class ``(intersection, union)`` (each ``B x C``), void (255) pixels ignored."""
+    b = preds.shape[0]
+    valid = masks != IGNORE_INDEX
+    offset = torch.arange(b, device=preds.device).view(b, 1, 1) * num_classes
+    n = b * num_classes
+    gt = torch.bincount((masks + offset)[valid], minlength=n)
+    pr = torch.bincount((preds.clamp(max=num_classes - 1) + offset)[valid], minlength=n)
+    hit = valid & (preds == masks)
+    tp = torch.bincount((masks + offset)[hit], minlength=n)
+    return tp.view(b, num_classes), (gt + pr - tp).view(b, num_classes)
+
+
+@dataclass
+class Evaluation:
+    """One pass over a split: metrics, the confusion matrix, and per-image intersections/unions (N x C,
+    in dataset order) for per-image IoU and paired bootstrap comparisons."""
+
+    metrics: dict[str, Any]
+    confusion: ConfusionMatrix
+    intersection: torch.Tensor
+    union: torch.Tensor
 
 
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
-    loader: Iterable,
+    loader: DataLoader,
     num_classes: int,
     class_names: list[str] | None,
     class_weight: torch.Tensor | None,
@@ -107,27 +166,44 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
     desc: str = "eval",
-) -> tuple[dict, ConfusionMatrix]:
+    *,
+    channels_last: bool = False,
+    tta: str = "none",
+    slide: tuple[int, int] | None = None,
+) -> Evaluation:
     """Loss and confusion-matrix metrics over the whole split (one matrix, not an average of batches).
 
     ``loss`` uses the training criterion (class-weighted when training is, as the paper reports it);
-    ``ce_loss`` is the plain cross-entropy, comparable across experiments.
+    ``ce_loss`` is the plain cross-entropy, comparable across experiments. Logits come from
+    :func:`vocseg.inference.predict_logits` (the function ``predict`` and the report use too), with
+    test-time augmentation ``tta`` and sliding-window inference ``slide=(crop, stride)`` when asked.
     """
+    from .inference import predict_logits
+
     model.eval()
     cm = ConfusionMatrix(num_classes, class_names=class_names, device=device)
     sums = torch.zeros(4, device=device, dtype=torch.float64)  # weighted CE, weights, plain CE, pixels
+    n = len(loader.dataset)
+    inter = torch.zeros(n, num_classes, dtype=torch.int64, device=device)
+    union = torch.zeros(n, num_classes, dtype=torch.int64, device=device)
+    order = torch.as_tensor(list(loader.sampler), dtype=torch.int64, device=device)
+    seen = 0
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
-        images = images.to(device, non_blocking=True)
+        images = _as_input(images, device, channels_last)
         masks = masks.to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
-            logits = model(images)
+        logits = predict_logits(model, images, tta=tta, slide=slide, amp_dtype=amp_dtype)
         w_total, w_sum = weighted_ce_sums(logits, masks, class_weight)
-        ce_total, n = weighted_ce_sums(logits, masks, None) if class_weight is not None else (w_total, w_sum)
-        sums += torch.stack([w_total, w_sum, ce_total, n]).double()
-        cm.update(logits.argmax(1), masks, validate=False)  # masks were checked by the reader
-    all_reduce_sum(sums)
+        ce_total, px = weighted_ce_sums(logits, masks, None) if class_weight is not None else (w_total, w_sum)
+        sums += torch.stack([w_total, w_sum, ce_total, px]).double()
+        preds = logits.argmax(1)
+        cm.update(preds, masks, validate=False)  # masks were checked by the reader
+        idx = order[seen : seen + len(preds)]
+        inter[idx], union[idx] = per_image_counts(preds, masks, num_classes)
+        seen += len(preds)
+    for t in (sums, inter, union):
+        all_reduce_sum(t)  # each rank filled its own images; the rest are zeros
     cm.all_reduce()
     results = cm.compute()
     results["loss"] = float(sums[0] / sums[1].clamp(min=1e-12))
     results["ce_loss"] = float(sums[2] / sums[3].clamp(min=1e-12))
-    return results, cm
+    return Evaluation(results, cm, inter.cpu(), union.cpu())

@@ -1,49 +1,72 @@
-"""Evaluate a checkpoint on a split: loss and confusion-matrix metrics at each image's native resolution."""
+"""Evaluate a checkpoint (or a pretrained registry model) on a split: loss and confusion-matrix metrics
+at each image's native resolution, optionally with test-time augmentation and sliding windows."""
 from __future__ import annotations
 
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .builders import build_model, eval_loader
 from .checkpoint import load_checkpoint
 from .config import Config, config_from_dict
-from .data.builder import resolve_data_root
+from .data.builder import class_names_for, resolve_data_root
 from .data.transforms import SegmentationPresetEval
 from .data.voc import VOCSegmentation
-from .engine import evaluate, resolve_amp, resolve_device
-from .train import build_model, eval_loader
-
-
-def _model_from_checkpoint(ckpt: dict[str, Any], source: str) -> tuple[nn.Module, Config]:
-    cfg = config_from_dict(ckpt["config"], source)
-    model = build_model(cfg, for_loading=True)
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), cfg
+from .engine import Evaluation, evaluate, resolve_amp, resolve_device
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights; returns ``(model, checkpoint)``."""
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    model, _ = _model_from_checkpoint(ckpt, str(checkpoint))
-    return model.to(device), ckpt
+    model = build_model(config_from_dict(ckpt["config"], str(checkpoint)), for_loading=True)
+    model.load_state_dict(ckpt["model"])
+    return model.eval().to(device), ckpt
+
+
+def pretrained_checkpoint(model_name: str, weights: str, num_classes: int = 21) -> tuple[nn.Module, dict[str, Any]]:
+    """A registry model with pretrained weights (e.g. torchvision's ``COCO_WITH_VOC_LABELS_V1``), described
+    like a checkpoint (no optimizer state), so it can be evaluated or used for prediction without training."""
+    from .models.torchvision_models import pretrained_model
+
+    model = pretrained_model(model_name, weights, num_classes=num_classes)
+    cfg = Config(model=model_name, num_classes=num_classes, model_kwargs={"weights": weights})
+    mean, std = model.input_normalization
+    meta = {
+        "model_name": model_name, "model_kwargs": cfg.model_kwargs, "num_classes": num_classes,
+        "class_names": class_names_for(cfg), "normalization": {"mean": list(mean), "std": list(std)},
+        "class_weight": None, "config": cfg.to_dict(), "model": model.state_dict(),
+    }
+    return model.eval(), meta
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path,
+    checkpoint: str | Path | None = None,
     data_root: str | Path | None = None,
     split: str = "val",
     device: str = "auto",
     amp: str | None = None,
     batch_size: int | None = None,
-    num_workers: int | None = None,
+    num_workers: int | str | None = None,
     progress: bool = True,
+    *,
+    model_name: str | None = None,
+    weights: str | None = None,
+    tta: str = "none",
+    slide: tuple[int, int] | None = None,
+    save_dir: str | Path | None = None,
 ) -> dict[str, Any]:
+    """Score a checkpoint (or ``model_name`` with pretrained ``weights``) on ``split``; with ``save_dir``
+    also write predicted masks, best/worst panels, a per-class IoU chart and the confusion matrix."""
     dev = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    model, cfg = _model_from_checkpoint(ckpt, str(checkpoint))
-    model = model.to(dev)
+    if checkpoint is not None:
+        model, ckpt = load_model(checkpoint, dev)
+    else:
+        model, ckpt = pretrained_checkpoint(model_name, weights)
+        model = model.to(dev)
+    cfg = config_from_dict(ckpt["config"], str(checkpoint or model_name))
     root = resolve_data_root(data_root if data_root is not None else cfg.data_root)
     norm = ckpt["normalization"]
     ds = VOCSegmentation(root, split, SegmentationPresetEval(norm["mean"], norm["std"]), num_classes=cfg.num_classes)
@@ -51,13 +74,20 @@ def evaluate_checkpoint(
     # The loss is reported with the training criterion (class-weighted if training was), as during training.
     weight = ckpt.get("class_weight")
     weight = weight.to(dev) if weight is not None else None
-    if batch_size:
-        cfg.eval_batch_size = batch_size
-    if num_workers is not None:
-        cfg.num_workers = num_workers
-    results, cm = evaluate(
+    cfg = dc_replace(cfg, eval_batch_size=batch_size or cfg.eval_batch_size,
+                     num_workers=cfg.num_workers if num_workers is None else num_workers)
+    ev = evaluate(
         model, eval_loader(ds, cfg, dev), cfg.num_classes, ckpt["class_names"], weight, dev,
-        resolve_amp(amp or cfg.amp, dev), progress, f"eval {split}",
+        resolve_amp(amp or cfg.amp, dev), progress, f"eval {split}", tta=tta, slide=slide,
     )
-    results.update(split=split, num_images=len(ds), checkpoint=str(checkpoint), model=ckpt["model_name"])
+    results = dict(ev.metrics, split=split, num_images=len(ds), checkpoint=str(checkpoint or f"{model_name}:{weights}"),
+                   model=ckpt["model_name"], tta=tta, slide=list(slide) if slide else None)
+    if save_dir is not None:
+        from .evaluation_report import write_evaluation_artifacts
+
+        write_evaluation_artifacts(Path(save_dir), model, ds, ev, ckpt, dev, tta=tta, slide=slide,
+                                   amp_dtype=resolve_amp(amp or cfg.amp, dev))
     return results
+
+
+__all__ = ["Evaluation", "evaluate_checkpoint", "load_model", "pretrained_checkpoint"]

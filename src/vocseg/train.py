@@ -1,40 +1,44 @@
 """Training, top to bottom: build everything from a Config, loop over epochs, keep the best checkpoint.
 
-    cfg -> run folder -> data -> model -> optimizer/scheduler/loss -> [train epoch, validate, save] * epochs
+    cfg -> run folder -> session (data, model, optimizer, schedule, ...) -> [train epoch, validate, save]
         -> reload best.pt -> evaluate on the test split -> metrics.json
+
+:func:`train` is the loop; every step it takes is a named function below it.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
-import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
 
 from . import __version__
-from .checkpoint import atomic_write_bytes, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .config import Config, config_from_dict, replace, save_config
+from .builders import build_model, build_optimizer, build_scheduler, eval_loader, train_loader
+from .checkpoint import capture_rng_state, restore_rng_state
+from .config import Config, config_from_dict, replace
 from .data.builder import DataBundle, build_datasets
-from .data.transforms import collate_pad
 from .distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
-from .engine import evaluate, resolve_amp, resolve_device, train_one_epoch
+from .engine import Evaluation, evaluate, resolve_amp, resolve_device, train_one_epoch
 from .errors import VocsegError
 from .losses import class_weights
-from .system import resolve_workers
-from .models import count_parameters, create_model
+from .models import count_parameters
+from .rundir import HISTORY_FIELDS, RunDir
+from .schedule_runtime import StepSchedule, build_step_schedule
 
-RUN_FILES = ("config.yaml", "history.csv", "last.pt", "best.pt", "metrics.json", "curves.png")
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "lr", "seconds")
+__all__ = ["EarlyStopping", "HISTORY_FIELDS", "RESUMABLE_KEYS", "TrainResult", "cosine_lr", "train"]
+
+# Config keys a resumed run may change (`vocseg train --resume RUN --epochs 40`); any other is refused.
+RESUMABLE_KEYS = frozenset(
+    {"epochs", "iters", "patience", "device", "num_workers", "cache", "tensorboard", "channels_last", "compile",
+     "eval_batch_size"}
+)
+# Entries of last.pt that best.pt leaves out: best.pt holds weights and metadata only.
+TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "step_schedule")
 
 
 # ----------------------------------------------------------------------------- small pure pieces
@@ -76,6 +80,8 @@ class EarlyStopping:
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
+    import random
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -84,121 +90,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-# ----------------------------------------------------------------------------- builders (one place)
-
-
-def build_model(cfg: Config, for_loading: bool = False) -> nn.Module:
-    """The model the config names. ``for_loading`` skips pretrained downloads: the weights come from a checkpoint."""
-    return create_model(cfg.model, num_classes=cfg.num_classes, offline=for_loading, **cfg.model_kwargs)
-
-
-def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
-    if cfg.scheduler == "cosine":  # stepped once per epoch, T_max = epochs, as the paper sets it
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
-def _workers(cfg: Config, device: torch.device) -> int:
-    return resolve_workers(cfg.num_workers, device)
-
-
-class _Strided(Sampler):
-    """Indices rank, rank + world, ...: each rank evaluates a disjoint part, with no padding duplicates."""
-
-    def __init__(self, n: int, rank: int, world: int) -> None:
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def train_loader(data: DataBundle, cfg: Config, epoch: int, device: torch.device, rank: int, world: int) -> DataLoader:
-    """A fresh loader per epoch whose order and augmentation depend only on (seed, epoch): resuming at an
-    epoch boundary replays exactly the batches an uninterrupted run would have seen."""
-    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    if world > 1:
-        sampler = torch.utils.data.DistributedSampler(data.train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-    else:
-        sampler = torch.utils.data.RandomSampler(data.train, generator=g)
-    return DataLoader(
-        data.train,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=_workers(cfg, device),
-        collate_fn=collate_pad,
-        pin_memory=device.type == "cuda",
-        drop_last=len(data.train) // world > cfg.batch_size,  # BN needs >1 sample; keep tiny sets usable
-        generator=g,
-    )
-
-
-def eval_loader(dataset, cfg: Config, device: torch.device, rank: int = 0, world: int = 1) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=cfg.eval_batch_size,
-        sampler=_Strided(len(dataset), rank, world),
-        num_workers=_workers(cfg, device),
-        collate_fn=collate_pad,
-        pin_memory=device.type == "cuda",
-    )
-
-
-# ----------------------------------------------------------------------------- run folder
-
-
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix runs: an existing run is continued (--resume) or replaced (--overwrite), never clobbered."""
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if resume:
-        if not (out / "last.pt").is_file():
-            raise VocsegError(f"cannot resume: {out / 'last.pt'} not found")
-        return
-    if existing:
-        if not overwrite:
-            raise VocsegError(
-                f"{out} already holds a run ({', '.join(existing)}); use --resume to continue it, "
-                "--overwrite to replace it, or --out to choose another folder"
-            )
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def write_history(rows: list[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return getattr(model, "_orig_mod", model)  # torch.compile's wrapper
 
 
-def open_tensorboard(log_dir: Path):
-    """A TensorBoard writer (the optional ``tensorboard`` extra)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise VocsegError("tensorboard: true needs the tensorboard package: pip install 'vocseg[tensorboard]'") from None
-    return SummaryWriter(str(log_dir))
-
-
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- the session
 
 
 @dataclass
@@ -209,167 +106,278 @@ class TrainResult:
     is_main: bool = True  # False on the other ranks of a distributed run
 
 
+@dataclass
+class Session:
+    """Everything one training run holds while it runs."""
+
+    cfg: Config
+    run: RunDir
+    device: torch.device
+    rank: int
+    world: int
+    main: bool
+    model: nn.Module
+    data: DataBundle
+    weight: torch.Tensor | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    steps: StepSchedule
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    stopper: EarlyStopping
+    log: Callable[[str], None]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    writer: Any = None
+    stopped_early: bool = False
+
+
 def train(
     cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-    device: str | None = None,
+    device: str | None = None, changes: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` into its run folder; with ``resume``, continue the run found there (its saved config
-    wins, except ``device``, which may move a resumed run to another device)."""
-    run_dir = Path(cfg.out or f"runs/{cfg.model}")
+    """Train ``cfg`` into its run folder. With ``resume``, continue the run found there: its saved config
+    wins, except for the keys in ``changes`` (only :data:`RESUMABLE_KEYS`; extending ``epochs`` is the
+    common one) and ``device``, which may move a resumed run to another device."""
+    run = RunDir(cfg.out or f"runs/{cfg.model}")
+    saved = None
     if resume:
-        prepare_run_dir(run_dir, resume=True, overwrite=False)
-        state = load_checkpoint(run_dir / "last.pt")
-        cfg = config_from_dict(state["config"], str(run_dir / "last.pt"))
+        run.prepare(resume=True, overwrite=False)
+        saved = run.load_last()
+        cfg = resumed_config(run, saved, dict(changes or {}))
     if device is not None:
         cfg = replace(cfg, device=device)
+    s = start_session(cfg, run, saved, overwrite, log)
+
+    for epoch in range(s.start_epoch, s.steps.epochs):
+        if s.stopped_early or s.steps.finished:
+            break
+        row, val = run_epoch(s, epoch, progress and s.main)
+        check_finite(s, val.metrics, epoch)
+        improved = s.stopper.step(monitored_value(s.cfg, val.metrics), epoch + 1)
+        s.stopped_early = broadcast_flag(s.stopper.should_stop, s.device)
+        s.history.append(row)
+        if s.main:
+            save_epoch(s, epoch, row, val, improved)
+    if s.main and s.stopped_early:
+        log(f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs (best epoch {s.stopper.best_epoch})")
+
+    metrics = final_evaluation(s, progress and s.main)
+    if s.writer is not None:
+        s.writer.close()
+    cleanup()
+    return TrainResult(run.path, metrics, s.history, is_main=s.main)
+
+
+# ----------------------------------------------------------------------------- the steps, in order
+
+
+def resumed_config(run: RunDir, saved: dict[str, Any], changes: dict[str, Any]) -> Config:
+    """The saved config with the allowed ``changes``; others are refused by name. A finished run that
+    is extended loses its metrics.json (it is written again at the new end)."""
+    cfg = config_from_dict(saved["config"], str(run.last_path))
+    changes = {k: v for k, v in changes.items() if v is not None and v != getattr(cfg, k)}
+    refused = sorted(set(changes) - RESUMABLE_KEYS)
+    if refused:
+        raise VocsegError(
+            f"--resume continues {run.path} with its own config; cannot change {', '.join(refused)} "
+            f"(may change: {', '.join(sorted(RESUMABLE_KEYS))}). Start a new run with --out for other settings."
+        )
+    if "epochs" in changes and changes["epochs"] < saved["epoch"]:
+        raise VocsegError(f"--epochs {changes['epochs']} is fewer than the {saved['epoch']} epochs {run.path} has run")
+    if changes and run.metrics_path.is_file():
+        run.metrics_path.unlink()  # the run is being extended: it is no longer finished
+    return replace(cfg, **changes)
+
+
+def start_session(cfg: Config, run: RunDir, saved: dict[str, Any] | None, overwrite: bool, log) -> Session:
+    """Build the run's model, data, optimizer and schedule, restoring them from ``saved`` when resuming."""
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     main = is_main_process()
-    if main and not resume:
-        prepare_run_dir(run_dir, resume=False, overwrite=overwrite)
+    if main and saved is None:
+        run.prepare(resume=False, overwrite=overwrite)
+        run.save_config(cfg.to_dict())
     seed_everything(cfg.seed, cfg.deterministic)
-
-    model = build_model(cfg, for_loading=resume).to(device)
+    model = build_model(cfg, for_loading=saved is not None).to(device)
     # Pretrained encoders bring their own input statistics; a resumed run keeps the ones it started with.
     norm = getattr(model, "input_normalization", None)
-    if resume:
-        norm = (state["normalization"]["mean"], state["normalization"]["std"])
-    data = build_datasets(cfg, norm)
+    if saved is not None:
+        norm = (saved["normalization"]["mean"], saved["normalization"]["std"])
+    data = build_datasets(cfg, norm, log=log if main else None)
     weight = class_weights(data.stats.class_counts, cfg.class_weighting)
-    weight = weight.to(device) if weight is not None else None
     optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer)
     amp_dtype = resolve_amp(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    stopper = EarlyStopping(cfg.patience, "min" if cfg.monitor == "val_loss" else "max")
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if resume:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:  # empty when the run started without fp16; a resume may switch devices
-            scaler.load_state_dict(state["scaler"])
-        stopper.load_state_dict(state["early_stopping"])
-        history = list(state["history"])
-        start_epoch = state["epoch"]
-        restore_rng_state(state["rng"])
-        log(f"resuming {run_dir} after epoch {start_epoch}")
-    if main and not resume:
-        save_config(cfg, run_dir / "config.yaml")
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    checkpoint_meta = {
-        "model_name": cfg.model,
-        "model_kwargs": dict(cfg.model_kwargs),
-        "num_classes": cfg.num_classes,
-        "class_names": data.class_names,
-        "normalization": {"mean": list(data.mean), "std": list(data.std)},
-        "class_weight": weight.cpu() if weight is not None else None,
-        "config": cfg.to_dict(),
-        "vocseg_version": __version__,
-    }
+    s = Session(
+        cfg, run, device, rank, world, main, model, data, weight.to(device) if weight is not None else None,
+        optimizer, build_scheduler(cfg, optimizer), build_step_schedule(cfg, optimizer, len(data.train), len(data.val), world),
+        amp_dtype, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        EarlyStopping(cfg.patience, "min" if cfg.monitor == "val_loss" else "max"), log,
+    )
+    if saved is not None:
+        restore(s, saved)
+    s.model = wrap_model(s)
+    s.writer = open_tensorboard(run.tensorboard_dir) if cfg.tensorboard and main else None
     if main:
         log(
-            f"{cfg.model}: {count_parameters(unwrap(model)):,} parameters | {len(data.train)} train, "
-            f"{len(data.val)} {data.ids.val_name} images | device {device} | amp {amp_dtype or 'off'} | {run_dir}"
+            f"{cfg.model}: {count_parameters(unwrap(s.model)):,} parameters | {len(data.train)} train, "
+            f"{len(data.val)} {data.ids.val_name} images | device {device} | amp {amp_dtype or 'off'} | {run.path}"
         )
+    return s
 
-    writer = open_tensorboard(run_dir / "tensorboard") if cfg.tensorboard and main else None
-    stopped_early = stopper.should_stop
-    for epoch in range(start_epoch, cfg.epochs):
-        if stopped_early:
-            break
-        t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        loader = train_loader(data, cfg, epoch, device, rank, world)
-        train_loss = train_one_epoch(model, loader, optimizer, weight, device, amp_dtype, scaler, epoch, progress and main)
-        scheduler.step()
-        val, _ = evaluate(
-            model, eval_loader(data.val, cfg, device, rank, world), cfg.num_classes, data.class_names, weight,
-            device, amp_dtype, progress and main, f"epoch {epoch + 1} val",
-        )
-        # A finite loss can still leave NaN/inf weights (a bad last step); never save those over a good last.pt.
-        weights_finite = torch.stack(
-            [torch.isfinite(t).all() for t in unwrap(model).state_dict().values() if t.is_floating_point()]
-        ).all().item()  # one host sync for the whole model
-        if not math.isfinite(val["loss"]) or not weights_finite:
-            raise VocsegError(
-                f"non-finite weights or validation loss ({val['loss']}) after epoch {epoch + 1}; stopping without "
-                f"saving, so {run_dir / 'last.pt'} keeps the last good epoch. Try a lower --lr or --amp none."
-            )
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "val_loss": val["loss"],
-            "val_miou": val["mean_iou"],
-            "val_pixel_accuracy": val["pixel_accuracy"],
-            "lr": lr,
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        monitored = val["loss"] if cfg.monitor == "val_loss" else (val["mean_iou"] or 0.0)
-        improved = stopper.step(monitored, epoch + 1)
-        stopped_early = broadcast_flag(stopper.should_stop, device)
-        if main:
-            state = {
-                **checkpoint_meta,
-                "model": unwrap(model).state_dict(),
-                "epoch": epoch + 1,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "early_stopping": stopper.state_dict(),
-                "history": history,
-                "rng": capture_rng_state(),
-            }
-            # best.pt first: if we die between the two writes, last.pt still points at the previous epoch
-            # and a resume redoes this one.
-            if improved:
-                save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "scaler", "rng")}, run_dir / "best.pt")
-            save_checkpoint(state, run_dir / "last.pt")
-            write_history(history, run_dir / "history.csv")
-            from .viz import plot_curves
 
-            plot_curves(history, run_dir / "curves.png", title=cfg.model)
-            if writer is not None:
-                for key in HISTORY_FIELDS[1:]:
-                    writer.add_scalar(key, row[key] if row[key] is not None else float("nan"), epoch + 1)
-                writer.flush()
-            log(
-                f"epoch {epoch + 1}/{cfg.epochs}  train {train_loss:.4f}  val {val['loss']:.4f}  "
-                f"mIoU {val['mean_iou'] or 0:.4f}  acc {val['pixel_accuracy'] or 0:.4f}  "
-                f"lr {lr:.2e}  {row['seconds']:.1f}s" + ("  *" if improved else "")
-            )
-    if main and stopped_early:
-        log(f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs (best epoch {stopper.best_epoch})")
+def restore(s: Session, saved: dict[str, Any]) -> None:
+    """Put a resumed run back exactly where last.pt left it (weights, optimizer, schedule, RNGs, history)."""
+    s.model.load_state_dict(saved["model"])
+    s.optimizer.load_state_dict(saved["optimizer"])
+    s.scheduler.load_state_dict(saved["scheduler"])
+    if saved["scaler"]:  # empty when the run started without fp16; a resume may switch devices
+        s.scaler.load_state_dict(saved["scaler"])
+    s.stopper.load_state_dict(saved["early_stopping"])
+    s.steps.load_state_dict(saved.get("step_schedule", {}))
+    s.history = list(saved["history"])
+    s.start_epoch = saved["epoch"]
+    s.stopped_early = s.stopper.should_stop
+    if isinstance(s.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and s.scheduler.T_max != s.cfg.epochs:
+        stretch_cosine(s.scheduler, s.cfg.epochs, s.start_epoch)
+    restore_rng_state(saved["rng"])
+    s.log(f"resuming {s.run.path} after epoch {s.start_epoch}")
 
-    # Final numbers come from the best checkpoint, on the test split when there is one.
-    barrier()  # every rank waits until rank 0 has written the last best.pt
-    best = load_checkpoint(run_dir / "best.pt", map_location=device)
-    unwrap(model).load_state_dict(best["model"])
-    final_set = data.test if data.test is not None else data.val
-    final, cm = evaluate(
-        model, eval_loader(final_set, cfg, device, rank, world), cfg.num_classes, data.class_names, weight,
-        device, amp_dtype, progress and main, "final eval",
+
+def stretch_cosine(scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, epochs: int, epoch: int) -> None:
+    """Extending a cosine run: the schedule is stretched to the new length (docs/paper-notes.md), so the LR
+    continues from the point ``epoch / epochs`` of the longer curve instead of restarting its period."""
+    scheduler.T_max = epochs
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = cosine_lr(epoch, base, scheduler.eta_min, epochs)
+    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+
+
+def wrap_model(s: Session) -> nn.Module:
+    """channels-last, SyncBatchNorm, DDP and torch.compile, as the config asks."""
+    from .speed import wrap_for_speed
+
+    return wrap_for_speed(s.model, s.cfg, s.device, s.world, s.log if s.main else None)
+
+
+def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], Evaluation]:
+    """One training pass and one validation pass; returns the history row and the validation."""
+    t0 = time.perf_counter()
+    lr = s.optimizer.param_groups[0]["lr"]
+    loader = train_loader(s.data, s.cfg, epoch, s.device, s.rank, s.world)
+    train_loss, _ = train_one_epoch(
+        s.model, loader, s.optimizer, s.weight, s.device, s.amp_dtype, s.scaler, epoch, progress,
+        aux_weight=s.cfg.aux_weight, channels_last=s.cfg.channels_last, after_step=s.steps.after_step,
     )
-    metrics = {
-        **final,
-        "split": data.ids.test_name or data.ids.val_name,
-        "num_images": len(final_set),
-        "best_epoch": stopper.best_epoch,
-        "epochs_run": len(history),
-        "stopped_early": stopped_early,
-        "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])) if history else None,
-        "parameters": count_parameters(unwrap(model)),
-        "confusion_matrix": cm.matrix.cpu().tolist(),
+    if not s.steps.per_step:
+        s.scheduler.step()
+    val = evaluate(
+        s.model, eval_loader(s.data.val, s.cfg, s.device, s.rank, s.world), s.cfg.num_classes,
+        s.data.class_names, s.weight, s.device, s.amp_dtype, progress, f"epoch {epoch + 1} val",
+        channels_last=s.cfg.channels_last,
+    )
+    s.steps.end_epoch(time.perf_counter() - t0)
+    m = val.metrics
+    row = {
+        "epoch": epoch + 1, "train_loss": train_loss, "val_loss": m["loss"], "val_miou": m["mean_iou"],
+        "val_pixel_accuracy": m["pixel_accuracy"], "lr": lr, "seconds": time.perf_counter() - t0,
     }
-    if main:
-        # metrics.json marks a finished run (reproduce skips it), so it must never exist half-written.
-        atomic_write_bytes(json.dumps(metrics, indent=2).encode(), run_dir / "metrics.json")
-    if writer is not None:
-        writer.close()
-    result = TrainResult(run_dir, metrics, history, is_main=main)
-    cleanup()
-    return result
+    return row, val
+
+
+def monitored_value(cfg: Config, metrics: dict[str, Any]) -> float:
+    return metrics["loss"] if cfg.monitor == "val_loss" else (metrics["mean_iou"] or 0.0)
+
+
+def check_finite(s: Session, metrics: dict[str, Any], epoch: int) -> None:
+    """A finite loss can still leave NaN/inf weights (a bad last step); never save those over a good last.pt."""
+    weights_finite = torch.stack(
+        [torch.isfinite(t).all() for t in unwrap(s.model).state_dict().values() if t.is_floating_point()]
+    ).all().item()  # one host sync for the whole model
+    if not math.isfinite(metrics["loss"]) or not weights_finite:
+        raise VocsegError(
+            f"non-finite weights or validation loss ({metrics['loss']}) after epoch {epoch + 1}; stopping without "
+            f"saving, so {s.run.last_path} keeps the last good epoch. Try a lower --lr or --amp none."
+        )
+
+
+def checkpoint_meta(s: Session) -> dict[str, Any]:
+    """What every checkpoint carries besides weights: enough to rebuild, normalise and label."""
+    return {
+        "model_name": s.cfg.model,
+        "model_kwargs": dict(s.cfg.model_kwargs),
+        "num_classes": s.cfg.num_classes,
+        "class_names": s.data.class_names,
+        "normalization": {"mean": list(s.data.mean), "std": list(s.data.std)},
+        "class_weight": s.weight.cpu() if s.weight is not None else None,
+        "config": s.cfg.to_dict(),
+        "vocseg_version": __version__,
+    }
+
+
+def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation, improved: bool) -> None:
+    """Checkpoints (best.pt when improved, then last.pt), history, curves, TensorBoard and the log line."""
+    from .plots import plot_curves
+
+    state = {
+        **checkpoint_meta(s),
+        "model": unwrap(s.model).state_dict(),
+        "epoch": epoch + 1,
+        "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict(),
+        "scaler": s.scaler.state_dict(),
+        "step_schedule": s.steps.state_dict(),
+        "early_stopping": s.stopper.state_dict(),
+        "history": s.history,
+        "rng": capture_rng_state(),
+    }
+    s.run.save_epoch(state, improved, TRAINING_STATE_KEYS)
+    s.run.write_history(s.history)
+    with s.run.writing(s.run.curves_path):
+        plot_curves(s.history, s.run.curves_path, title=s.cfg.model)
+    if s.writer is not None:
+        from .tensorboard_log import log_epoch
+
+        log_epoch(s.writer, row, val.metrics, s, epoch + 1)
+    s.log(
+        f"epoch {epoch + 1}/{s.steps.epochs}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
+        f"mIoU {row['val_miou'] or 0:.4f}  acc {row['val_pixel_accuracy'] or 0:.4f}  "
+        f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + ("  *" if improved else "")
+    )
+
+
+def final_evaluation(s: Session, progress: bool) -> dict[str, Any]:
+    """Reload best.pt and score it on the test split (val when there is none); write metrics.json."""
+    barrier()  # every rank waits until rank 0 has written the last best.pt
+    unwrap(s.model).load_state_dict(s.run.load_best(map_location=s.device)["model"])
+    final_set = s.data.test if s.data.test is not None else s.data.val
+    ev = evaluate(
+        s.model, eval_loader(final_set, s.cfg, s.device, s.rank, s.world), s.cfg.num_classes, s.data.class_names,
+        s.weight, s.device, s.amp_dtype, progress, "final eval", channels_last=s.cfg.channels_last,
+    )
+    history = s.history
+    metrics = {
+        **ev.metrics,
+        "split": s.data.ids.test_name or s.data.ids.val_name,
+        "num_images": len(final_set),
+        "best_epoch": s.stopper.best_epoch,
+        "epochs_run": len(history),
+        "stopped_early": s.stopped_early,
+        "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])) if history else None,
+        "parameters": count_parameters(unwrap(s.model)),
+        "confusion_matrix": ev.confusion.matrix.cpu().tolist(),
+        **s.steps.summary(),
+    }
+    if s.main:
+        s.run.write_per_image(list(final_set.ids), ev.intersection.numpy(), ev.union.numpy())
+        s.run.write_metrics(metrics)  # last: its presence marks the run finished
+    return metrics
+
+
+def open_tensorboard(log_dir: Path):
+    """A TensorBoard writer (the optional ``tensorboard`` extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise VocsegError("tensorboard: true needs the tensorboard package: pip install 'vocseg[tensorboard]'") from None
+    return SummaryWriter(str(log_dir))

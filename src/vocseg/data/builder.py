@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from ..config import Config
@@ -76,9 +77,10 @@ class DataBundle:
     ids: SplitIds
 
 
-def build_datasets(cfg: Config, normalization: tuple | None = None) -> DataBundle:
+def build_datasets(cfg: Config, normalization: tuple | None = None, log: Callable[[str], None] | None = None) -> DataBundle:
     """Datasets with the train/eval presets. ``normalization`` (mean, std) overrides the training split's
-    own statistics (pretrained encoders want the statistics they were trained with)."""
+    own statistics (pretrained encoders want the statistics they were trained with). ``log`` receives
+    one-line notes (the decoded-image cache's size)."""
     voc_root = resolve_data_root(cfg.data_root)
     ids = split_ids(voc_root, cfg)
     raw_train = VOCSegmentation(voc_root, cfg.train_split, ids=ids.train, num_classes=cfg.num_classes)

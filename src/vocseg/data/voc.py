@@ -3,27 +3,52 @@
     <root>/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
                             /SegmentationClass/<id>.png      palette PNG: class index per pixel, 255 = void
                             /ImageSets/Segmentation/<split>.txt
+
+Decoding: each file is read once into memory, its header parsed here (size, format, channels), then
+8-bit RGB/grayscale JPEGs and 8-bit RGB/grayscale/palette PNGs are decoded by ``torchvision.io``
+(libjpeg-turbo / libpng straight into a uint8 CHW tensor, about twice as fast as PIL). Everything
+else (CMYK JPEG, 16-bit, alpha or transparency, sub-8-bit PNGs, other formats) and anything
+torchvision refuses goes through PIL, whose error is then the one reported, naming the file.
+torchvision keeps palette PNGs as indices (``ImageReadMode.UNCHANGED``), so masks are exact.
 """
 from __future__ import annotations
 
+import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
 from ..errors import VocsegError
 from .classes import IGNORE_INDEX, NUM_CLASSES, voc_colormap
+
+if TYPE_CHECKING:
+    from .cache import DecodedCache
 
 # PIL refuses images above 2x this many pixels and only warns above 1x; we refuse both (see load_image).
 MAX_IMAGE_PIXELS = 89_478_485
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 IMAGE_DIR, MASK_DIR, SPLIT_DIR = "JPEGImages", "SegmentationClass", "ImageSets/Segmentation"
+
+# torchvision 0.29 deprecates its decoders in favour of TorchCodec and warns on every call; the
+# decoders still work, and a build without them raises RuntimeError, which falls back to PIL.
+warnings.filterwarnings(
+    "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
+)
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> stored channels (palette: 1 index)
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT (C4), JPG (C8), DAC (CC).
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
 def resolve_voc_root(root: str | Path) -> Path:
@@ -52,16 +77,153 @@ def read_split(voc_root: Path, split: str) -> list[str]:
     return ids
 
 
-def _open_checked(path: Path, what: str) -> Image.Image:
-    if not path.is_file():
-        raise VocsegError(f"{what} not found: {path}")
-    if path.stat().st_size == 0:
+# ----------------------------------------------------------------------------- headers
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's first bytes say: enough to size a cache, refuse a bomb and pick a decoder."""
+
+    format: str  # "jpeg" or "png"
+    width: int
+    height: int
+    channels: int  # JPEG components; PNG channels as stored (a palette PNG has 1: the index)
+    bit_depth: int  # JPEG sample precision; PNG bits per channel
+    palette: bool = False
+    transparency: bool = False  # a PNG tRNS chunk: PIL composites such images on black
+
+
+def _png_header(data: bytes) -> ImageHeader | None:
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    channels = _PNG_CHANNELS.get(colour)
+    if channels is None:
+        return None
+    transparency, i = False, 8
+    while i + 8 <= len(data):  # tRNS, if any, comes before the first IDAT
+        length, tag = struct.unpack(">I4s", data[i : i + 8])
+        if tag == b"tRNS":
+            transparency = True
+            break
+        if tag in (b"IDAT", b"IEND"):
+            break
+        i += 12 + length
+    return ImageHeader("png", width, height, channels, depth, colour == 3, transparency)
+
+
+def _jpeg_header(data: bytes) -> ImageHeader | None:
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length field
+            i += 2
+            continue
+        if marker in _JPEG_SOF:
+            if i + 10 > n:
+                return None
+            depth, height, width, comps = struct.unpack(">BHHB", data[i + 4 : i + 10])
+            return ImageHeader("jpeg", width, height, comps, depth)
+        if marker in (0xDA, 0xD9):  # a scan or the end before any frame header: malformed
+            return None
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def parse_header(data: bytes) -> ImageHeader | None:
+    """The header of a JPEG or PNG held in ``data`` (the file's start suffices); None for other formats
+    or a header that cannot be parsed (PIL then decides)."""
+    if data.startswith(_PNG_SIGNATURE):
+        return _png_header(data)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_header(data)
+    return None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image from its header, without decoding it (PIL's lazy open for
+    formats parsed here only partly). Cheap: reads the first 4 KiB, more only for JPEGs with a large
+    EXIF block before the frame header."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+            hdr = parse_header(head)
+            if hdr is None and head.startswith(b"\xff\xd8"):
+                hdr = parse_header(head + f.read())
+        if hdr is not None and hdr.width and hdr.height:
+            return hdr.height, hdr.width
+        with Image.open(path) as img:
+            return img.height, img.width
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise VocsegError(f"cannot read the size of {path}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- reading and decoding
+
+
+def _read_checked(path: Path, what: str) -> bytes:
+    """The whole file, read once (both the header parser and the decoder work from these bytes)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise VocsegError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise VocsegError(f"{what} not found: {path} is a folder") from None
+    except OSError as e:
+        raise VocsegError(f"{what} {path} cannot be read: {e}") from None
+    if not data:
         raise VocsegError(f"{what} is an empty (zero-byte) file: {path}")
+    return data
+
+
+def _check_pixels(hdr: ImageHeader | None, path: Path, what: str) -> None:
+    # Checked on the header, before any decoder allocates the pixels of a decompression bomb.
+    if hdr is not None and hdr.width * hdr.height > MAX_IMAGE_PIXELS:
+        raise VocsegError(
+            f"{what} {path} is too large to decode safely (over {MAX_IMAGE_PIXELS} pixels): "
+            f"{hdr.width}x{hdr.height} = {hdr.width * hdr.height} pixels"
+        )
+
+
+def _tv_decode(data: bytes, hdr: ImageHeader, mode: ImageReadMode) -> Tensor | None:
+    """torchvision's decode of ``data``, or None where it fails (PIL then decodes, or names the error)."""
+    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)  # bytearray: frombuffer wants a writable buffer
+    try:
+        out = decode_jpeg(buf, mode=mode) if hdr.format == "jpeg" else decode_png(buf, mode=mode)
+    except RuntimeError:
+        return None
+    want = 1 if mode == ImageReadMode.UNCHANGED else 3
+    if out.dtype != torch.uint8 or tuple(out.shape) != (want, hdr.height, hdr.width):
+        return None
+    return out
+
+
+def _tv_reads_image(hdr: ImageHeader | None) -> bool:
+    """Formats torchvision decodes to the same RGB as PIL's ``convert("RGB")``. Not: CMYK/YCCK JPEG
+    (PIL's Adobe inversion rules), 12-bit, alpha or tRNS (PIL composites on black), 16-bit and
+    sub-8-bit PNGs (torchvision returns uint16 or unexpanded packed indices)."""
+    if hdr is None or hdr.bit_depth != 8:
+        return False
+    if hdr.format == "jpeg":
+        return hdr.channels in (1, 3)
+    return hdr.channels in (1, 3) and not hdr.transparency
+
+
+def _open_checked(path: Path, what: str, data: bytes | None = None) -> Image.Image:
+    """PIL's decode (the fallback), with every failure a VocsegError naming ``path``."""
+    import io
+
     try:
         with warnings.catch_warnings():
             # Above MAX_IMAGE_PIXELS PIL only warns; a segmentation image that large is a decompression bomb.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(io.BytesIO(data) if data is not None else path)
             img.load()  # force the decode now so a truncated file fails here, naming the file
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise VocsegError(f"{what} {path} is too large to decode safely (over {MAX_IMAGE_PIXELS} pixels): {e}") from None
@@ -70,10 +232,8 @@ def _open_checked(path: Path, what: str) -> Image.Image:
     return img
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Decode any image PIL reads (JPEG, PNG; RGB, grayscale, CMYK, RGBA, 16-bit) to uint8 RGB (H, W, 3)."""
-    path = Path(path)
-    img = _open_checked(path, "image")
+def _pil_rgb(img: Image.Image) -> np.ndarray:
+    """PIL image of any mode -> uint8 RGB (H, W, 3)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grayscale: scale to 8 bits instead of letting PIL clip at 255.
         arr = np.asarray(img, dtype=np.float64)
@@ -88,6 +248,26 @@ def load_image(path: str | Path) -> np.ndarray:
     return np.array(img.convert("RGB"))
 
 
+def decode_image(path: str | Path) -> Tensor:
+    """Decode any image PIL reads (JPEG, PNG; RGB, grayscale, CMYK, RGBA, 16-bit) to a uint8 RGB
+    tensor (3, H, W), through torchvision.io where it gives PIL's result (see the module docstring)."""
+    path = Path(path)
+    data = _read_checked(path, "image")
+    hdr = parse_header(data)
+    _check_pixels(hdr, path, "image")
+    if _tv_reads_image(hdr):
+        out = _tv_decode(data, hdr, ImageReadMode.RGB)
+        if out is not None:
+            return out
+    rgb = _pil_rgb(_open_checked(path, "image", data))
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode any image PIL reads (JPEG, PNG; RGB, grayscale, CMYK, RGBA, 16-bit) to uint8 RGB (H, W, 3)."""
+    return np.ascontiguousarray(decode_image(path).permute(1, 2, 0).numpy())
+
+
 # VOC colour -> class index, as sorted 24-bit codes for a vectorised lookup of RGB-coded masks.
 _LUT_CODES, _LUT_INDEX = (
     np.array(col, dtype=np.int64)
@@ -95,35 +275,79 @@ _LUT_CODES, _LUT_INDEX = (
 )
 
 
-def load_mask(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Decode a VOC mask to uint8 class indices (H, W): palette/grayscale PNGs are read as indices,
-    RGB PNGs are mapped back through VOC's colour map. Values must be 0..num_classes-1 or 255."""
-    path = Path(path)
-    img = _open_checked(path, "mask")
+def _rgb_to_indices(rgb: np.ndarray, path: Path) -> np.ndarray:
+    """An RGB-coded mask (H, W, 3) mapped back through VOC's colour map to class indices (H, W)."""
+    rgb = rgb.astype(np.int64)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    pos = np.clip(np.searchsorted(_LUT_CODES, codes), 0, len(_LUT_CODES) - 1)
+    found = _LUT_CODES[pos] == codes
+    if not found.all():
+        bad = tuple(int(v) for v in rgb[~found][0])
+        raise VocsegError(f"mask {path} has colour {bad}, which is not in VOC's colour map")
+    return _LUT_INDEX[pos].astype(np.uint8)
+
+
+def _tv_mask(data: bytes, hdr: ImageHeader | None, path: Path) -> Tensor | None:
+    """8-bit palette/grayscale PNGs as stored indices, 8-bit RGB PNGs through the colour map; None
+    for anything else (PIL then reads it)."""
+    if hdr is None or hdr.format != "png" or hdr.bit_depth != 8:
+        return None
+    if hdr.channels == 1:  # palette (tRNS or not: UNCHANGED never applies the palette) or grayscale
+        out = _tv_decode(data, hdr, ImageReadMode.UNCHANGED)
+        return None if out is None else out[0]
+    if hdr.channels == 3 and not hdr.transparency:
+        out = _tv_decode(data, hdr, ImageReadMode.RGB)
+        return None if out is None else torch.from_numpy(_rgb_to_indices(out.permute(1, 2, 0).numpy(), path))
+    return None
+
+
+def _pil_mask(img: Image.Image, path: Path) -> Tensor:
     if img.mode in ("P", "L"):
-        mask = np.array(img, dtype=np.uint8)
-    elif img.mode in ("RGB", "RGBA"):
-        rgb = np.asarray(img.convert("RGB")).astype(np.int64)
-        codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        pos = np.clip(np.searchsorted(_LUT_CODES, codes), 0, len(_LUT_CODES) - 1)
-        found = _LUT_CODES[pos] == codes
-        if not found.all():
-            bad = tuple(int(v) for v in rgb[~found][0])
-            raise VocsegError(f"mask {path} has colour {bad}, which is not in VOC's colour map")
-        mask = _LUT_INDEX[pos].astype(np.uint8)
-    else:
-        raise VocsegError(f"mask {path} has unsupported mode {img.mode!r}; expected a palette (P) or grayscale PNG")
-    bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE_INDEX)])
-    if bad.size:
+        return torch.from_numpy(np.array(img, dtype=np.uint8))
+    if img.mode in ("RGB", "RGBA"):
+        return torch.from_numpy(_rgb_to_indices(np.asarray(img.convert("RGB")), path))
+    raise VocsegError(f"mask {path} has unsupported mode {img.mode!r}; expected a palette (P) or grayscale PNG")
+
+
+def _check_mask_values(mask: Tensor, path: Path, num_classes: int) -> None:
+    # One histogram pass: cheaper than building boolean masks, and it lists the offending values.
+    counts = torch.bincount(mask.reshape(-1), minlength=256)
+    counts[IGNORE_INDEX] = 0
+    bad = counts[num_classes:].nonzero().reshape(-1) + num_classes
+    if bad.numel():
         raise VocsegError(
             f"mask {path} has values {bad.tolist()[:10]} outside 0..{num_classes - 1} and {IGNORE_INDEX} (void)"
         )
+
+
+def decode_mask(path: str | Path, num_classes: int = NUM_CLASSES) -> Tensor:
+    """Decode a VOC mask to a uint8 tensor of class indices (H, W): palette/grayscale PNGs are read as
+    indices, RGB PNGs are mapped back through VOC's colour map. Values must be 0..num_classes-1 or 255."""
+    path = Path(path)
+    data = _read_checked(path, "mask")
+    hdr = parse_header(data)
+    _check_pixels(hdr, path, "mask")
+    mask = _tv_mask(data, hdr, path)
+    if mask is None:
+        mask = _pil_mask(_open_checked(path, "mask", data), path)
+    _check_mask_values(mask, path, num_classes)
     return mask
+
+
+def load_mask(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Decode a VOC mask to uint8 class indices (H, W): palette/grayscale PNGs are read as indices,
+    RGB PNGs are mapped back through VOC's colour map. Values must be 0..num_classes-1 or 255."""
+    return decode_mask(path, num_classes).numpy()
 
 
 class VOCSegmentation(Dataset):
     """VOC-format segmentation split. Items are ``transforms(image, mask)``; without transforms,
-    ``(tv_tensors.Image uint8 (3,H,W), tv_tensors.Mask uint8 (H,W))``."""
+    ``(tv_tensors.Image uint8 (3,H,W), tv_tensors.Mask uint8 (H,W))``.
+
+    ``cache`` (set by :func:`vocseg.data.cache.apply_cache`) holds every item decoded; items then
+    come from RAM instead of disk. Cached tensors are shared, so transforms must not modify their
+    inputs in place (torchvision's never do).
+    """
 
     def __init__(
         self,
@@ -138,6 +362,7 @@ class VOCSegmentation(Dataset):
         self.ids = list(ids) if ids is not None else read_split(self.voc_root, split)
         self.transforms = transforms
         self.num_classes = num_classes
+        self.cache: DecodedCache | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -148,21 +373,32 @@ class VOCSegmentation(Dataset):
     def mask_path(self, i: int) -> Path:
         return self.voc_root / MASK_DIR / f"{self.ids[i]}.png"
 
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw ``(image uint8 (H,W,3), mask uint8 (H,W))``, checked for matching sizes."""
-        image = load_image(self.image_path(i))
-        mask = load_mask(self.mask_path(i), self.num_classes)
-        if image.shape[:2] != mask.shape:
+    def decode(self, i: int) -> tuple[Tensor, Tensor]:
+        """Item ``i`` decoded from disk (never the cache): ``(image uint8 (3,H,W), mask uint8 (H,W))``,
+        checked for matching sizes."""
+        image = decode_image(self.image_path(i))
+        mask = decode_mask(self.mask_path(i), self.num_classes)
+        if image.shape[1:] != mask.shape:
             raise VocsegError(
-                f"image {self.image_path(i)} is {image.shape[1]}x{image.shape[0]} but its mask "
+                f"image {self.image_path(i)} is {image.shape[2]}x{image.shape[1]} but its mask "
                 f"{self.mask_path(i)} is {mask.shape[1]}x{mask.shape[0]}"
             )
         return image, mask
 
+    def load_tensors(self, i: int) -> tuple[Tensor, Tensor]:
+        """``(image uint8 (3,H,W), mask uint8 (H,W))``: from the cache when there is one, else decoded."""
+        if self.cache is not None:
+            return self.cache[i]
+        return self.decode(i)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ``(image uint8 (H,W,3), mask uint8 (H,W))`` numpy arrays, checked for matching sizes."""
+        image, mask = self.load_tensors(i)
+        return np.ascontiguousarray(image.permute(1, 2, 0).numpy()), mask.numpy().copy()
+
     def __getitem__(self, i: int):
-        image, mask = self.load(i)
-        image_t = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
-        mask_t = tv_tensors.Mask(torch.from_numpy(mask))
+        image, mask = self.load_tensors(i)
+        image_t, mask_t = tv_tensors.Image(image), tv_tensors.Mask(mask)
         if self.transforms is not None:
             return self.transforms(image_t, mask_t)
         return image_t, mask_t

@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .common import count_parameters
 from .registry import create_model, get_model_entry, list_models
 
+
 def count_gflops(model: torch.nn.Module, image_size: int = 512) -> float:
     """GFLOPs (1e9 floating-point operations, a multiply-add counted as 2) of one (1, 3, S, S) forward.
 
@@ -31,7 +32,9 @@ def _count(name: str, image_size: int) -> tuple[int, float]:
 
 def model_table(image_size: int = 512) -> list[dict]:
     """One row per registered model: name, params, gflops (one forward at ``image_size`` x ``image_size``),
-    source, paper_table, description. Models are built offline (no pretrained weights needed)."""
+    source, paper_table, description. Models are built offline (no pretrained weights needed), on the
+    ``meta`` device. For models with an auxiliary training head (torchvision's FCN and DeepLabV3) the
+    parameters include that head, as their checkpoints do; the GFLOPs are of the eval forward, which skips it."""
     rows = []
     for name in list_models():
         entry = get_model_entry(name)

@@ -1,0 +1,191 @@
+"""Learning-rate schedules and time budgets as small pure functions.
+
+``lr_at`` is the whole schedule: a linear warmup, then a constant, cosine or poly decay over the remaining
+steps, as mmsegmentation (``LinearLR`` then ``PolyLR``/``CosineAnnealingLR`` with ``begin=warmup``) and
+torchvision's reference scripts (``SequentialLR`` of ``LinearLR`` and the main scheduler) do.
+``lr_lambda`` wraps it for ``torch.optim.lr_scheduler.LambdaLR``, stepped once per optimizer step.
+``parse_duration`` and ``plan_budget`` turn ``budget: 15m`` into a number of steps.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .errors import VocsegError
+
+KINDS = ("none", "cosine", "poly")
+
+
+def _check_schedule(step: int, total_steps: int, kind: str, warmup_steps: int, power: float) -> None:
+    if kind not in KINDS:
+        raise VocsegError(f"schedule kind {kind!r} is not one of {', '.join(KINDS)}")
+    if total_steps < 1 or step < 0 or warmup_steps < 0 or power <= 0:
+        raise VocsegError(
+            f"schedule needs total_steps >= 1, step >= 0, warmup_steps >= 0 and power > 0; got total_steps="
+            f"{total_steps}, step={step}, warmup_steps={warmup_steps}, power={power}"
+        )
+
+
+def lr_at(
+    step: int,
+    total_steps: int,
+    base_lr: float,
+    *,
+    kind: str,
+    warmup_steps: int = 0,
+    min_lr: float = 0.0,
+    power: float = 0.9,
+) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) in a run of ``total_steps`` steps.
+
+    Warmup: steps ``0 .. W-1`` rise linearly as ``base_lr * (s + 1) / W`` (never 0, so no step is wasted;
+    it is torchvision's ``LinearLR(start_factor=1/W, total_iters=W-1)``), reaching ``base_lr`` at step ``W-1``.
+    Then, with ``t = step - W`` over ``T = total_steps - W`` steps:
+
+    * none:   ``base_lr``
+    * cosine: ``min_lr + (base_lr - min_lr) * (1 + cos(pi * t / T)) / 2``  (``CosineAnnealingLR``'s closed form)
+    * poly:   ``min_lr + (base_lr - min_lr) * (1 - t / T) ** power``       (mmsegmentation's ``PolyLR``)
+
+    Steps at or past the end stay at the final value (``min_lr`` for cosine and poly). A warmup as long as the
+    run (a time budget re-planned short) is defined too: it ramps as usual, and any step after it is final."""
+    _check_schedule(step, total_steps, kind, warmup_steps, power)
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if kind == "none":
+        return base_lr
+    decay_steps = total_steps - warmup_steps
+    progress = min(step - warmup_steps, decay_steps) / decay_steps if decay_steps > 0 else 1.0
+    if kind == "cosine":
+        return min_lr + (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress)) / 2.0
+    return min_lr + (base_lr - min_lr) * (1.0 - progress) ** power
+
+
+@dataclass
+class LrLambda:
+    """``lr_at`` as a factor of ``base_lr``, for ``LambdaLR``. A class rather than a closure, so ``LambdaLR``
+    saves its fields in ``state_dict()`` and a resumed run gets back the schedule it started with."""
+
+    total_steps: int
+    base_lr: float
+    kind: str
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    power: float = 0.9
+
+    def __call__(self, step: int) -> float:
+        lr = lr_at(step, self.total_steps, self.base_lr, kind=self.kind, warmup_steps=self.warmup_steps,
+                   min_lr=self.min_lr, power=self.power)
+        return lr / self.base_lr
+
+
+def lr_lambda(
+    total_steps: int,
+    base_lr: float,
+    *,
+    kind: str,
+    warmup_steps: int = 0,
+    min_lr: float = 0.0,
+    power: float = 0.9,
+) -> LrLambda:
+    """A ``LambdaLR`` factor function: ``LambdaLR(optimizer, lr_lambda(...))``, ``scheduler.step()`` after each
+    optimizer step. Param groups with another initial lr are scaled by the same factor, so their floor is
+    ``min_lr * group_lr / base_lr``."""
+    if base_lr <= 0:
+        raise VocsegError(f"base_lr must be > 0, got {base_lr}")
+    _check_schedule(0, total_steps, kind, warmup_steps, power)
+    if warmup_steps >= total_steps:  # a fixed-length schedule that is all warmup is a config mistake
+        raise VocsegError(f"warmup_steps ({warmup_steps}) must be smaller than total_steps ({total_steps})")
+    return LrLambda(total_steps, base_lr, kind, warmup_steps, min_lr, power)
+
+
+# ----------------------------------------------------------------------------- time budgets
+
+_DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in a duration: ``"900"`` or ``900`` (seconds), ``"90s"``, ``"15m"``, ``"2h"``, ``"1h30m"``,
+    ``"1.5h"``, ``"1h 30m 10s"``. Units in the order h, m, s, each at most once; the result must be > 0."""
+    if isinstance(text, bool):
+        raise VocsegError(f"duration {text!r} is not a number of seconds or a string like '15m', '2h', '1h30m'")
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        compact = str(text).strip().lower().replace(" ", "")
+        match = _DURATION.fullmatch(compact)
+        if re.fullmatch(r"\d+(?:\.\d+)?", compact):
+            seconds = float(compact)
+        elif compact and match:
+            seconds = sum(float(match[u] or 0) * f for u, f in (("h", 3600), ("m", 60), ("s", 1)))
+        else:
+            raise VocsegError(
+                f"duration {text!r} is not understood: use seconds ('900') or units h, m, s in that order "
+                f"('90s', '15m', '2h', '1h30m')"
+            )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise VocsegError(f"duration {text!r} must be more than 0 seconds")
+    return seconds
+
+
+def plan_budget(
+    budget_s: float,
+    seconds_per_step: float,
+    eval_seconds: float,
+    *,
+    eval_every: int | None = None,
+    final_eval_seconds: float = 0.0,
+    elapsed_s: float = 0.0,
+    steps_done: int = 0,
+    margin: float = 0.05,
+    warmup_steps: int = 0,
+    max_steps: int | None = None,
+    replan: bool = False,
+) -> int:
+    """Total optimizer steps for a run that must end, final evaluation included, within ``budget_s`` seconds.
+
+    The run measures its own speed first: it trains a few steps, takes ``seconds_per_step`` from the steps
+    after the first (which pay for cuDNN autotuning, compilation and worker start-up), and times a
+    validation pass or a few validation batches scaled to the whole split for ``eval_seconds``. The budget
+    is then spent as::
+
+        budget_s * (1 - margin)  >=  elapsed_s                              (setup and measuring, spent)
+                                   + (N - steps_done) * seconds_per_step    (the remaining training steps)
+                                   + (N / eval_every) * eval_seconds        (periodic validation passes)
+                                   + final_eval_seconds                     (final test / best-model pass)
+
+    ``margin`` keeps a share of the budget for what the estimates miss (step-time jitter, checkpoint
+    writes, per-epoch loader start-up). The validation term uses ``N / eval_every``, at least the
+    ``floor(N / eval_every)`` passes the run will make, so the result errs on the early side. N is
+    capped at ``max_steps`` (a config's ``iters``). ``eval_every=None``: no periodic validation
+    (``eval_seconds`` unused); validating once per epoch, pass the steps per epoch.
+
+    First plan (``replan=False``): a budget that cannot fit more steps than ``steps_done`` and
+    ``warmup_steps`` is an error naming the numbers, raised before the run wastes its time. Re-planning
+    later with better measurements (``replan=True``, e.g. after each validation pass, now timed), a budget
+    already used up returns ``steps_done``: stop now and evaluate, rather than fail mid-run."""
+    if budget_s <= 0 or seconds_per_step <= 0 or eval_seconds < 0 or final_eval_seconds < 0 or elapsed_s < 0:
+        raise VocsegError(
+            f"plan_budget needs budget_s > 0, seconds_per_step > 0 and non-negative times; got budget_s={budget_s}, "
+            f"seconds_per_step={seconds_per_step}, eval_seconds={eval_seconds}, "
+            f"final_eval_seconds={final_eval_seconds}, elapsed_s={elapsed_s}"
+        )
+    if not 0.0 <= margin < 1.0 or (eval_every is not None and eval_every < 1) or steps_done < 0:
+        raise VocsegError(f"plan_budget needs 0 <= margin < 1, eval_every >= 1 and steps_done >= 0; got "
+                          f"margin={margin}, eval_every={eval_every}, steps_done={steps_done}")
+    available = budget_s * (1.0 - margin) - elapsed_s - final_eval_seconds + steps_done * seconds_per_step
+    per_step = seconds_per_step + (eval_seconds / eval_every if eval_every else 0.0)
+    total = max(0, math.floor(available / per_step))
+    if max_steps is not None:
+        total = min(total, max_steps)
+    if replan:
+        return max(total, steps_done)
+    floor = max(steps_done, warmup_steps)
+    if total <= floor:
+        raise VocsegError(
+            f"a budget of {budget_s:.0f} s fits only {total} steps at {seconds_per_step:.3f} s/step "
+            f"({elapsed_s:.0f} s already spent, {final_eval_seconds:.0f} s reserved for the final evaluation, "
+            f"{eval_seconds:.0f} s per validation pass, {margin:.0%} margin): not more than the {floor} steps "
+            f"already done or needed for warmup. Raise the budget or lower warmup_iters."
+        )
+    return total

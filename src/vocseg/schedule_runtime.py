@@ -1,0 +1,140 @@
+"""The learning-rate schedule and the time budget while a run trains (the pure functions are in schedule.py).
+
+Two ways to schedule, chosen from the config:
+
+* per epoch (the paper's: ``scheduler: cosine`` or ``none``, no warmup, no ``iters``, no ``budget``): the
+  torch scheduler built in builders.py is stepped once per epoch; :class:`StepSchedule` does nothing.
+* per optimizer step (``poly``, ``warmup_iters > 0``, ``iters`` or ``budget``): after every step the LR
+  is set to ``schedule.lr_at(step, total_steps, ...)``. ``iters`` fixes ``total_steps``; a ``budget``
+  re-plans it from the measured step and validation times so the whole run, final evaluation
+  included, ends within the budget (see :func:`vocseg.schedule.plan_budget`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from .config import Config
+from .schedule import lr_at, parse_duration, plan_budget
+
+PROBE_STEPS = 5  # steps timed (after the first, which pays for warm-up) before a budget's first plan
+UNBOUNDED_EPOCHS = 1_000_000  # with a budget, time decides how many epochs run
+
+
+def steps_per_epoch(num_train: int, batch_size: int, world: int) -> int:
+    """Optimizer steps one epoch takes (the train loader drops the last partial batch when it can)."""
+    per_rank = num_train // world
+    return per_rank // batch_size if per_rank > batch_size else max(1, math.ceil(per_rank / batch_size))
+
+
+class StepSchedule:
+    """Per-step LR and budget bookkeeping; inert for the paper's per-epoch schedules."""
+
+    def __init__(self, cfg: Config, optimizer: torch.optim.Optimizer, spe: int, num_eval_images: int) -> None:
+        self.cfg, self.optimizer, self.spe = cfg, optimizer, spe
+        self.per_step = cfg.scheduler == "poly" or cfg.warmup_iters > 0 or cfg.iters is not None or cfg.budget is not None
+        self.budget_s = parse_duration(cfg.budget) if cfg.budget is not None else None
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.step = 0
+        self.total_steps = cfg.iters if cfg.iters is not None else cfg.epochs * spe
+        self.num_eval_images = num_eval_images
+        self.started = time.perf_counter()
+        self.elapsed_before = 0.0  # seconds spent before a resume
+        self.step_seconds: float | None = None
+        self.eval_seconds: float | None = None
+        self._probe_start: float | None = None
+        self._epoch_start_step = 0
+        if self.per_step:
+            self._set_lr()
+
+    @property
+    def epochs(self) -> int:
+        if self.budget_s is not None:
+            return UNBOUNDED_EPOCHS
+        if self.cfg.iters is not None:
+            return math.ceil(self.cfg.iters / self.spe)
+        return self.cfg.epochs
+
+    @property
+    def finished(self) -> bool:
+        return self.per_step and self.step >= self.total_steps
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def _set_lr(self) -> None:
+        c = self.cfg
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = lr_at(self.step, self.total_steps, base, kind=c.scheduler, warmup_steps=c.warmup_iters,
+                                min_lr=c.min_lr, power=c.poly_power)
+
+    def after_step(self) -> bool:
+        """Called after every optimizer step; True ends the epoch (the schedule is complete)."""
+        if not self.per_step:
+            return False
+        self.step += 1
+        if self.budget_s is not None:
+            self._time_steps()
+        self._set_lr()
+        return self.step >= self.total_steps
+
+    def _time_steps(self) -> None:
+        now = time.perf_counter()
+        if self.step == 1:
+            self._probe_start = now  # the first step pays for allocation and warm-up: not timed
+        elif self.step == 1 + PROBE_STEPS and self.step_seconds is None:
+            self.step_seconds = (now - self._probe_start) / PROBE_STEPS
+            self._plan(replan=False)
+
+    def end_epoch(self, epoch_seconds: float) -> None:
+        """After an epoch's training and validation: learn the validation time and re-plan the budget."""
+        if self.budget_s is None or self.step_seconds is None:
+            return
+        steps_this_epoch = self.step - self._epoch_start_step
+        self._epoch_start_step = self.step
+        self.eval_seconds = max(0.0, epoch_seconds - steps_this_epoch * self.step_seconds)
+        self._plan(replan=True)
+
+    def _plan(self, replan: bool) -> None:
+        eval_s = self.eval_seconds
+        if eval_s is None:  # before the first validation: forward-only passes, about a third of a step per image
+            eval_s = self.num_eval_images * self.step_seconds / max(self.cfg.batch_size, 1) / 3
+        self.total_steps = plan_budget(
+            self.budget_s, self.step_seconds, eval_s, eval_every=self.spe, final_eval_seconds=eval_s,
+            elapsed_s=self.elapsed(), steps_done=self.step, warmup_steps=self.cfg.warmup_iters,
+            max_steps=self.cfg.iters, replan=replan,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "total_steps": self.total_steps, "elapsed": self.elapsed(),
+                "step_seconds": self.step_seconds, "eval_seconds": self.eval_seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.step = self._epoch_start_step = state["step"]
+        self.elapsed_before = state["elapsed"]
+        self.started = time.perf_counter()
+        self.step_seconds, self.eval_seconds = state["step_seconds"], state["eval_seconds"]
+        if self.budget_s is not None:
+            self.total_steps = state["total_steps"]
+        if self.per_step:
+            self._set_lr()
+
+    def summary(self) -> dict[str, Any]:
+        """What metrics.json records about the schedule (nothing for per-epoch schedules)."""
+        if not self.per_step:
+            return {}
+        out: dict[str, Any] = {"steps": self.step, "planned_steps": self.total_steps}
+        if self.budget_s is not None:
+            out.update(budget_seconds=self.budget_s, seconds_used=round(self.elapsed(), 2))
+        return out
+
+
+def build_step_schedule(
+    cfg: Config, optimizer: torch.optim.Optimizer, num_train: int, num_val: int, world: int
+) -> StepSchedule:
+    return StepSchedule(cfg, optimizer, steps_per_epoch(num_train, cfg.batch_size, world), num_val)

@@ -1,0 +1,226 @@
+"""Tests of ``transfer_unet`` beyond the shared model contract: encoder weights (cache, local file, offline
+error), freeze_encoder, the ASPP variant's shapes and dilation, argument errors. No network is used."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+
+import pytest
+import torch
+import torchvision
+
+from vocseg.errors import VocsegError
+from vocseg.models import create_model
+
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+R18 = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+R18_FILE = os.path.basename(R18.url)  # resnet18-f37072fd.pth
+R50_FILE = "resnet50-0676ba61.pth"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: small workloads gain nothing from more on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty ``TORCH_HOME`` under ``tmp_path`` and a network that raises (and records) when touched."""
+    touched = []
+
+    def blocked(*args, **kwargs):
+        touched.append(args)
+        raise OSError("network access blocked by the test")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # in case someone called torch.hub.set_dir
+    monkeypatch.setattr(socket, "create_connection", blocked)
+    monkeypatch.setattr(socket, "getaddrinfo", blocked)
+    monkeypatch.setattr(socket.socket, "connect", blocked)
+    monkeypatch.setattr(urllib.request, "urlopen", blocked)
+    monkeypatch.setattr(torch.hub, "urlopen", blocked, raising=False)
+    return touched
+
+
+def random_resnet_state(arch: str = "resnet18", seed: int = 7) -> dict:
+    """A torchvision ResNet state dict (fc included) that no fresh init matches."""
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, arch)()
+    for p in model.parameters():
+        torch.nn.init.normal_(p)
+    for _, b in model.named_buffers():
+        if b.is_floating_point():
+            b.uniform_(0.5, 1.5)
+    return model.state_dict()
+
+
+def assert_encoder_equals(model, state):
+    enc = model.encoder.state_dict()
+    expected = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    assert set(enc) == set(expected)
+    for k, v in expected.items():
+        assert torch.equal(enc[k], v), k
+
+
+# ---------------------------------------------------------------- encoder weights
+
+
+def test_local_weights_file_loads_into_encoder(offline, tmp_path):
+    state = random_resnet_state()
+    path = tmp_path / "my-resnet18.pth"
+    torch.save(state, path)
+    model = create_model("transfer_unet", encoder="resnet18", weights=str(path))  # pretrained=True is ignored
+    assert_encoder_equals(model, state)
+    assert model.input_normalization == IMAGENET_NORM
+    assert offline == []
+
+
+def test_local_weights_with_aspp_keep_the_weights(offline, tmp_path):
+    """Dilating layer4 for ASPP changes no parameter: the file loads as it is."""
+    state = random_resnet_state(seed=5)
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": state}, path)  # nested under "state_dict" works too
+    model = create_model("transfer_unet", encoder="resnet18", weights=str(path), aspp=True)
+    assert_encoder_equals(model, state)
+
+
+def test_pretrained_weights_from_torch_home_cache(offline, tmp_path):
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    state = random_resnet_state(seed=11)
+    torch.save(state, checkpoints / R18_FILE)
+    model = create_model("transfer_unet", encoder="resnet18")
+    assert_encoder_equals(model, state)
+    assert model.input_normalization == IMAGENET_NORM
+    assert offline == []  # the cache was used: no network
+
+
+def test_offline_without_cache_names_file_and_folder(offline, tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(VocsegError) as e:
+        create_model("transfer_unet", encoder="resnet18")
+    assert time.perf_counter() - start < 5
+    msg = str(e.value)
+    folder = os.path.join(str(tmp_path / "torch"), "hub", "checkpoints")
+    assert R18_FILE in msg and folder in msg and R18.url in msg
+    assert "weights=PATH" in msg and "pretrained=false" in msg
+    assert not (tmp_path / "torch" / "hub" / "checkpoints" / R18_FILE).exists()
+
+
+@pytest.mark.parametrize(("encoder", "file"), [("resnet34", "resnet34-b627a593.pth"), ("resnet50", R50_FILE)])
+def test_offline_error_names_the_encoders_file(offline, encoder, file):
+    kwargs = {} if encoder == "resnet34" else {"encoder": encoder}  # resnet34 is the default
+    with pytest.raises(VocsegError, match=file):
+        create_model("transfer_unet", **kwargs)
+
+
+def test_wrong_weights_file_is_named(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(random_resnet_state(), path)
+    with pytest.raises(VocsegError, match="r18.pth"):  # resnet18 weights for a resnet50 encoder
+        create_model("transfer_unet", encoder="resnet50", weights=str(path))
+
+
+def test_no_pretraining_has_no_input_normalization():
+    model = create_model("transfer_unet", encoder="resnet18", pretrained=False)
+    assert model.input_normalization is None
+
+
+def test_offline_build_keeps_the_state_dict_keys(offline, tmp_path):
+    """A checkpoint of a pretrained model reloads into one built offline."""
+    path = tmp_path / "r18.pth"
+    torch.save(random_resnet_state(), path)
+    pretrained = create_model("transfer_unet", encoder="resnet18", weights=str(path), aspp=True)
+    rebuilt = create_model("transfer_unet", encoder="resnet18", aspp=True, offline=True)
+    rebuilt.load_state_dict(pretrained.state_dict())
+
+
+# ---------------------------------------------------------------- freeze_encoder
+
+
+def test_freeze_encoder():
+    model = create_model("transfer_unet", encoder="resnet18", pretrained=False, freeze_encoder=True)
+    assert all(not p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    assert all(p.requires_grad for p in model.classifier.parameters())
+    model.train()
+    assert model.training and model.decoder.training
+    assert not any(m.training for m in model.encoder.modules())  # BN statistics stay fixed
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+# ---------------------------------------------------------------- ASPP and decoder shapes
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "resnet50"])
+def test_aspp_runs_layer4_at_one_sixteenth(encoder):
+    channels = {"resnet18": (64, 64, 128, 256, 512), "resnet50": (64, 256, 512, 1024, 2048)}[encoder]
+    plain = create_model("transfer_unet", encoder=encoder, pretrained=False).eval()
+    aspp = create_model("transfer_unet", encoder=encoder, pretrained=False, aspp=True).eval()
+    assert plain.stride == 32 and aspp.stride == 16
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        plain_feats, aspp_feats = plain.encode(x), aspp.encode(x)
+        pooled = aspp.aspp(aspp_feats[-1])
+    sizes = [(64 // s, 96 // s) for s in (2, 4, 8, 16, 32)]
+    assert [tuple(f.shape[1:]) for f in plain_feats] == [(c, *hw) for c, hw in zip(channels, sizes)]
+    assert [tuple(f.shape[-2:]) for f in aspp_feats] == [*sizes[:4], sizes[3]]  # layer4 stays at 1/16
+    assert pooled.shape == (1, 256, 4, 6)
+
+
+def test_aspp_dilation_matches_torchvision_resnet50():
+    """The in-place dilation of layer4 is torchvision's replace_stride_with_dilation for Bottleneck blocks."""
+    model = create_model("transfer_unet", encoder="resnet50", pretrained=False, aspp=True).eval()
+    reference = torchvision.models.resnet50(replace_stride_with_dilation=[False, False, True]).eval()
+    reference.load_state_dict(model.encoder.state_dict(), strict=False)  # no fc in the encoder
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = model.encode(x)[-1]
+        ref = reference.layer4(reference.layer3(reference.layer2(reference.layer1(
+            reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))))
+    torch.testing.assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("upsample", ["bilinear", "nearest"])
+@pytest.mark.parametrize("aspp", [False, True])
+def test_output_size_for_odd_inputs(upsample, aspp):
+    model = create_model("transfer_unet", encoder="resnet18", pretrained=False, aspp=aspp, upsample=upsample)
+    model.eval()
+    for shape in [(1, 3, 8, 13), (2, 3, 97, 131), (1, 3, 333, 517)]:
+        with torch.no_grad():
+            out = model(torch.randn(*shape))
+        assert out.shape == (shape[0], 21, *shape[2:])
+
+
+def test_aspp_trains_with_a_batch_of_one():
+    """The image-pooling branch has no BN, so a single image still trains (DeepLabV3's BN there cannot)."""
+    model = create_model("transfer_unet", encoder="resnet18", pretrained=False, aspp=True).train()
+    model(torch.randn(1, 3, 64, 64)).sum().backward()
+    assert model.aspp.pool[1].weight.grad is not None
+
+
+# ---------------------------------------------------------------- argument errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"encoder": "vgg16"}, "resnet50"),
+        ({"upsample": "bicubic"}, "nearest"),
+        ({"aspp": "yes"}, "aspp"),
+        ({"freeze_encoder": 1}, "freeze_encoder"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, expected):
+    with pytest.raises(VocsegError, match=expected):
+        create_model("transfer_unet", pretrained=False, **kwargs)
