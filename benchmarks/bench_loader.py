@@ -44,6 +44,7 @@ class Trainer:
         self.model = create_model(model).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
         self.device = torch.device("cpu")
+        self.waited = 0.0
 
     def step(self, images: torch.Tensor, masks: torch.Tensor) -> None:
         with autocast(self.device, torch.bfloat16):
@@ -54,25 +55,54 @@ class Trainer:
         self.opt.step()
 
     def run(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
+        """Train on every batch; return the number of images. Time spent waiting for batches (loader
+        start-up included) accumulates in ``self.waited``."""
         images_seen = 0
-        for images, masks in batches:
+        t0 = time.perf_counter()
+        it = iter(batches)
+        for images, masks in it:
+            self.waited += time.perf_counter() - t0
             self.step(images, masks)
             images_seen += images.shape[0]
+            t0 = time.perf_counter()
+        self.waited += time.perf_counter() - t0
         return images_seen
 
 
-def make_loader(ds: VOCSegmentation, workers: int, seed: int) -> DataLoader:
+class OneThreadItems(torch.utils.data.Dataset):
+    """``dataset``'s items made with one torch thread (an alternative measured for num_workers=0: the
+    per-image ops are small, and waking the training's threads for them may cost more than it saves)."""
+
+    def __init__(self, dataset: VOCSegmentation) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.dataset[i]
+        finally:
+            torch.set_num_threads(threads)
+
+
+def make_loader(ds: torch.utils.data.Dataset, workers: int, seed: int) -> DataLoader:
     """As vocseg.train builds its training loader on a CPU."""
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=BATCH, sampler=RandomSampler(ds, generator=g), num_workers=workers,
                       collate_fn=collate_pad, drop_last=True, generator=g)
 
 
-def timed(fn: Callable[[], int]) -> float:
-    """img/s of ``fn`` (which returns the number of images it processed)."""
+def timed(fn: Callable[[], int], trainer: Trainer) -> tuple[float, float]:
+    """img/s of ``fn`` (which returns the number of images it processed) and the share of its time
+    the trainer spent waiting for batches."""
+    trainer.waited = 0.0
     t0 = time.perf_counter()
     n = fn()
-    return n / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    return n / elapsed, trainer.waited / elapsed
 
 
 def build_configs(trainer: Trainer, workers: list[int]) -> tuple[dict[str, Callable[[int], int]], dict[str, Callable[[int], int]]]:
@@ -89,16 +119,22 @@ def build_configs(trainer: Trainer, workers: list[int]) -> tuple[dict[str, Calla
             name = f"workers={w}, {label}"
             train[name] = lambda seed, ds=ds, w=w: trainer.run(make_loader(ds, w, seed))
             alone[name] = lambda seed, ds=ds, w=w: sum(x.shape[0] for x, _ in make_loader(ds, w, seed))
+    if 0 in workers and torch.get_num_threads() > 1:
+        for label, ds in (("disk", plain), ("RAM cache", cached)):
+            one = OneThreadItems(ds)
+            train[f"workers=0, {label}, items on 1 thread"] = lambda seed, one=one: trainer.run(make_loader(one, 0, seed))
     return train, alone
 
 
-def report(title: str, results: dict[str, list[float]], base: float | None) -> None:
+def report(title: str, results: dict[str, list[tuple[float, float]]], base: float | None) -> None:
+    """Medians per configuration; with ``base`` (the bare loop's img/s), the ratio and the time waiting."""
     print(f"\n{title}")
-    print(f"{'configuration':<32} {'img/s':>7} {'vs bare':>8}   (repeats)")
+    print(f"{'configuration':<40} {'img/s':>7} {'vs bare':>8} {'waiting':>8}   (img/s per repeat)")
     for name, values in results.items():
-        med = statistics.median(values)
-        share = f"{med / base:7.2f}x" if base else "       -"
-        print(f"{name:<32} {med:7.1f} {share}   ({', '.join(f'{v:.0f}' for v in values)})")
+        med = statistics.median(v for v, _ in values)
+        wait = statistics.median(w for _, w in values)
+        share, waiting = (f"{med / base:7.3f}x", f"{wait:7.1%}") if base else ("       -", "       -")
+        print(f"{name:<40} {med:7.1f} {share} {waiting}   ({', '.join(f'{v:.1f}' for v, _ in values)})")
 
 
 def main() -> None:
@@ -114,20 +150,18 @@ def main() -> None:
           f"threads, torch {torch.__version__}; {args.model}, batch {BATCH}, {CROP}px crops, bf16 autocast, AdamW")
     trainer = Trainer(args.model)
     train, alone = build_configs(trainer, args.workers)
-    trainer.run(list(make_loader(train and VOCSegmentation(default_dataset_root(), "train",
-                                                           SegmentationPresetTrain(MEAN, STD, crop_size=CROP)), 0, 99))[:5])  # warm-up
-    got_train: dict[str, list[float]] = {k: [] for k in train}
-    got_alone: dict[str, list[float]] = {k: [] for k in alone}
+    train["bare loop (batches in memory)"](0)  # warm-up: allocator, autocast caches, file cache
+    got_train: dict[str, list[tuple[float, float]]] = {k: [] for k in train}
+    got_alone: dict[str, list[tuple[float, float]]] = {k: [] for k in alone}
     for r in range(args.repeats):
         names = list(train) if r % 2 == 0 else list(reversed(train))  # interleave, alternating order
         for name in names:
-            got_train[name].append(timed(lambda: train[name](r)))
+            got_train[name].append(timed(lambda: train[name](r), trainer))
         for name in alone:
-            got_alone[name].append(timed(lambda: alone[name](r)))
-    bare = statistics.median(got_train["bare loop (batches in memory)"])
+            got_alone[name].append(timed(lambda: alone[name](r), trainer))
+    bare = statistics.median(v for v, _ in got_train["bare loop (batches in memory)"])
     report(f"training, one epoch of 480 images per repeat, median of {args.repeats}", got_train, bare)
-    report("loader alone (no training), img/s", got_alone, None)
-
+    report("loader alone (no training)", got_alone, None)
 
 if __name__ == "__main__":
     main()

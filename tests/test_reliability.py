@@ -33,7 +33,7 @@ from PIL import Image
 import vocseg
 import vocseg.data.download as download
 import vocseg.engine as engine
-import vocseg.train as train_mod
+import vocseg.rundir as rundir_mod
 from vocseg.checkpoint import load_checkpoint, save_checkpoint
 from vocseg.cli import main
 from vocseg.config import Config, load_config
@@ -523,13 +523,13 @@ def _poison_training_step(monkeypatch, good_steps: int, how: str) -> None:
 
 def _record_saves(monkeypatch) -> list[tuple[str, int, dict[str, torch.Tensor]]]:
     saves: list[tuple[str, int, dict[str, torch.Tensor]]] = []
-    real = train_mod.save_checkpoint
+    real = rundir_mod.save_checkpoint
 
     def recording(state, path):
         saves.append((Path(path).name, state["epoch"], {k: v.clone() for k, v in state["model"].items()}))
         real(state, path)
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", recording)
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", recording)
     return saves
 
 

@@ -204,3 +204,111 @@ def test_every_paper_model_trains_and_evaluates_through_the_cli(
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["model"] == model and evaluated["num_images"] == 5
     assert 0.0 <= evaluated["mean_iou"] <= 1.0 and metrics["num_images"] == 2
+
+
+# ----------------------------------------------------------------------------- resume with changes, run-folder failures
+
+
+def _tiny_args(tiny_voc, run, *extra):
+    return ["train", "--model", "fcn", "--data-root", str(tiny_voc), "--out", str(run), "--batch-size", "4",
+            "--image-size", "48", "--workers", "0", "--no-progress", "--amp", "none", *map(str, extra)]
+
+
+def test_resume_extends_epochs_and_stretches_cosine(tiny_voc, tmp_path, monkeypatch, capsys, torch_global_state):
+    monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(_tiny_args(tiny_voc, run, "--epochs", 2, "--lr", 0.01, "--scheduler", "cosine")) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    # Epochs 1-2 followed the 2-epoch cosine; from epoch 3 on, the curve is the 4-epoch one.
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[:2] == pytest.approx([cosine_lr(0, 0.01, 0.0, 2), cosine_lr(1, 0.01, 0.0, 2)])
+    assert lrs[2:] == pytest.approx([cosine_lr(2, 0.01, 0.0, 4), cosine_lr(3, 0.01, 0.0, 4)])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 4
+    assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 2  # the run's original recipe file
+
+
+def test_resume_refuses_flags_it_cannot_honour(tiny_voc, tmp_path, monkeypatch, capsys, torch_global_state):
+    monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(_tiny_args(tiny_voc, run, "--epochs", 1)) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--lr", "0.5", "--model", "unet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot change lr, model" in err and "may change:" in err and "epochs" in err
+    assert main(["train", "--resume", str(run), "--config", "x.yaml"]) == 2
+
+
+def test_unwritable_run_folder_is_one_line_naming_the_path(tiny_voc, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(_tiny_args(tiny_voc, blocker / "run", "--epochs", 1)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(blocker) in err and "Not a directory" in err
+
+
+def test_poly_schedule_with_warmup_runs_per_step(tiny_voc, tmp_path, monkeypatch, torch_global_state):
+    """12 images, batch 4: 3 steps per epoch. The LR logged at each epoch's start is lr_at(step)."""
+    from vocseg.config import Config
+    from vocseg.schedule import lr_at
+    from vocseg.train import train
+
+    monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
+    cfg = Config(model="fcn", data_root=str(tiny_voc), out=str(tmp_path / "run"), batch_size=4, image_size=48,
+                 num_workers=0, amp="none", lr=0.01, scheduler="poly", warmup_iters=2, iters=7, epochs=99)
+    result = train(cfg, progress=False, log=lambda *_: None)
+    steps = [0, 3, 6]
+    assert [r["lr"] for r in result.history] == pytest.approx(
+        [lr_at(s, 7, 0.01, kind="poly", warmup_steps=2, power=0.9) for s in steps])
+    assert result.metrics["steps"] == 7 and len(result.history) == 3  # ceil(7 / 3) epochs, the last one cut short
+
+
+def test_budget_fits_the_whole_run_on_a_simulated_clock(tiny_voc, tmp_path, monkeypatch, torch_global_state):
+    """Each training step costs 1 s and each validation pass 2 s on a simulated clock, so the test is exact
+    whatever the machine: the run must plan its steps to end (final evaluation included) within 60 s."""
+    import vocseg.schedule_runtime as sr
+    import vocseg.train as train_mod
+    from vocseg.config import Config
+
+    now = [0.0]
+    monkeypatch.setattr(sr, "clock", lambda: now[0])
+    real_after, real_eval = sr.StepSchedule.after_step, train_mod.evaluate
+
+    def step_costs_1s(self):
+        now[0] += 1.0
+        return real_after(self)
+
+    def eval_costs_2s(*args, **kwargs):
+        now[0] += 2.0
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(sr.StepSchedule, "after_step", step_costs_1s)
+    monkeypatch.setattr(train_mod, "evaluate", eval_costs_2s)
+    monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
+    cfg = Config(model="fcn", data_root=str(tiny_voc), out=str(tmp_path / "run"), batch_size=4, image_size=32,
+                 num_workers=0, amp="none", scheduler="cosine", warmup_iters=3, budget="60s")
+    result = train_mod.train(cfg, progress=False, log=lambda *_: None)
+    m = result.metrics
+    assert now[0] <= 60.0, f"the run took {now[0]} simulated seconds of a 60 s budget"
+    assert now[0] >= 0.8 * 60, f"the plan left most of the budget unused ({now[0]} s)"
+    assert m["steps"] == m["planned_steps"] and m["budget_seconds"] == 60.0
+    assert result.history[-1]["lr"] < 0.3 * cfg.lr  # the cosine decayed over the planned steps
+
+
+@pytest.mark.parametrize(
+    "model, args",
+    [("transfer_unet", ["--model-arg", "pretrained=false", "--model-arg", "encoder=resnet18", "--model-arg", "aspp=true"]),
+     ("lraspp_mobilenet_v3_large", ["--model-arg", "pretrained_backbone=false"])],
+)
+def test_new_models_train_and_evaluate_through_the_cli(model, args, tiny_voc, tmp_path, monkeypatch, capsys,
+                                                       torch_global_state):
+    monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / model
+    assert main(_tiny_args(tiny_voc, run, "--model", model, *args, "--epochs", 1, "--image-size", 64,
+                           "--max-val-images", 2)) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "best.pt"), "--json", "--device", "cpu", "--tta", "flip"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["model"] == model and evaluated["tta"] == "flip" and 0.0 <= evaluated["mean_iou"] <= 1.0

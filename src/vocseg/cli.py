@@ -25,7 +25,7 @@ def _field_kind(hint: Any) -> tuple[type, bool]:
     args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     args = [a for a in args if a is not type(None)]
     if len(args) != 1:
-        return str, False  # e.g. int | str: parsed with YAML rules, checked by the config
+        return object, False  # e.g. int | str: parsed with YAML rules, checked by the config
     base = typing.get_origin(args[0]) or args[0]
     return base, base is list
 

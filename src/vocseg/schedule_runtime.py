@@ -20,6 +20,8 @@ import torch
 from .config import Config
 from .schedule import lr_at, parse_duration, plan_budget
 
+# The clock every budget decision reads (a module attribute so tests can run training on a simulated clock).
+clock = time.perf_counter
 PROBE_STEPS = 5  # steps timed (after the first, which pays for warm-up) before a budget's first plan
 UNBOUNDED_EPOCHS = 1_000_000  # with a budget, time decides how many epochs run
 
@@ -33,7 +35,10 @@ def steps_per_epoch(num_train: int, batch_size: int, world: int) -> int:
 class StepSchedule:
     """Per-step LR and budget bookkeeping; inert for the paper's per-epoch schedules."""
 
-    def __init__(self, cfg: Config, optimizer: torch.optim.Optimizer, spe: int, num_eval_images: int) -> None:
+    def __init__(
+        self, cfg: Config, optimizer: torch.optim.Optimizer, spe: int, num_eval_images: int,
+        final_eval_ratio: float = 1.0, started: float | None = None,
+    ) -> None:
         self.cfg, self.optimizer, self.spe = cfg, optimizer, spe
         self.per_step = cfg.scheduler == "poly" or cfg.warmup_iters > 0 or cfg.iters is not None or cfg.budget is not None
         self.budget_s = parse_duration(cfg.budget) if cfg.budget is not None else None
@@ -41,7 +46,8 @@ class StepSchedule:
         self.step = 0
         self.total_steps = cfg.iters if cfg.iters is not None else cfg.epochs * spe
         self.num_eval_images = num_eval_images
-        self.started = time.perf_counter()
+        self.started = clock() if started is None else started  # the budget counts from the run's start
+        self.final_eval_ratio = final_eval_ratio  # test-split images / validation images
         self.elapsed_before = 0.0  # seconds spent before a resume
         self.step_seconds: float | None = None
         self.eval_seconds: float | None = None
@@ -63,7 +69,7 @@ class StepSchedule:
         return self.per_step and self.step >= self.total_steps
 
     def elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.started
+        return self.elapsed_before + clock() - self.started
 
     def _set_lr(self) -> None:
         c = self.cfg
@@ -82,7 +88,7 @@ class StepSchedule:
         return self.step >= self.total_steps
 
     def _time_steps(self) -> None:
-        now = time.perf_counter()
+        now = clock()
         if self.step == 1:
             self._probe_start = now  # the first step pays for allocation and warm-up: not timed
         elif self.step == 1 + PROBE_STEPS and self.step_seconds is None:
@@ -103,23 +109,30 @@ class StepSchedule:
         if eval_s is None:  # before the first validation: forward-only passes, about a third of a step per image
             eval_s = self.num_eval_images * self.step_seconds / max(self.cfg.batch_size, 1) / 3
         self.total_steps = plan_budget(
-            self.budget_s, self.step_seconds, eval_s, eval_every=self.spe, final_eval_seconds=eval_s,
+            self.budget_s, self.step_seconds, eval_s, eval_every=self.spe,
+            final_eval_seconds=eval_s * self.final_eval_ratio,
             elapsed_s=self.elapsed(), steps_done=self.step, warmup_steps=self.cfg.warmup_iters,
             max_steps=self.cfg.iters, replan=replan,
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "total_steps": self.total_steps, "elapsed": self.elapsed(),
-                "step_seconds": self.step_seconds, "eval_seconds": self.eval_seconds}
+        """Nothing for per-epoch schedules; the step count, plus the budget's timings when there is one
+        (timings differ between runs, so a run without a budget keeps its checkpoints reproducible)."""
+        if not self.per_step:
+            return {}
+        state: dict[str, Any] = {"step": self.step, "total_steps": self.total_steps}
+        if self.budget_s is not None:
+            state.update(elapsed=self.elapsed(), step_seconds=self.step_seconds, eval_seconds=self.eval_seconds)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
         self.step = self._epoch_start_step = state["step"]
-        self.elapsed_before = state["elapsed"]
-        self.started = time.perf_counter()
-        self.step_seconds, self.eval_seconds = state["step_seconds"], state["eval_seconds"]
         if self.budget_s is not None:
+            self.elapsed_before = state["elapsed"]
+            self.started = clock()
+            self.step_seconds, self.eval_seconds = state["step_seconds"], state["eval_seconds"]
             self.total_steps = state["total_steps"]
         if self.per_step:
             self._set_lr()
@@ -135,6 +148,8 @@ class StepSchedule:
 
 
 def build_step_schedule(
-    cfg: Config, optimizer: torch.optim.Optimizer, num_train: int, num_val: int, world: int
+    cfg: Config, optimizer: torch.optim.Optimizer, num_train: int, num_val: int, num_test: int, world: int,
+    started: float,
 ) -> StepSchedule:
-    return StepSchedule(cfg, optimizer, steps_per_epoch(num_train, cfg.batch_size, world), num_val)
+    return StepSchedule(cfg, optimizer, steps_per_epoch(num_train, cfg.batch_size, world), num_val,
+                        final_eval_ratio=num_test / max(num_val, 1), started=started)

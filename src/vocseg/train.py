@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +27,7 @@ from .errors import VocsegError
 from .losses import class_weights
 from .models import count_parameters
 from .rundir import HISTORY_FIELDS, RunDir
+from . import schedule_runtime
 from .schedule_runtime import StepSchedule, build_step_schedule
 
 __all__ = ["EarlyStopping", "HISTORY_FIELDS", "RESUMABLE_KEYS", "TrainResult", "cosine_lr", "train"]
@@ -139,6 +139,7 @@ def train(
     """Train ``cfg`` into its run folder. With ``resume``, continue the run found there: its saved config
     wins, except for the keys in ``changes`` (only :data:`RESUMABLE_KEYS`; extending ``epochs`` is the
     common one) and ``device``, which may move a resumed run to another device."""
+    started = schedule_runtime.clock()  # a time budget counts from here
     run = RunDir(cfg.out or f"runs/{cfg.model}")
     saved = None
     if resume:
@@ -147,7 +148,7 @@ def train(
         cfg = resumed_config(run, saved, dict(changes or {}))
     if device is not None:
         cfg = replace(cfg, device=device)
-    s = start_session(cfg, run, saved, overwrite, log)
+    s = start_session(cfg, run, saved, overwrite, log, started)
 
     for epoch in range(s.start_epoch, s.steps.epochs):
         if s.stopped_early or s.steps.finished:
@@ -190,7 +191,9 @@ def resumed_config(run: RunDir, saved: dict[str, Any], changes: dict[str, Any]) 
     return replace(cfg, **changes)
 
 
-def start_session(cfg: Config, run: RunDir, saved: dict[str, Any] | None, overwrite: bool, log) -> Session:
+def start_session(
+    cfg: Config, run: RunDir, saved: dict[str, Any] | None, overwrite: bool, log, started: float
+) -> Session:
     """Build the run's model, data, optimizer and schedule, restoring them from ``saved`` when resuming."""
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
@@ -210,7 +213,9 @@ def start_session(cfg: Config, run: RunDir, saved: dict[str, Any] | None, overwr
     amp_dtype = resolve_amp(cfg.amp, device)
     s = Session(
         cfg, run, device, rank, world, main, model, data, weight.to(device) if weight is not None else None,
-        optimizer, build_scheduler(cfg, optimizer), build_step_schedule(cfg, optimizer, len(data.train), len(data.val), world),
+        optimizer, build_scheduler(cfg, optimizer), build_step_schedule(
+            cfg, optimizer, len(data.train), len(data.val), len(data.test or data.val), world, started
+        ),
         amp_dtype, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
         EarlyStopping(cfg.patience, "min" if cfg.monitor == "val_loss" else "max"), log,
     )
@@ -262,7 +267,7 @@ def wrap_model(s: Session) -> nn.Module:
 
 def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], Evaluation]:
     """One training pass and one validation pass; returns the history row and the validation."""
-    t0 = time.perf_counter()
+    t0 = schedule_runtime.clock()
     lr = s.optimizer.param_groups[0]["lr"]
     loader = train_loader(s.data, s.cfg, epoch, s.device, s.rank, s.world)
     train_loss, _ = train_one_epoch(
@@ -276,11 +281,12 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         s.data.class_names, s.weight, s.device, s.amp_dtype, progress, f"epoch {epoch + 1} val",
         channels_last=s.cfg.channels_last,
     )
-    s.steps.end_epoch(time.perf_counter() - t0)
+    seconds = schedule_runtime.clock() - t0
+    s.steps.end_epoch(seconds)
     m = val.metrics
     row = {
         "epoch": epoch + 1, "train_loss": train_loss, "val_loss": m["loss"], "val_miou": m["mean_iou"],
-        "val_pixel_accuracy": m["pixel_accuracy"], "lr": lr, "seconds": time.perf_counter() - t0,
+        "val_pixel_accuracy": m["pixel_accuracy"], "lr": lr, "seconds": seconds,
     }
     return row, val
 
