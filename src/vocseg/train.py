@@ -348,8 +348,14 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation, imp
     s.log(
         f"epoch {epoch + 1}/{s.steps.epochs}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
         f"mIoU {row['val_miou'] or 0:.4f}  acc {row['val_pixel_accuracy'] or 0:.4f}  "
-        f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + ("  *" if improved else "")
+        f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + _memory_note(s.device) + ("  *" if improved else "")
     )
+
+
+def _memory_note(device: torch.device) -> str:
+    if device.type != "cuda":
+        return ""
+    return f"  peak mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
 
 
 def final_evaluation(s: Session, progress: bool) -> dict[str, Any]:

@@ -1,0 +1,161 @@
+"""vocseg's best recipe against a peer, at equal wall-clock time and with the same metric.
+
+The peer is segmentation_models_pytorch's ``Unet`` on a ResNet-34 encoder trained from scratch by a
+plain AdamW loop (random crops and horizontal flips, constant LR), as its users typically run it: fp32,
+or under bf16 autocast. vocseg trains ``configs/strong.yaml`` adapted to the built-in data (see
+VOCSEG_ARGS) with ``--budget``. All are scored by vocseg's confusion matrix at native resolution on
+the same validation split, next to the all-background score.
+
+    pip install -e ".[bench]"                     # the peer, for this benchmark only
+    python benchmarks/bench_peer.py --budget 15m --which vocseg peer-fp32 peer-bf16
+
+Each variant runs in its own process (``--which`` one of them per call runs it in this process), so
+to compare on a machine with more cores, pin each to the same number of cores, e.g.
+``taskset -c 0,1 python benchmarks/bench_peer.py --which peer-fp32 --threads 2``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+# strong.yaml on the built-in data: its recipe (scale 0.5-2, crop, flips, photometric, warmup + decay,
+# bf16) on the synthetic train split, with a CPU-sized model and crop, trained from scratch.
+VOCSEG_ARGS = [
+    "--config", "configs/strong.yaml", "--train-split", "train", "--image-size", "128", "--batch-size", "8",
+    "--model-arg", "encoder=resnet34", "--model-arg", "pretrained=false", "--model-arg", "aspp=false",
+    "--optimizer", "adamw", "--lr", "0.001", "--weight-decay", "0.0001", "--scheduler", "cosine",
+    "--warmup-iters", "100", "--min-lr", "0", "--no-sync-bn", "--val-holdout", "0.1", "--monitor", "val_miou",
+]
+PEER_CROP, PEER_BATCH, PEER_LR = 128, 8, 1e-3
+
+
+def run_vocseg(out: Path, budget: str, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "vocseg", "train", *VOCSEG_ARGS, *extra, "--budget", budget, "--out", str(out / "vocseg"),
+           "--no-progress", "--overwrite"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    m = json.loads((out / "vocseg" / "metrics.json").read_text())
+    return {"name": "vocseg strong (bf16)", "miou": m["mean_iou"], "pixel_accuracy": m["pixel_accuracy"],
+            "steps": m.get("steps"), "seconds": time.perf_counter() - t0}
+
+
+def peer_data():
+    from vocseg.data.builder import resolve_data_root
+    from vocseg.data.stats import dataset_stats
+    from vocseg.data.transforms import SegmentationPresetEval, SegmentationPresetTrain
+    from vocseg.data.voc import VOCSegmentation
+
+    root = resolve_data_root(None)
+    stats = dataset_stats(VOCSegmentation(root, "train"))
+    train = VOCSegmentation(root, "train", SegmentationPresetTrain(stats.mean, stats.std, PEER_CROP, 0.5, 0.0, None))
+    val = VOCSegmentation(root, "val", SegmentationPresetEval(stats.mean, stats.std))
+    return train, val
+
+
+@torch.inference_mode()
+def score(model, val) -> dict:
+    """vocseg's ConfusionMatrix over the split at native size (input padded to 32, logits cropped back)."""
+    from vocseg.metrics import ConfusionMatrix
+
+    model.eval()
+    cm = ConfusionMatrix(21)
+    for i in range(len(val)):
+        x, y = val[i]
+        h, w = x.shape[-2:]
+        logits = model(F.pad(x[None], (0, (-w) % 32, 0, (-h) % 32)))[..., :h, :w]
+        cm.update(logits.argmax(1), y[None])
+    return cm.compute()
+
+
+def run_peer(budget_s: float, bf16: bool) -> dict:
+    """The plain loop: train until the budget minus the time the final scoring took last time (measured
+    once on 10 images and scaled), then score."""
+    import segmentation_models_pytorch as smp
+    from torch.utils.data import DataLoader
+
+    from vocseg.data.transforms import collate_pad
+
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    train, val = peer_data()
+    model = smp.Unet("resnet34", encoder_weights=None, classes=21)
+    opt = torch.optim.AdamW(model.parameters(), lr=PEER_LR)
+    t_eval = time.perf_counter()
+    score(model, torch.utils.data.Subset(val, range(10)))
+    eval_s = (time.perf_counter() - t_eval) * len(val) / 10
+    deadline = t0 + budget_s - 1.1 * eval_s
+    steps = 0
+    while time.perf_counter() < deadline:
+        model.train()
+        for x, y in DataLoader(train, PEER_BATCH, shuffle=True, drop_last=True, collate_fn=collate_pad):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(x)
+            loss = F.cross_entropy(out.float(), y, ignore_index=255)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            if time.perf_counter() >= deadline:
+                break
+    m = score(model, val)
+    return {"name": f"smp Unet-R34 ({'bf16' if bf16 else 'fp32'})", "miou": m["mean_iou"],
+            "pixel_accuracy": m["pixel_accuracy"], "steps": steps, "seconds": time.perf_counter() - t0}
+
+
+def all_background() -> dict:
+    import numpy as np
+
+    from vocseg.data.builder import resolve_data_root
+    from vocseg.data.stats import dataset_stats
+    from vocseg.data.voc import VOCSegmentation
+    from vocseg.report.data import all_background_metrics
+
+    counts = np.array(dataset_stats(VOCSegmentation(resolve_data_root(None), "val")).class_counts)
+    m = all_background_metrics(counts)
+    return {"name": "all-background", "miou": m["mean_iou"], "pixel_accuracy": m["pixel_accuracy"], "steps": 0,
+            "seconds": 0.0}
+
+
+def main() -> None:
+    from vocseg.schedule import parse_duration
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", default="15m")
+    p.add_argument("--which", nargs="+", default=["vocseg", "peer-fp32", "peer-bf16"],
+                   choices=["vocseg", "peer-fp32", "peer-bf16", "background"])
+    p.add_argument("--out", default="bench-peer")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--vocseg-args", nargs=argparse.REMAINDER, default=[], help="extra flags for vocseg train")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    budget_s = parse_duration(args.budget)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
+          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; budget {budget_s:.0f} s", flush=True)
+    rows = [all_background()]
+    for which in args.which:
+        if which == "vocseg":
+            rows.append(run_vocseg(out, args.budget, args.vocseg_args))
+        elif which.startswith("peer"):
+            rows.append(run_peer(budget_s, bf16=which == "peer-bf16"))
+        (out / f"{which}.json").write_text(json.dumps(rows[-1]))
+    base = next((r["miou"] for r in rows if r["name"].startswith("smp") and "fp32" in r["name"]), None)
+    print(f"\n{'run':<24} {'mIoU':>7} {'pixel acc':>9} {'steps':>7} {'wall s':>7} {'vs peer fp32':>12}")
+    for r in rows:
+        ratio = f"{r['miou'] / base:.2f}x" if base else "-"
+        print(f"{r['name']:<24} {r['miou']:>7.4f} {r['pixel_accuracy']:>9.4f} {r['steps']:>7} {r['seconds']:>7.0f} {ratio:>12}")
+
+
+if __name__ == "__main__":
+    main()

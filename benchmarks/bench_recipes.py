@@ -1,0 +1,127 @@
+"""Models and recipes at equal wall-clock time on the built-in synthetic data (docs/results.md).
+
+    python benchmarks/bench_recipes.py --budget 15m                      # one after another
+    python benchmarks/bench_recipes.py --budget 15m --cores-per-run 2    # side by side, each on its own cores
+
+Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the synthetic val split):
+
+* ``strong/transfer_unet`` and ``strong/unpool``: the same recipe (strong.yaml adapted to the built-in
+  data, see bench_peer.VOCSEG_ARGS) for the new ResNet-34 U-Net and the paper's best model (issue 11);
+* ``paper/transfer_unet``: the paper's final recipe (configs/weighted.yaml: Adam, native size, flips,
+  class weights, cosine) for the same model as ``strong/transfer_unet`` (issue 12);
+* ``peer-fp32`` and ``peer-bf16``: segmentation_models_pytorch's Unet-R34 plain loop (bench_peer.py).
+
+With ``--cores-per-run N`` every run is pinned to its own N cores (``os.sched_setaffinity``) and given N
+torch threads, so runs side by side do not share cores: the machine needs N x runs cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_peer import VOCSEG_ARGS
+
+SCRATCH = ["--model-arg", "pretrained=false"]
+RUNS: dict[str, list[str]] = {
+    "strong/transfer_unet": ["train", *VOCSEG_ARGS, "--model", "transfer_unet"],
+    "strong/unpool": ["train", *VOCSEG_ARGS, "--model", "unpool"],  # config rewritten: see command()
+    "paper/transfer_unet": ["train", "--config", "configs/weighted.yaml", "--model", "transfer_unet",
+                            "--model-arg", "encoder=resnet34", *SCRATCH, "--patience", "null"],
+    "peer-fp32": ["peer-fp32"],
+    "peer-bf16": ["peer-bf16"],
+}
+
+
+def command(name: str, budget: str, out: Path, threads: int | None) -> list[str]:
+    spec = RUNS[name]
+    if spec[0].startswith("peer"):
+        cmd = [sys.executable, "benchmarks/bench_peer.py", "--which", spec[0], "--budget", budget,
+               "--out", str(out / name.replace("/", "_"))]
+        return cmd + (["--threads", str(threads)] if threads else [])
+    args = list(spec)
+    if "unpool" in spec:  # unpool takes no encoder arguments: strong.yaml without its model_kwargs
+        args = _without_model_args(args, _strong_without_model_kwargs(out))
+    return [sys.executable, "-m", "vocseg", *args, "--budget", budget, "--out", str(out / name.replace("/", "_")),
+            "--no-progress", "--overwrite"]
+
+
+def _strong_without_model_kwargs(out: Path) -> Path:
+    import yaml
+
+    cfg = yaml.safe_load(Path("configs/strong.yaml").read_text())
+    cfg["model_kwargs"] = {}
+    path = out / "strong-no-model-kwargs.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _without_model_args(args: list[str], config: Path) -> list[str]:
+    """``args`` with every ``--model-arg K=V`` dropped and the config replaced by ``config``."""
+    kept, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--model-arg":
+            skip = True
+        else:
+            kept.append(a)
+    return [str(config) if a == "configs/strong.yaml" else a for a in kept]
+
+
+def launch(name: str, cmd: list[str], cores: list[int] | None, log: Path) -> subprocess.Popen:
+    env = dict(os.environ)
+    if cores:
+        env.update(OMP_NUM_THREADS=str(len(cores)), MKL_NUM_THREADS=str(len(cores)))
+    preexec = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    return subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, preexec_fn=preexec)
+
+
+def result(name: str, out: Path) -> dict:
+    folder = out / name.replace("/", "_")
+    if RUNS[name][0].startswith("peer"):
+        r = json.loads((folder / f"{RUNS[name][0]}.json").read_text())
+        return {"miou": r["miou"], "pixel_accuracy": r["pixel_accuracy"], "steps": r["steps"]}
+    m = json.loads((folder / "metrics.json").read_text())
+    return {"miou": m["mean_iou"], "pixel_accuracy": m["pixel_accuracy"], "steps": m.get("steps")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", default="15m")
+    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--out", default="bench-recipes")
+    p.add_argument("--cores-per-run", type=int, default=None, help="run side by side, each pinned to N cores")
+    p.add_argument("--first-core", type=int, default=0)
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    procs, t0 = {}, time.perf_counter()
+    for i, name in enumerate(args.runs):
+        cores = None
+        if args.cores_per_run:
+            start = args.first_core + i * args.cores_per_run
+            cores = list(range(start, start + args.cores_per_run))
+        cmd = command(name, args.budget, out, args.cores_per_run)
+        print(f"{name}: {' '.join(cmd)}" + (f"  [cores {cores}]" if cores else ""), flush=True)
+        procs[name] = launch(name, cmd, cores, out / f"{name.replace('/', '_')}.log")
+        if not args.cores_per_run:
+            procs[name].wait()
+    for proc in procs.values():
+        proc.wait()
+    print(f"\nall runs done in {time.perf_counter() - t0:.0f} s; budget {args.budget} each")
+    print(f"{'run':<24} {'mIoU':>7} {'pixel acc':>9} {'steps':>7}")
+    for name in args.runs:
+        try:
+            r = result(name, out)
+            print(f"{name:<24} {r['miou']:>7.4f} {r['pixel_accuracy']:>9.4f} {r['steps'] or '-':>7}")
+        except (OSError, ValueError, KeyError) as e:
+            print(f"{name:<24} failed ({e}); see {out / (name.replace('/', '_') + '.log')}")
+
+
+if __name__ == "__main__":
+    main()
