@@ -14,6 +14,7 @@ Not a test: numbers depend on the machine (and on what else runs on it).
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import statistics
 import time
@@ -105,24 +106,26 @@ def timed(fn: Callable[[], int], trainer: Trainer) -> tuple[float, float]:
     return n / elapsed, trainer.waited / elapsed
 
 
-def build_configs(trainer: Trainer, workers: list[int]) -> tuple[dict[str, Callable[[int], int]], dict[str, Callable[[int], int]]]:
+def build_configs(trainer: Trainer, workers: list[int], steps: int | None) -> tuple[dict[str, Callable[[int], int]], dict[str, Callable[[int], int]]]:
     """Name -> epoch function, for training and for the loader alone."""
     root = default_dataset_root()
     plain = VOCSegmentation(root, "train", SegmentationPresetTrain(MEAN, STD, crop_size=CROP))
     cached = apply_cache(VOCSegmentation(root, "train", SegmentationPresetTrain(MEAN, STD, crop_size=CROP)), "ram", print)
     torch.manual_seed(0)
-    in_memory = list(make_loader(plain, 0, 0))  # the bare loop's batches: same data, already collated
+    in_memory = list(itertools.islice(make_loader(plain, 0, 0), steps))  # the bare loop's batches: same data, collated
     train: dict[str, Callable[[int], int]] = {"bare loop (batches in memory)": lambda seed: trainer.run(in_memory)}
     alone: dict[str, Callable[[int], int]] = {}
     for w in workers:
         for label, ds in (("disk", plain), ("RAM cache", cached)):
             name = f"workers={w}, {label}"
-            train[name] = lambda seed, ds=ds, w=w: trainer.run(make_loader(ds, w, seed))
+            train[name] = lambda seed, ds=ds, w=w: trainer.run(itertools.islice(make_loader(ds, w, seed), steps))
             alone[name] = lambda seed, ds=ds, w=w: sum(x.shape[0] for x, _ in make_loader(ds, w, seed))
     if 0 in workers and torch.get_num_threads() > 1:
         for label, ds in (("disk", plain), ("RAM cache", cached)):
             one = OneThreadItems(ds)
-            train[f"workers=0, {label}, items on 1 thread"] = lambda seed, one=one: trainer.run(make_loader(one, 0, seed))
+            train[f"workers=0, {label}, items on 1 thread"] = lambda seed, one=one: trainer.run(
+                itertools.islice(make_loader(one, 0, seed), steps)
+            )
     return train, alone
 
 
@@ -143,13 +146,14 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--model", default="fcn")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the main process (default: torch's)")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed unit (default: a whole epoch, 60)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, {cpu_count()} cores, {torch.get_num_threads()} torch "
           f"threads, torch {torch.__version__}; {args.model}, batch {BATCH}, {CROP}px crops, bf16 autocast, AdamW")
     trainer = Trainer(args.model)
-    train, alone = build_configs(trainer, args.workers)
+    train, alone = build_configs(trainer, args.workers, args.steps)
     train["bare loop (batches in memory)"](0)  # warm-up: allocator, autocast caches, file cache
     got_train: dict[str, list[tuple[float, float]]] = {k: [] for k in train}
     got_alone: dict[str, list[tuple[float, float]]] = {k: [] for k in alone}
@@ -157,10 +161,12 @@ def main() -> None:
         names = list(train) if r % 2 == 0 else list(reversed(train))  # interleave, alternating order
         for name in names:
             got_train[name].append(timed(lambda: train[name](r), trainer))
+            print(f"  repeat {r + 1}: {name}: {got_train[name][-1][0]:.1f} img/s", flush=True)
         for name in alone:
             got_alone[name].append(timed(lambda: alone[name](r), trainer))
     bare = statistics.median(v for v, _ in got_train["bare loop (batches in memory)"])
-    report(f"training, one epoch of 480 images per repeat, median of {args.repeats}", got_train, bare)
+    unit = f"{args.steps} steps" if args.steps else "one epoch (60 steps)"
+    report(f"training, {unit} per repeat, median of {args.repeats}", got_train, bare)
     report("loader alone (no training)", got_alone, None)
 
 if __name__ == "__main__":

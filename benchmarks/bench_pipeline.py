@@ -7,7 +7,8 @@ Both pipelines: decode JPEG image + palette PNG mask, random rescale 0.5-2.0x (b
 mask), pad to the crop size (image 0, mask 255) and random crop, random horizontal and vertical flip,
 uint8 -> float in [0, 1], normalise; output a float (3, crop, crop) image and an int64 (crop, crop) mask.
 Image sets: the built-in synthetic dataset (long side up to 192 px) and VOC-sized 500x375 JPEGs
-written to a temporary folder. One torch thread, as in a DataLoader worker. Repeats interleave the
+written to a temporary folder. "vocseg, RAM cache" is the same with images decoded once beforehand
+(``cache: auto``/``ram``): the transforms alone. One torch thread, as in a DataLoader worker. Repeats interleave the
 pipelines and the medians are printed. Not a test: numbers depend on the machine.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from torchvision.transforms import RandomCrop as V1RandomCrop
 
+from vocseg.data.cache import apply_cache
 from vocseg.data.classes import voc_palette
 from vocseg.data.synthetic import default_dataset_root
 from vocseg.data.transforms import SegmentationPresetTrain
@@ -119,13 +121,16 @@ def time_per_image(fn: Callable[[int], object], n: int) -> float:
 
 
 def bench_set(name: str, root: Path, n: int, crop: int, repeats: int) -> None:
-    ds = VOCSegmentation(root, "train", SegmentationPresetTrain(MEAN, STD, crop_size=crop))
-    n = min(n, len(ds))
+    ids = VOCSegmentation(root, "train").ids[:n]
+    ds = VOCSegmentation(root, "train", SegmentationPresetTrain(MEAN, STD, crop_size=crop), ids=ids)
+    cached = apply_cache(VOCSegmentation(root, "train", SegmentationPresetTrain(MEAN, STD, crop_size=crop), ids=ids), "ram")
+    n = len(ds)
     paths = [(ds.image_path(i), ds.mask_path(i)) for i in range(n)]
     ref = RefTrain(crop)
     pipelines: dict[str, Callable[[int], object]] = {
         "PIL reference": lambda i: reference_item(paths[i], ref),
         "vocseg": lambda i: ds[i],
+        "vocseg, RAM cache": lambda i: cached[i],
         "  decode only (PIL)": lambda i: (np.array(Image.open(paths[i][0]).convert("RGB")), np.array(Image.open(paths[i][1]))),
         "  decode only (vocseg)": lambda i: ds.decode(i),
     }

@@ -27,6 +27,7 @@ from pathlib import Path
 from bench_peer import VOCSEG_ARGS
 
 SCRATCH = ["--model-arg", "pretrained=false"]
+DEVICE = "cpu"  # the comparison is on CPU cores (the peer loop runs on the CPU too); --device changes it
 RUNS: dict[str, list[str]] = {
     "strong/transfer_unet": ["train", *VOCSEG_ARGS, "--model", "transfer_unet"],
     "strong/unpool": ["train", *VOCSEG_ARGS, "--model", "unpool"],  # config rewritten: see command()
@@ -47,7 +48,7 @@ def command(name: str, budget: str, out: Path, threads: int | None) -> list[str]
     if "unpool" in spec:  # unpool takes no encoder arguments: strong.yaml without its model_kwargs
         args = _without_model_args(args, _strong_without_model_kwargs(out))
     return [sys.executable, "-m", "vocseg", *args, "--budget", budget, "--out", str(out / name.replace("/", "_")),
-            "--no-progress", "--overwrite"]
+            "--no-progress", "--overwrite", "--device", DEVICE]
 
 
 def _strong_without_model_kwargs(out: Path) -> Path:
@@ -97,7 +98,10 @@ def main() -> None:
     p.add_argument("--out", default="bench-recipes")
     p.add_argument("--cores-per-run", type=int, default=None, help="run side by side, each pinned to N cores")
     p.add_argument("--first-core", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="device of the vocseg runs (the peer runs on the CPU)")
     args = p.parse_args()
+    global DEVICE
+    DEVICE = args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     procs, t0 = {}, time.perf_counter()

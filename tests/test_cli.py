@@ -33,7 +33,8 @@ def test_flags_parse_to_config_values():
     over = config_overrides(args)
     assert over["num_workers"] == "auto" and over["scale_range"] == [0.5, 1.5] and over["compile"] is True
     assert over["photometric"] is False and over["model_kwargs"] == {"base_channels": 4} and over["budget"] == "15m"
-    assert "patience" not in over  # null means: leave it to the YAML / default
+    assert over["patience"] is None  # an explicit null overrides the YAML (early stopping off)
+    assert "epochs" not in over  # not given: the YAML's value stands
     cfg = config_from_dict(over, "command line")  # YAML rules: "1e-3" becomes the float 0.001
     assert cfg.lr == 0.001 and cfg.scale_range == [0.5, 1.5]
 

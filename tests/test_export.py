@@ -140,7 +140,7 @@ def test_refusals(tmp_path):
 
 def test_foreign_onnx_file_has_no_metadata(tmp_path):
     path = tmp_path / "plain.onnx"
-    torch.onnx.export(torch.nn.Conv2d(3, 2, 1), (torch.randn(1, 3, 8, 8),), str(path), dynamo=True, verbose=False)
+    torch.onnx.export(torch.nn.Conv2d(3, 2, 1).eval(), (torch.randn(1, 3, 8, 8),), str(path), dynamo=True, verbose=False)
     with pytest.raises(VocsegError, match="no vocseg metadata"):
         read_onnx_metadata(path)
     (tmp_path / "junk.onnx").write_bytes(b"junk")

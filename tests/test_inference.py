@@ -121,7 +121,7 @@ def test_windows_cover_every_pixel_and_stay_inside(size, crop, stride):
     starts = window_starts(size, crop, stride)
     covered = torch.zeros(size, dtype=torch.int64)
     for s in starts:
-        assert 0 <= s and (s + crop <= size or (s == 0 and size < crop))
+        assert s >= 0 and (s + crop <= size or (s == 0 and size < crop))
         covered[s : s + crop] += 1
     assert (covered > 0).all()
     assert starts == sorted(set(starts))

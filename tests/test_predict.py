@@ -232,6 +232,7 @@ def test_argument_errors(checkpoint, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_oversized_image_is_refused_and_skipped(checkpoint, tmp_path, monkeypatch):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -106,8 +106,8 @@ def test_holdout_split_is_disjoint_and_fixed(tiny_voc):
 def test_config_yaml_then_flags(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"model": "fcn", "lr": 0.002, "epochs": 4, "model_kwargs": {"a": 1}}))
-    cfg = load_config(path, {"lr": 0.005, "epochs": None, "model_kwargs": {"b": 2}})
-    assert (cfg.lr, cfg.epochs, cfg.model_kwargs) == (0.005, 4, {"a": 1, "b": 2})
+    cfg = load_config(path, {"lr": 0.005, "model_kwargs": {"b": 2}, "patience": None})
+    assert (cfg.lr, cfg.epochs, cfg.model_kwargs, cfg.patience) == (0.005, 4, {"a": 1, "b": 2}, None)
     path.write_text("lr: 0.1\nlearning_rate: 0.2\n")
     with pytest.raises(VocsegError, match="learning_rate"):
         load_config(path)

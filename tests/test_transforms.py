@@ -13,7 +13,10 @@ import torch
 import torch.nn.functional as nnF
 from PIL import Image
 from torchvision import tv_tensors
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 
+from vocseg.data import transforms as T
 from vocseg.data.transforms import (
     SegmentationPresetEval,
     SegmentationPresetTrain,
@@ -212,3 +215,121 @@ def test_denormalize_handles_batches() -> None:
 def test_bad_scale_range_raises() -> None:
     with pytest.raises(VocsegError):
         SegmentationPresetTrain(MEAN, STD, scale_range=(0.0, 2.0))
+
+
+# ----------------------------------------------------------------------------- rescale only the crop's window
+
+
+def _ramp_pair(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float image whose channels are the source row and column; mask of 7x5 blocks."""
+    rows = torch.arange(h, dtype=torch.float32).view(h, 1).expand(h, w)
+    cols = torch.arange(w, dtype=torch.float32).view(1, w).expand(h, w)
+    mask = ((rows // 7 * 31 + cols // 5) % 200).to(torch.uint8)
+    return torch.stack([rows, cols, rows + cols]), mask
+
+
+def _full_rescale_then_crop(image, mask, scaled, crop, state):
+    """The reference: rescale the whole image (v2 kernels), then the crop the preset draws from ``state``."""
+    full = F.resize_image(image, list(scaled), antialias=True)
+    full_mask = F.resize_mask(mask[None], list(scaled), interpolation=InterpolationMode.NEAREST_EXACT)[0]
+    torch.set_rng_state(state)
+    (r0, r1, pr), (c0, c1, pc) = T._crop_range(scaled[0], crop), T._crop_range(scaled[1], crop)
+    return full[:, r0:r1, c0:c1], full_mask[r0:r1, c0:c1], (pr, pc)
+
+
+@pytest.mark.parametrize("h, w, s, crop", [(40, 60, 1.7, 128), (97, 131, 0.6, 90), (50, 50, 1.03, 64)])
+def test_window_rescale_is_exact_when_the_crop_holds_the_whole_image(h, w, s, crop) -> None:
+    image, mask = _ramp_pair(h, w)
+    scaled = (round(h * s), round(w * s))
+    state = torch.get_rng_state()
+    out, out_mask = T._scale_and_crop(image, mask, scaled, crop, 255)
+    ref, ref_mask, (pr, pc) = _full_rescale_then_crop(image, mask, scaled, crop, state)
+    got = out[:, pr : pr + ref.shape[1], pc : pc + ref.shape[2]]
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
+    assert torch.equal(out_mask[pr : pr + ref.shape[1], pc : pc + ref.shape[2]], ref_mask)
+    assert (out_mask == 255).sum() == crop * crop - ref_mask.numel()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_window_rescale_matches_full_rescale_up_to_half_an_output_pixel(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    h, w = (int(v) for v in torch.randint(60, 300, (2,), generator=g))
+    s = float(torch.empty(()).uniform_(1.0, 2.5, generator=g))  # enlarging: bilinear reproduces ramps exactly
+    scaled, crop = (round(h * s), round(w * s)), int(torch.randint(32, 160, (), generator=g))
+    image, mask = _ramp_pair(h, w)
+    torch.manual_seed(seed)
+    state = torch.get_rng_state()
+    out, out_mask = T._scale_and_crop(image, mask, scaled, crop, 255)
+    ref, ref_mask, (pr, pc) = _full_rescale_then_crop(image, mask, scaled, crop, state)
+    got = out[:, pr : pr + ref.shape[1], pc : pc + ref.shape[2]]
+    # Source coordinates differ by at most half an output pixel (the window's start is rounded) ...
+    for axis, scale in ((0, scaled[0] / h), (1, scaled[1] / w)):
+        assert (got[axis] - ref[axis]).abs().max() <= 0.5 / scale + 1e-3
+    # ... so the mask differs from the full rescale only next to label edges.
+    assert (out_mask[pr : pr + ref.shape[1], pc : pc + ref.shape[2]] != ref_mask).float().mean() < 0.2
+
+
+@pytest.mark.parametrize("scale_range", [(1.03, 1.06), (0.95, 0.99)])
+def test_scales_near_one_keep_image_and_mask_aligned(scale_range) -> None:
+    # ATen copies an axis whose input and output sizes agree, ignoring the scale: the window must avoid that.
+    mask_in = _block_mask(1, seed=6)
+    image, mask = _encoded_pair(mask_in)
+    preset = SegmentationPresetTrain(MEAN, STD, crop_size=48, scale_range=scale_range, hflip_prob=0, vflip_prob=0)
+    for seed in range(20):
+        _, out_mask, raw = _run(preset, image, mask, seed)
+        src_r, src_c = raw[0] - 1, raw[1] - 1
+        # Nearest-exact picks the source pixel nearest the bilinear sample point: within half a pixel.
+        exact = (raw[0] == raw[0].round()) & (raw[1] == raw[1].round())
+        assert torch.equal(out_mask[exact], mask_in[src_r[exact], src_c[exact]].long())
+
+
+def test_float_images_are_normalised_without_rescaling_to_0_1() -> None:
+    image = torch.rand(3, H, W)
+    mask = torch.zeros(H, W, dtype=torch.uint8)
+    out, _ = SegmentationPresetEval(MEAN, STD)(image, mask)
+    expected = (image - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_photometric_sees_the_uint8_crop_after_flips() -> None:
+    seen = []
+
+    def photometric(image: torch.Tensor) -> torch.Tensor:
+        seen.append((image.dtype, tuple(image.shape)))
+        return torch.full_like(image, 200)
+
+    image, mask = _encoded_pair(_block_mask(4, seed=7))
+    preset = SegmentationPresetTrain(MEAN, STD, crop_size=64, photometric=photometric)
+    out, out_mask = preset(image, mask)
+    assert seen == [(torch.uint8, (3, 64, 64))]
+    assert torch.equal(denormalize(out, MEAN, STD), torch.full((3, 64, 64), 200, dtype=torch.uint8))
+    assert out_mask.dtype == torch.int64
+
+
+def test_outputs_are_contiguous_for_channel_first_views_of_interleaved_memory() -> None:
+    hwc = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8)
+    image = hwc.permute(2, 0, 1)  # how torchvision.io and the PIL fallback return decoded images
+    mask = _block_mask(4, seed=8).to(torch.uint8)
+    for preset in (SegmentationPresetEval(MEAN, STD), SegmentationPresetTrain(MEAN, STD, crop_size=64)):
+        out, _ = preset(image, mask)
+        assert out.is_contiguous()
+    a, _ = SegmentationPresetEval(MEAN, STD)(image, mask)
+    b, _ = SegmentationPresetEval(MEAN, STD)(image.contiguous(), mask)
+    assert torch.equal(a, b)
+
+
+def test_bad_shapes_and_normalisation_raise() -> None:
+    with pytest.raises(VocsegError, match="expected an image"):
+        SegmentationPresetEval(MEAN, STD)(torch.zeros(H, W, dtype=torch.uint8), torch.zeros(H, W, dtype=torch.uint8))
+    with pytest.raises(VocsegError, match="std > 0"):
+        SegmentationPresetEval(MEAN, (0.2, 0.0, 0.2))
+    with pytest.raises(VocsegError, match="crop_size"):
+        SegmentationPresetTrain(MEAN, STD, crop_size=0)
+
+
+def test_collate_stacks_equal_sizes_like_padding_would() -> None:
+    batch = [(torch.rand(3, 6, 7), torch.randint(0, 21, (6, 7))) for _ in range(3)]
+    images, masks = collate_pad(batch)
+    assert torch.equal(images, torch.stack([b[0] for b in batch])) and torch.equal(masks, torch.stack([b[1] for b in batch]))
+    with pytest.raises(VocsegError, match="sample 1"):
+        collate_pad([batch[0], (torch.rand(3, 6, 7), torch.zeros(6, 8))])

@@ -1,6 +1,10 @@
-"""The VOC reader (vocseg.data.voc) on small hand-made VOC trees: root resolution, splits, images, masks."""
+"""The VOC reader (vocseg.data.voc) on small hand-made VOC trees: root resolution, splits, images, masks, and
+which decoder reads what (torchvision.io for common 8-bit JPEG/PNG, PIL for the rest, same results)."""
 from __future__ import annotations
 
+import re
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +13,19 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from vocseg.data.classes import IGNORE_INDEX, voc_colormap
-from vocseg.data.voc import VOCSegmentation, load_image, load_mask, read_split, resolve_voc_root
+from vocseg.data import voc as voc_mod
+from vocseg.data.classes import IGNORE_INDEX, voc_colormap, voc_palette
+from vocseg.data.voc import (
+    MAX_IMAGE_PIXELS,
+    VOCSegmentation,
+    decode_image,
+    decode_mask,
+    image_size,
+    load_image,
+    load_mask,
+    read_split,
+    resolve_voc_root,
+)
 from vocseg.errors import VocsegError
 
 CMAP = np.array(voc_colormap(256), dtype=np.uint8)
@@ -206,3 +221,205 @@ def test_synthetic_tree_reads_through_the_reader(tiny_voc: Path) -> None:
     image, mask = ds[0]
     assert image.shape[-2:] == mask.shape
     assert IGNORE_INDEX in mask.unique().tolist()
+
+
+# ----------------------------------------------------------------------------- decoding: torchvision and PIL
+
+
+def _save(path: Path, img: Image.Image, **kw) -> Path:
+    img.save(path, **kw)
+    return path
+
+
+def _pil_rgb_reference(path: Path) -> np.ndarray:
+    """What the reader returned before torchvision decoding (PIL, composited on black where transparent)."""
+    img = Image.open(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        arr = np.clip(arr / (65535.0 if arr.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), img.convert("RGBA"))
+    return np.array(img.convert("RGB"))
+
+
+@pytest.fixture
+def no_pil(monkeypatch):
+    """Fail if the reader falls back to PIL."""
+
+    def refuse(path, what, data=None):
+        raise AssertionError(f"PIL fallback used for {path}")
+
+    monkeypatch.setattr(voc_mod, "_open_checked", refuse)
+
+
+@pytest.fixture
+def pil_calls(monkeypatch) -> list[Path]:
+    """Paths the reader handed to PIL."""
+    calls: list[Path] = []
+    real = voc_mod._open_checked
+
+    def spy(path, what, data=None):
+        calls.append(path)
+        return real(path, what, data)
+
+    monkeypatch.setattr(voc_mod, "_open_checked", spy)
+    return calls
+
+
+def _rgb(h: int = 13, w: int = 17) -> np.ndarray:
+    return _image(h, w, seed=5)
+
+
+FAST_IMAGES = {
+    "rgb.jpg": lambda p: _save(p, Image.fromarray(_rgb()), quality=90),
+    "gray.jpg": lambda p: _save(p, Image.fromarray(_rgb()[..., 0]), quality=90),
+    "progressive.jpg": lambda p: _save(p, Image.fromarray(_rgb()), quality=80, progressive=True),
+    "444.jpg": lambda p: _save(p, Image.fromarray(_rgb()), quality=95, subsampling=0),
+    "rgb.png": lambda p: _save(p, Image.fromarray(_rgb())),
+    "gray.png": lambda p: _save(p, Image.fromarray(_rgb()[..., 1])),
+    "palette.png": lambda p: _save(p, Image.fromarray(_rgb()).convert("P")),
+}
+
+
+@pytest.mark.parametrize("name", list(FAST_IMAGES))
+def test_common_images_decode_through_torchvision_like_pil(name: str, tmp_path: Path, no_pil) -> None:
+    path = FAST_IMAGES[name](tmp_path / name)
+    got, want = load_image(path), _pil_rgb_reference(path)
+    assert got.dtype == np.uint8 and got.shape == want.shape == (13, 17, 3)
+    # Both use libjpeg(-turbo); identical in the wheels measured, a few levels apart at most elsewhere.
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= (3 if name.endswith(".jpg") else 0)
+    tensor = decode_image(path)
+    assert tensor.shape == (3, 13, 17) and np.array_equal(tensor.permute(1, 2, 0).numpy(), got)
+
+
+def _la(p: Path) -> Path:
+    return _save(p, Image.fromarray(np.stack([_rgb()[..., 0], np.full((13, 17), 128, np.uint8)], -1), mode="LA"))
+
+
+def _palette_with_transparency(p: Path) -> Path:
+    img = Image.fromarray(_rgb()).convert("P")
+    img.info["transparency"] = 3
+    return _save(p, img, transparency=3)
+
+
+FALLBACK_IMAGES = {
+    "cmyk.jpg": lambda p: _save(p, Image.new("CMYK", (17, 13), (0, 255, 255, 0)), quality=95),
+    "i16.png": lambda p: _save(p, Image.fromarray((np.arange(13 * 17, dtype=np.uint16) * 300).reshape(13, 17))),
+    "rgba.png": lambda p: _save(p, Image.fromarray(np.dstack([_rgb(), np.tile([0, 255], (13, 9))[:, :17].astype(np.uint8)]))),
+    "la.png": _la,
+    "palette_trns.png": _palette_with_transparency,
+    "bilevel.png": lambda p: _save(p, Image.fromarray(_rgb()[..., 0] > 100)),
+    "gif_named.jpg": lambda p: _save(p, Image.fromarray(_rgb()).convert("P"), format="GIF"),
+    "bmp_named.jpg": lambda p: _save(p, Image.fromarray(_rgb()), format="BMP"),
+}
+
+
+@pytest.mark.parametrize("name", list(FALLBACK_IMAGES))
+def test_other_images_fall_back_to_pil_with_the_same_result(name: str, tmp_path: Path, pil_calls) -> None:
+    path = FALLBACK_IMAGES[name](tmp_path / name)
+    got = load_image(path)
+    assert pil_calls == [path]
+    assert got.dtype == np.uint8 and np.array_equal(got, _pil_rgb_reference(path))
+
+
+def test_palette_masks_keep_indices_and_void_through_torchvision(voc, no_pil) -> None:
+    voc_root, samples = voc
+    for name, (_, want) in samples.items():
+        path = voc_root / "SegmentationClass" / f"{name}.png"
+        got = decode_mask(path)
+        assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), want)
+        assert np.array_equal(got.numpy(), np.array(Image.open(path)))  # PIL's indices exactly
+
+
+def test_synthetic_masks_equal_pil_exactly(tiny_voc: Path, no_pil) -> None:
+    ds = VOCSegmentation(tiny_voc, "train")
+    for i in range(len(ds)):
+        assert np.array_equal(load_mask(ds.mask_path(i)), np.array(Image.open(ds.mask_path(i))))
+
+
+def _palette_mask(labels: np.ndarray, bits: int | None = None, transparency: int | None = None) -> Image.Image:
+    img = Image.fromarray(labels, mode="L").convert("P")
+    img.putpalette(voc_palette()[: 3 * (2**bits if bits else 256)])
+    if transparency is not None:
+        img.info["transparency"] = transparency
+    return img
+
+
+def test_low_bit_depth_palette_mask_falls_back_to_pil(tmp_path: Path, pil_calls) -> None:
+    # torchvision returns sub-8-bit palette PNGs as packed bytes, not indices: PIL must read them.
+    labels = (np.arange(7 * 9).reshape(7, 9) % 16).astype(np.uint8)
+    path = _save(tmp_path / "four_bit.png", _palette_mask(labels, bits=4), bits=4)
+    assert Image.open(path).mode == "P"
+    assert np.array_equal(load_mask(path, num_classes=16), labels) and pil_calls == [path]
+
+
+def test_palette_mask_with_transparency_keeps_indices(tmp_path: Path, no_pil) -> None:
+    labels = np.array([[0, 1, 255], [3, 255, 0]], np.uint8)
+    path = _save(tmp_path / "trns.png", _palette_mask(labels, transparency=255), transparency=255)
+    assert np.array_equal(load_mask(path), labels)
+
+
+def test_rgb_mask_through_torchvision(tmp_path: Path, no_pil) -> None:
+    labels = np.array([[0, 1, 2, 15], [20, IGNORE_INDEX, 7, 0]], np.uint8)
+    path = _save(tmp_path / "rgb_mask.png", Image.fromarray(CMAP[labels]))
+    assert np.array_equal(load_mask(path), labels)
+
+
+def test_image_size_from_headers(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 20_000  # ImageDescription: pushes the frame header past the first 4 KiB
+    big_exif = _save(tmp_path / "exif.jpg", Image.fromarray(_rgb(31, 47)), quality=90, exif=exif)
+    assert big_exif.read_bytes().find(b"\xff\xc0") > 4096
+    assert image_size(big_exif) == (31, 47)
+    assert image_size(_save(tmp_path / "a.png", Image.fromarray(_rgb(5, 8)))) == (5, 8)
+    assert image_size(_save(tmp_path / "g.gif", Image.fromarray(_rgb(6, 9)).convert("P"), format="GIF")) == (6, 9)
+    with pytest.raises(VocsegError) as e:
+        image_size(tmp_path / "missing.jpg")
+    assert str(tmp_path / "missing.jpg") in str(e.value)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+
+
+BROKEN = {
+    "truncated jpeg": ("image", lambda p: _truncate(_save(p, Image.fromarray(_image(40, 50, 1)), quality=95)), "cannot be decoded"),
+    "truncated png": ("mask", lambda p: _truncate(_save(p, _palette_mask(_mask(40, 50, 1)))), "cannot be decoded"),
+    "html": ("image", lambda p: p.write_text("<html>404 not found</html>"), "cannot be decoded"),
+    "zero bytes": ("mask", lambda p: p.write_bytes(b""), "empty (zero-byte) file"),
+    "missing": ("image", lambda p: None, "not found"),
+    "folder": ("mask", lambda p: p.mkdir(), "not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_decode_errors_name_the_file(case: str, tmp_path: Path) -> None:
+    what, make, message = BROKEN[case]
+    path = tmp_path / ("x.jpg" if what == "image" else "x.png")
+    make(path)
+    with pytest.raises(VocsegError, match=re.escape(message)) as e:
+        (decode_image if what == "image" else decode_mask)(path)
+    assert str(path) in str(e.value) and what in str(e.value)
+
+
+def test_oversized_header_is_refused_before_decoding(tmp_path: Path) -> None:
+    # A PNG header claiming 20000 x 20000 pixels with no pixel data: refused on the header alone.
+    ihdr = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 3, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+    for decode in (decode_image, decode_mask):
+        with pytest.raises(VocsegError, match=f"too large to decode safely \\(over {MAX_IMAGE_PIXELS} pixels\\)") as e:
+            decode(path)
+        assert str(path) in str(e.value)
+
+
+def test_load_tensors_and_numpy_views(voc) -> None:
+    voc_root, samples = voc
+    ds = VOCSegmentation(voc_root, "train")
+    image_t, mask_t = ds.load_tensors(0)
+    assert type(image_t) is torch.Tensor and image_t.shape == (3, 23, 37) and mask_t.shape == (23, 37)
+    image, mask = ds.load(0)
+    assert image.shape == (23, 37, 3) and image.flags.c_contiguous and np.array_equal(mask, samples[ds.ids[0]][1])
+    assert np.array_equal(image, image_t.permute(1, 2, 0).numpy())

@@ -13,6 +13,8 @@ from typing import Any, Sequence
 from . import __version__
 from .errors import VocsegError
 
+# A config flag's default: "not given" (so the YAML's value stands), distinct from "--patience null".
+UNSET = argparse.SUPPRESS
 # Flags that keep an older or shorter spelling beside the one generated from the config field.
 FLAG_ALIASES = {"num_workers": ["--workers"], "model_kwargs": ["--model-arg"]}
 
@@ -40,7 +42,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         base, is_list = _field_kind(hints[f.name])
         flags = [f"--{f.name.replace('_', '-')}"] + FLAG_ALIASES.get(f.name, [])
         help_text = f"{f.metadata.get('help', '')} (default: {_default_text(f)})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
+        kwargs: dict[str, Any] = {"dest": f.name, "default": UNSET, "help": help_text}
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif base is dict:
@@ -60,10 +62,11 @@ def _default_text(f: dataclasses.Field) -> str:
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The Config fields the user set on the command line (others are None and left to the YAML)."""
+    """The Config fields the user set on the command line (``null`` included); the others are absent and
+    left to the YAML."""
     from .config import FIELD_NAMES
 
-    out = {name: getattr(args, name) for name in FIELD_NAMES if getattr(args, name, None) is not None}
+    out = {name: getattr(args, name) for name in FIELD_NAMES if hasattr(args, name)}
     if "model_kwargs" in out:
         out["model_kwargs"] = _model_args(out["model_kwargs"])
     return out

@@ -176,7 +176,8 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config (optional), apply ``overrides`` (CLI flags; None values are ignored)."""
+    """Read a YAML config (optional), then apply ``overrides`` (the CLI flags given; a None value sets the
+    key to null, e.g. ``--patience null`` turns early stopping off)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -193,8 +194,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         data.update(loaded)
     source = str(path) if path is not None else "command line"
     for key, value in (overrides or {}).items():
-        if value is None:
-            continue
         if key == "model_kwargs":
             data["model_kwargs"] = {**data.get("model_kwargs", {}), **value}
         else:

@@ -7,12 +7,15 @@ stored ``(x - mean) / std``. The file carries what inference needs besides the w
 the normalisation, the model name and arguments, ``num_classes`` and the vocseg version (ONNX:
 ``metadata_props``, one key each, JSON values; TorchScript: ``extra/vocseg.json``).
 
-ONNX goes through the dynamo exporter (``torch.onnx.export(..., dynamo=True)``), which handles every
-registered model with dynamic H and W (the TorchScript-based exporter bakes in the shapes that
-``SegmentationModel``'s pad-and-crop computes). TorchScript uses ``torch.jit.trace``: the models are
-not scriptable, and tracing records the shape arithmetic of pad-and-crop, which the export verifies
-at two sizes other than the traced one. Both exports are checked against PyTorch before anything is
-written.
+ONNX goes through the dynamo exporter (``torch.onnx.export(..., dynamo=True)``): it exports every
+registered model with dynamic batch, H and W (tests/test_export.py checks each one), it is the exporter
+tests/test_models.py already relies on, and the TorchScript-based one (``dynamo=False``) is deprecated
+upstream. TorchScript uses ``torch.jit.trace``: the models are not scriptable (``torch.jit.script``
+rejects their Python), and tracing records the shape arithmetic of pad-and-crop. Every export is
+compared with PyTorch at two sizes other than the traced one before anything is written.
+
+Known limit: ``unet`` pads a 16x16 padded input wider in a Python ``if`` on the shape, which neither
+export can record; for images of at most 16x16 pixels the exported U-Net's logits differ from PyTorch's.
 """
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ MASK_SUFFIX, OVERLAY_SUFFIX = ".png", "_overlay.png"
 AMP_CHOICES = ("none", "auto", "bf16", "fp16")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 _GLOB_CHARS = frozenset("*?[")
-IO_THREADS = 4  # decoding and PNG-writing threads (at most the CPU count)
+IO_THREADS = 8  # decoding and PNG-writing threads (at most the CPU count)
 READ_AHEAD = 2  # batches decoded ahead of the model
 GPU_BATCH_SIZE = 8  # default batch size on CUDA (see the module docstring)
 _PALETTE = voc_palette()
@@ -176,9 +176,13 @@ def find_images(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     return unique
 
 
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _expand(path: Path, text: str) -> list[Path]:
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = _folder_images(path)
         if not found:
             raise VocsegError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)} files)")
         return found
@@ -186,7 +190,7 @@ def _expand(path: Path, text: str) -> list[Path]:
         return [path]
     if _GLOB_CHARS & set(text):
         matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
-        files = [f for m in matches for f in (_expand(m, str(m)) if m.is_dir() else [m] if m.is_file() else [])]
+        files = [f for m in matches for f in (_folder_images(m) if m.is_dir() else [m] if m.is_file() else [])]
         if not files:
             raise VocsegError(f"pattern {text!r} matches no image files")
         return files
@@ -393,7 +397,7 @@ def _run(
 ) -> None:
     """Segment every batch on this thread while a pool decodes the next ones and writes finished masks:
     decoding and PNG encoding (which release the GIL) overlap with the model instead of adding to it."""
-    workers = max(1, min(IO_THREADS, os.cpu_count() or 1))
+    workers = max(1, min(IO_THREADS, _cpus()))
     writes: deque = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="vocseg-io") as pool:
         for batch, decoded in _read_ahead(batches, pool):
@@ -413,6 +417,11 @@ def _run(
             bar.update(len(batch))
         while writes:
             _finish_write(writes.popleft(), summary)
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (a container's limit, not the host's count, where the OS says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _finish_write(entry: tuple[Job, Future], summary: PredictSummary) -> None:

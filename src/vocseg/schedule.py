@@ -149,14 +149,14 @@ def plan_budget(
     validation pass or a few validation batches scaled to the whole split for ``eval_seconds``. The budget
     is then spent as::
 
-        budget_s * (1 - margin)  >=  elapsed_s                              (setup and measuring, spent)
-                                   + (N - steps_done) * seconds_per_step    (the remaining training steps)
-                                   + (N / eval_every) * eval_seconds        (periodic validation passes)
-                                   + final_eval_seconds                     (final test / best-model pass)
+        budget_s * (1 - margin)  >=  elapsed_s                                    (spent: setup, steps done, their validations)
+                                   + (N - steps_done) * seconds_per_step          (the remaining training steps)
+                                   + ((N - steps_done) / eval_every) * eval_seconds  (their validation passes)
+                                   + final_eval_seconds                           (final test / best-model pass)
 
     ``margin`` keeps a share of the budget for what the estimates miss (step-time jitter, checkpoint
     writes, per-epoch loader start-up). The validation term uses ``N / eval_every``, at least the
-    ``floor(N / eval_every)`` passes the run will make, so the result errs on the early side. N is
+    ``floor`` of the passes the run will make, so the result errs on the early side. N is
     capped at ``max_steps`` (a config's ``iters``). ``eval_every=None``: no periodic validation
     (``eval_seconds`` unused); validating once per epoch, pass the steps per epoch.
 
@@ -173,9 +173,10 @@ def plan_budget(
     if not 0.0 <= margin < 1.0 or (eval_every is not None and eval_every < 1) or steps_done < 0:
         raise VocsegError(f"plan_budget needs 0 <= margin < 1, eval_every >= 1 and steps_done >= 0; got "
                           f"margin={margin}, eval_every={eval_every}, steps_done={steps_done}")
-    available = budget_s * (1.0 - margin) - elapsed_s - final_eval_seconds + steps_done * seconds_per_step
+    # The steps already done, and their validation passes, are inside elapsed_s: only the rest is planned.
+    available = budget_s * (1.0 - margin) - elapsed_s - final_eval_seconds
     per_step = seconds_per_step + (eval_seconds / eval_every if eval_every else 0.0)
-    total = max(0, math.floor(available / per_step))
+    total = steps_done + max(0, math.floor(available / per_step))
     if max_steps is not None:
         total = min(total, max_steps)
     if replan:

@@ -22,7 +22,7 @@ from .schedule import lr_at, parse_duration, plan_budget
 
 # The clock every budget decision reads (a module attribute so tests can run training on a simulated clock).
 clock = time.perf_counter
-PROBE_STEPS = 5  # steps timed (after the first, which pays for warm-up) before a budget's first plan
+PROBE_STEPS = 5  # steps timed before a budget's first plan (the first step of each epoch is not timed)
 UNBOUNDED_EPOCHS = 1_000_000  # with a budget, time decides how many epochs run
 
 
@@ -51,8 +51,8 @@ class StepSchedule:
         self.elapsed_before = 0.0  # seconds spent before a resume
         self.step_seconds: float | None = None
         self.eval_seconds: float | None = None
-        self._probe_start: float | None = None
-        self._epoch_start_step = 0
+        self._step_times: list[float] = []  # seconds between consecutive steps within an epoch
+        self._last_step_at: float | None = None
         if self.per_step:
             self._set_lr()
 
@@ -83,25 +83,29 @@ class StepSchedule:
             return False
         self.step += 1
         if self.budget_s is not None:
-            self._time_steps()
+            self._time_step()
         self._set_lr()
         return self.step >= self.total_steps
 
-    def _time_steps(self) -> None:
+    def begin_epoch(self) -> None:
+        self._last_step_at = None  # the first step of an epoch also pays for the loader's start: not timed
+
+    def _time_step(self) -> None:
         now = clock()
-        if self.step == 1:
-            self._probe_start = now  # the first step pays for allocation and warm-up: not timed
-        elif self.step == 1 + PROBE_STEPS and self.step_seconds is None:
-            self.step_seconds = (now - self._probe_start) / PROBE_STEPS
+        if self._last_step_at is not None:
+            self._step_times.append(now - self._last_step_at)
+        self._last_step_at = now
+        if self.step_seconds is None and len(self._step_times) >= PROBE_STEPS:
+            self.step_seconds = sum(self._step_times) / len(self._step_times)
             self._plan(replan=False)
 
-    def end_epoch(self, epoch_seconds: float) -> None:
-        """After an epoch's training and validation: learn the validation time and re-plan the budget."""
+    def end_epoch(self, val_seconds: float) -> None:
+        """After an epoch: average every step timed so far, take the validation pass's measured time, and
+        re-plan the budget."""
         if self.budget_s is None or self.step_seconds is None:
             return
-        steps_this_epoch = self.step - self._epoch_start_step
-        self._epoch_start_step = self.step
-        self.eval_seconds = max(0.0, epoch_seconds - steps_this_epoch * self.step_seconds)
+        self.step_seconds = sum(self._step_times) / len(self._step_times)
+        self.eval_seconds = val_seconds
         self._plan(replan=True)
 
     def _plan(self, replan: bool) -> None:
@@ -128,7 +132,7 @@ class StepSchedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
-        self.step = self._epoch_start_step = state["step"]
+        self.step = state["step"]
         if self.budget_s is not None:
             self.elapsed_before = state["elapsed"]
             self.started = clock()

@@ -5,6 +5,8 @@ import os
 
 import torch
 
+from .errors import VocsegError
+
 
 def cpu_count() -> int:
     """Cores this process may use (the affinity mask where the OS has one)."""
@@ -17,13 +19,31 @@ def cpu_count() -> int:
 def resolve_workers(num_workers: int | str, device: torch.device) -> int:
     """Loader processes for ``num_workers`` ("auto" or a number) on ``device``.
 
-    On a CPU the model's own intra-op threads already use every core: loader processes only compete
-    with them (measured in docs/benchmarks.md), so "auto" loads in the main process on small machines.
-    On a GPU the cores are free for decoding, so "auto" uses most of them. A number is capped at the
-    core count (more processes than cores only thrash)."""
+    On a CPU the model's intra-op threads already use every core, so loader processes only compete
+    with them. benchmarks/bench_loader.py on the 2-core machine of docs/benchmarks.md (baseline FCN,
+    batch 8, 128 px crops, bf16 autocast, AdamW, one epoch of the synthetic set per repeat, torch's
+    default 2 threads; img/s as a share of the same step on batches already in memory, 98.0 img/s):
+
+        num_workers   from disk      RAM cache (data.cache)
+        0             92.8 (0.947)   96.0 (0.980)
+        1             77.4 (0.790)   82.3 (0.840)
+        2             80.6 (0.823)   84.3 (0.860)
+
+    So "auto" loads in the main process on small CPU machines: with the decoded-image cache (on by
+    default when it fits) the loader-fed loop reaches 0.98 of the bare loop. Making each item on one
+    torch thread (to spare the training threads' wake-ups) was slower still (0.76-0.78): switching the
+    thread count per item costs more than it saves, so torch keeps its default thread count. On a GPU
+    the cores are free for decoding, so "auto" uses most of them. A number is capped at the core count
+    (more processes than cores only thrash)."""
     cores = cpu_count()
     if num_workers != "auto":
-        return min(int(num_workers), cores)
+        try:
+            n = int(num_workers)
+        except (TypeError, ValueError):
+            raise VocsegError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}") from None
+        if n < 0:
+            raise VocsegError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}")
+        return min(n, cores)
     if device.type == "cuda":
         return max(1, min(8, cores - 1))
     return 0 if cores <= 4 else min(4, cores // 4)

@@ -177,7 +177,7 @@ def resumed_config(run: RunDir, saved: dict[str, Any], changes: dict[str, Any]) 
     """The saved config with the allowed ``changes``; others are refused by name. A finished run that
     is extended loses its metrics.json (it is written again at the new end)."""
     cfg = config_from_dict(saved["config"], str(run.last_path))
-    changes = {k: v for k, v in changes.items() if v is not None and v != getattr(cfg, k)}
+    changes = {k: v for k, v in changes.items() if v != getattr(cfg, k)}
     refused = sorted(set(changes) - RESUMABLE_KEYS)
     if refused:
         raise VocsegError(
@@ -270,19 +270,21 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
     t0 = schedule_runtime.clock()
     lr = s.optimizer.param_groups[0]["lr"]
     loader = train_loader(s.data, s.cfg, epoch, s.device, s.rank, s.world)
+    s.steps.begin_epoch()
     train_loss, _ = train_one_epoch(
         s.model, loader, s.optimizer, s.weight, s.device, s.amp_dtype, s.scaler, epoch, progress,
         aux_weight=s.cfg.aux_weight, channels_last=s.cfg.channels_last, after_step=s.steps.after_step,
     )
     if not s.steps.per_step:
         s.scheduler.step()
+    t_train = schedule_runtime.clock()
     val = evaluate(
         s.model, eval_loader(s.data.val, s.cfg, s.device, s.rank, s.world), s.cfg.num_classes,
         s.data.class_names, s.weight, s.device, s.amp_dtype, progress, f"epoch {epoch + 1} val",
         channels_last=s.cfg.channels_last,
     )
     seconds = schedule_runtime.clock() - t0
-    s.steps.end_epoch(seconds)
+    s.steps.end_epoch(seconds - (t_train - t0))
     m = val.metrics
     row = {
         "epoch": epoch + 1, "train_loss": train_loss, "val_loss": m["loss"], "val_miou": m["mean_iou"],

@@ -67,8 +67,11 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _format_bytes(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+def format_bytes(n: float) -> str:
+    """``n`` bytes for a log line: GB with one decimal, else whole MB, else whole KB."""
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
 
 
 class DecodedCache:
@@ -108,7 +111,9 @@ class DecodedCache:
         if i in self.extra:
             return self.extra[i]
         (h, w), start = self.sizes[i], self.offsets[i]
-        image = self.buffer[start : start + 3 * h * w].view(3, h, w)
+        # Interleaved (H, W, 3) memory seen as (3, H, W), like the decoders' output: the transforms'
+        # resampling is fastest on that layout.
+        image = self.buffer[start : start + 3 * h * w].view(h, w, 3).permute(2, 0, 1)
         mask = self.buffer[start + 3 * h * w : start + 4 * h * w].view(h, w)
         return image, mask
 
@@ -126,16 +131,16 @@ def cache_decision(mode: str, need: int, available: int | None, share: float, wh
     if mode == "ram":
         if available is not None and need > available:
             raise VocsegError(
-                f"cache: ram needs about {_format_bytes(need)} for {what} decoded, but only "
-                f"{_format_bytes(available)} of RAM is available; use cache: auto or none"
+                f"cache: ram needs about {format_bytes(need)} for {what} decoded, but only "
+                f"{format_bytes(available)} of RAM is available; use cache: auto or none"
             )
         return True, ""
     if available is None:
         return False, f"cache: off for {what} (available RAM unknown on this system; cache: ram forces it)"
     if need > share * available:
         return False, (
-            f"cache: off for {what}: {_format_bytes(need)} decoded would exceed {share:.0%} of the "
-            f"{_format_bytes(available)} of RAM available (cache: ram forces it)"
+            f"cache: off for {what}: {format_bytes(need)} decoded would exceed {share:.0%} of the "
+            f"{format_bytes(available)} of RAM available (cache: ram forces it)"
         )
     return True, ""
 
@@ -169,5 +174,5 @@ def apply_cache(
     dataset.cache = DecodedCache.build(dataset, sizes)
     if log is not None:
         seconds = time.perf_counter() - t0
-        log(f"cache: {what} decoded in RAM ({_format_bytes(dataset.cache.nbytes)}, {seconds:.1f} s)")
+        log(f"cache: {what} decoded in RAM ({format_bytes(dataset.cache.nbytes)}, {seconds:.1f} s)")
     return dataset

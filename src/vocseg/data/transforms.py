@@ -18,7 +18,7 @@ Normalisation is one fused multiply-add on the float image.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -63,7 +63,11 @@ class _Normalize:
 
     def __call__(self, image: Tensor) -> Tensor:
         scale = self.scale_uint8 if image.dtype == torch.uint8 else self.scale_float
-        return image.to(torch.float32).mul_(scale).add_(self.shift)
+        # copy=True: a float input must not be normalised in place (it may be the caller's or the cache's).
+        # contiguous_format: decoded images are channel-first views of interleaved memory; the model
+        # and collate_pad's stack want plain (C, H, W) layout, and this copy is made anyway.
+        out = image.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+        return out.mul_(scale).add_(self.shift)
 
 
 def _finish(image: Tensor, mask: Tensor, normalize: _Normalize) -> tuple[Tensor, Tensor]:
@@ -79,8 +83,12 @@ def _resample_mask(mask: Tensor, size: list[int], scales: tuple[float, float]) -
 
 
 def _resample_image(image: Tensor, size: list[int], scales: tuple[float, float]) -> Tensor:
-    """Antialiased bilinear resampling of a (C, H, W) uint8 or float image (uint8 stays uint8)."""
-    return _bilinear_aa(image.contiguous()[None], size, False, *scales)[0]
+    """Antialiased bilinear resampling of a (C, H, W) uint8 or float image (uint8 stays uint8).
+
+    Channels-last: decoded and cached images are interleaved (H, W, C) memory, which ATen's uint8
+    kernel works on directly; a crop window of it in that layout resamples in half the time of a
+    planar (C, H, W) copy (23-28 us vs 46-55 us for a 128 px output, one thread)."""
+    return _bilinear_aa(image[None].contiguous(memory_format=torch.channels_last), size, False, *scales)[0]
 
 
 def _crop_range(size: int, crop: int) -> tuple[int, int, int]:
@@ -140,7 +148,9 @@ class SegmentationPresetTrain:
     ``crop_size=None`` skips scale and crop entirely (flips only, native size: the paper's
     setting, with variable-size batches handled by :func:`collate_pad`). ``scale_range=None``
     keeps the crop but skips the rescale. Regions padded to reach ``crop_size`` are 0 in the
-    (uint8) image and ``ignore_index`` in the mask.
+    (uint8) image and ``ignore_index`` in the mask. ``photometric`` (e.g.
+    :class:`~vocseg.data.photometric.PhotometricDistortion`) maps the uint8 image crop, after the
+    flips and before normalisation, as mmsegmentation orders them; the mask is not passed to it.
     """
 
     def __init__(
@@ -151,6 +161,7 @@ class SegmentationPresetTrain:
         hflip_prob: float = 0.5,
         vflip_prob: float = 0.5,
         scale_range: tuple[float, float] | None = (0.5, 2.0),
+        photometric: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if crop_size is not None and crop_size < 1:
             raise VocsegError(f"crop_size must be a positive side length, got {crop_size}")
@@ -159,6 +170,7 @@ class SegmentationPresetTrain:
         self.crop_size = crop_size
         self.scale_range = (float(scale_range[0]), float(scale_range[1])) if scale_range is not None else None
         self.hflip_prob, self.vflip_prob = hflip_prob, vflip_prob
+        self.photometric = photometric
         self.normalize = _Normalize(mean, std)
 
     def _scaled_size(self, h: int, w: int) -> tuple[int, int]:
@@ -177,6 +189,8 @@ class SegmentationPresetTrain:
             image, mask = image.flip(-1), mask.flip(-1)
         if self.vflip_prob > 0 and float(torch.rand(1)) < self.vflip_prob:
             image, mask = image.flip(-2), mask.flip(-2)
+        if self.photometric is not None:
+            image = self.photometric(image)
         return _finish(image, mask, self.normalize)
 
 

@@ -250,7 +250,8 @@ def _pil_rgb(img: Image.Image) -> np.ndarray:
 
 def decode_image(path: str | Path) -> Tensor:
     """Decode any image PIL reads (JPEG, PNG; RGB, grayscale, CMYK, RGBA, 16-bit) to a uint8 RGB
-    tensor (3, H, W), through torchvision.io where it gives PIL's result (see the module docstring)."""
+    tensor (3, H, W), through torchvision.io where it gives PIL's result (see the module docstring).
+    The tensor is a channels-first view of interleaved (H, W, 3) memory, as both decoders write it."""
     path = Path(path)
     data = _read_checked(path, "image")
     hdr = parse_header(data)
@@ -260,7 +261,7 @@ def decode_image(path: str | Path) -> Tensor:
         if out is not None:
             return out
     rgb = _pil_rgb(_open_checked(path, "image", data))
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(rgb).permute(2, 0, 1)  # like torchvision's: a (3, H, W) view of (H, W, 3) memory
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -358,6 +359,7 @@ class VOCSegmentation(Dataset):
         num_classes: int = NUM_CLASSES,
     ) -> None:
         self.voc_root = resolve_voc_root(root)
+        self.image_dir, self.mask_dir = self.voc_root / IMAGE_DIR, self.voc_root / MASK_DIR  # joined once
         self.split = split
         self.ids = list(ids) if ids is not None else read_split(self.voc_root, split)
         self.transforms = transforms
@@ -368,10 +370,10 @@ class VOCSegmentation(Dataset):
         return len(self.ids)
 
     def image_path(self, i: int) -> Path:
-        return self.voc_root / IMAGE_DIR / f"{self.ids[i]}.jpg"
+        return self.image_dir / f"{self.ids[i]}.jpg"
 
     def mask_path(self, i: int) -> Path:
-        return self.voc_root / MASK_DIR / f"{self.ids[i]}.png"
+        return self.mask_dir / f"{self.ids[i]}.png"
 
     def decode(self, i: int) -> tuple[Tensor, Tensor]:
         """Item ``i`` decoded from disk (never the cache): ``(image uint8 (3,H,W), mask uint8 (H,W))``,
@@ -394,7 +396,8 @@ class VOCSegmentation(Dataset):
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw ``(image uint8 (H,W,3), mask uint8 (H,W))`` numpy arrays, checked for matching sizes."""
         image, mask = self.load_tensors(i)
-        return np.ascontiguousarray(image.permute(1, 2, 0).numpy()), mask.numpy().copy()
+        # Copies: the tensors may be views into the shared cache, which callers must not be able to edit.
+        return image.permute(1, 2, 0).numpy().copy(), mask.numpy().copy()
 
     def __getitem__(self, i: int):
         image, mask = self.load_tensors(i)
