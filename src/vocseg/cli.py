@@ -171,16 +171,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         source = None
     summary = predict(
         source, paths, args.out, batch_size=args.batch_size, tta=args.tta, slide=_slide(args.slide),
-        device=args.device, overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
-        model_name=args.model, weights=args.weights,
+        device=args.device, amp=args.amp, overwrite=args.overwrite,
+        progress=not args.no_progress and sys.stderr.isatty(), model_name=args.model, weights=args.weights,
     )
+    print(summary)
     return 1 if summary.failed else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_model
 
-    path = export_model(args.checkpoint, args.format, args.out, overwrite=args.overwrite)
+    path = export_model(args.checkpoint, args.format, args.out, opset=args.opset, overwrite=args.overwrite)
     print(f"exported {args.checkpoint} as {args.format} -> {path}")
     return 0
 
@@ -292,7 +293,8 @@ def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="segment your own images with a checkpoint or an exported ONNX file")
     p.add_argument("paths", nargs="+", metavar="CHECKPOINT INPUT", help="a .pt or .onnx file, then images, folders or globs")
     p.add_argument("--out", required=True, help="folder for the masks and overlays")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, help="images per forward (same-size images only; default 1 on CPU, 8 on GPU)")
+    p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"], default="none", help="autocast (default: none)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
     p.add_argument("--no-progress", action="store_true")
     _add_inference_flags(p)
@@ -304,6 +306,7 @@ def _other_parsers(sub) -> None:
     x.add_argument("checkpoint")
     x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     x.add_argument("--out", required=True, help="output file")
+    x.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     x.add_argument("--overwrite", action="store_true")
     x.set_defaults(func=cmd_export)
 

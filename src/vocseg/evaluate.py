@@ -74,8 +74,9 @@ def evaluate_checkpoint(
     # The loss is reported with the training criterion (class-weighted if training was), as during training.
     weight = ckpt.get("class_weight")
     weight = weight.to(dev) if weight is not None else None
-    cfg = dc_replace(cfg, eval_batch_size=batch_size or cfg.eval_batch_size,
-                     num_workers=cfg.num_workers if num_workers is None else num_workers)
+    # Flips and rescales would move a padded batch's padding into the image: TTA runs image by image.
+    batch = 1 if tta != "none" or slide else (batch_size or cfg.eval_batch_size)
+    cfg = dc_replace(cfg, eval_batch_size=batch, num_workers=cfg.num_workers if num_workers is None else num_workers)
     ev = evaluate(
         model, eval_loader(ds, cfg, dev), cfg.num_classes, ckpt["class_names"], weight, dev,
         resolve_amp(amp or cfg.amp, dev), progress, f"eval {split}", tta=tta, slide=slide,

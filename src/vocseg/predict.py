@@ -52,7 +52,7 @@ from .export import (
     load_torchscript_model,
 )
 from .inference import TTA_MODES, check_slide, predict_logits
-from .viz import overlay
+from .plots import overlay
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what a folder is searched for (any letter case)
 MASK_SUFFIX, OVERLAY_SUFFIX = ".png", "_overlay.png"
@@ -117,6 +117,8 @@ def predict(
     amp: str = "none",
     overwrite: bool = False,
     progress: bool = True,
+    model_name: str | None = None,
+    weights: str | None = None,
 ) -> PredictSummary:
     """Segment every image ``inputs`` names with the model in ``source`` (a vocseg checkpoint ``.pt``,
     an exported ``.onnx`` or TorchScript file) and write masks and overlays to ``out``.
@@ -129,7 +131,7 @@ def predict(
     out = Path(out)
     jobs = plan_jobs(find_images(inputs), out)
     check_targets(jobs, out, overwrite)
-    predictor = load_predictor(source, device)
+    predictor = load_predictor(source, device) if model_name is None else pretrained_predictor(model_name, weights, device)
     if batch_size is None:
         batch_size = GPU_BATCH_SIZE if predictor.device.type == "cuda" else 1
     amp_dtype = resolve_amp(amp, predictor.device) if predictor.kind != "onnx" else None
@@ -274,6 +276,18 @@ def load_predictor(source: str | Path, device: str = "auto") -> Predictor:
         raise VocsegError(f"{path} predicts {meta['num_classes']} classes; palette PNG masks hold at most 256")
     norm = meta["normalization"]
     return Predictor(model, list(meta["class_names"]), list(norm["mean"]), list(norm["std"]), dev, kind)
+
+
+def pretrained_predictor(model_name: str, weights: str | None, device: str = "auto") -> Predictor:
+    """A registry model with pretrained weights (e.g. torchvision's COCO_WITH_VOC_LABELS_V1), no checkpoint."""
+    from .evaluate import pretrained_checkpoint
+
+    if weights is None:
+        raise VocsegError(f"--model {model_name} needs --weights (e.g. COCO_WITH_VOC_LABELS_V1, or a file)")
+    dev = resolve_device(device)
+    model, meta = pretrained_checkpoint(model_name, weights)
+    norm = meta["normalization"]
+    return Predictor(model.to(dev), list(meta["class_names"]), list(norm["mean"]), list(norm["std"]), dev, "pretrained")
 
 
 # --------------------------------------------------------------------------------------------- images

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -38,6 +38,7 @@ class StepSchedule:
     def __init__(
         self, cfg: Config, optimizer: torch.optim.Optimizer, spe: int, num_eval_images: int,
         final_eval_ratio: float = 1.0, started: float | None = None,
+        eval_probe: Callable[[], float] | None = None,
     ) -> None:
         self.cfg, self.optimizer, self.spe = cfg, optimizer, spe
         self.per_step = cfg.scheduler == "poly" or cfg.warmup_iters > 0 or cfg.iters is not None or cfg.budget is not None
@@ -48,6 +49,7 @@ class StepSchedule:
         self.num_eval_images = num_eval_images
         self.started = clock() if started is None else started  # the budget counts from the run's start
         self.final_eval_ratio = final_eval_ratio  # test-split images / validation images
+        self.eval_probe = eval_probe  # seconds to evaluate one validation image, measured when called
         self.elapsed_before = 0.0  # seconds spent before a resume
         self.step_seconds: float | None = None
         self.eval_seconds: float | None = None
@@ -110,8 +112,8 @@ class StepSchedule:
 
     def _plan(self, replan: bool) -> None:
         eval_s = self.eval_seconds
-        if eval_s is None:  # before the first validation: forward-only passes, about a third of a step per image
-            eval_s = self.num_eval_images * self.step_seconds / max(self.cfg.batch_size, 1) / 3
+        if eval_s is None:  # before the first validation: time a few validation images now
+            eval_s = self.num_eval_images * (self.eval_probe() if self.eval_probe else self.step_seconds)
         self.total_steps = plan_budget(
             self.budget_s, self.step_seconds, eval_s, eval_every=self.spe,
             final_eval_seconds=eval_s * self.final_eval_ratio,
@@ -153,7 +155,7 @@ class StepSchedule:
 
 def build_step_schedule(
     cfg: Config, optimizer: torch.optim.Optimizer, num_train: int, num_val: int, num_test: int, world: int,
-    started: float,
+    started: float, eval_probe: Callable[[], float] | None = None,
 ) -> StepSchedule:
     return StepSchedule(cfg, optimizer, steps_per_epoch(num_train, cfg.batch_size, world), num_val,
-                        final_eval_ratio=num_test / max(num_val, 1), started=started)
+                        final_eval_ratio=num_test / max(num_val, 1), started=started, eval_probe=eval_probe)

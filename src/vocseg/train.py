@@ -219,6 +219,7 @@ def start_session(
         amp_dtype, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
         EarlyStopping(cfg.patience, "min" if cfg.monitor == "val_loss" else "max"), log,
     )
+    s.steps.eval_probe = lambda: eval_seconds_per_image(s)
     if saved is not None:
         restore(s, saved)
     s.model = wrap_model(s)
@@ -291,6 +292,24 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         "val_pixel_accuracy": m["pixel_accuracy"], "lr": lr, "seconds": seconds,
     }
     return row, val
+
+
+@torch.inference_mode()
+def eval_seconds_per_image(s: Session, images: int = 3) -> float:
+    """Seconds one validation image takes (forward at native size), timed on the first few: the time
+    budget's first plan needs it before any validation pass has run."""
+    from .inference import predict_logits
+
+    model = unwrap(s.model)
+    was_training = model.training
+    model.eval()
+    n = min(images, len(s.data.val))
+    t0 = schedule_runtime.clock()
+    for i in range(n):
+        x, _ = s.data.val[i]
+        predict_logits(model, x[None].to(s.device), amp_dtype=s.amp_dtype)
+    model.train(was_training)
+    return (schedule_runtime.clock() - t0) / max(n, 1)
 
 
 def monitored_value(cfg: Config, metrics: dict[str, Any]) -> float:
