@@ -2,6 +2,7 @@
 
 ``train.py`` calls these and nothing else builds them, so a new optimizer or loader option is added here.
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,7 +55,9 @@ def train_loader(data: DataBundle, cfg: Config, epoch: int, device: torch.device
     epoch boundary replays exactly the batches an uninterrupted run would have seen."""
     g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     if world > 1:
-        sampler = torch.utils.data.DistributedSampler(data.train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        sampler = torch.utils.data.DistributedSampler(
+            data.train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
         sampler.set_epoch(epoch)
     else:
         sampler = torch.utils.data.RandomSampler(data.train, generator=g)

@@ -3,6 +3,7 @@
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)``: a file carrying a pickled object is refused, never executed.
 """
+
 from __future__ import annotations
 
 import io

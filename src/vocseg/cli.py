@@ -1,5 +1,6 @@
 """vocseg: train, evaluate, predict, export, compare and reproduce semantic-segmentation models on
 PASCAL VOC 2012 and VOC-format data. Run `vocseg COMMAND --help` for a command's options."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,8 @@ import json
 import sys
 import types
 import typing
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .errors import VocsegError
@@ -146,9 +148,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.model is not None and args.weights is None:
         raise VocsegError("--model needs --weights (e.g. COCO_WITH_VOC_LABELS_V1, or a state-dict file)")
     results = evaluate_checkpoint(
-        args.checkpoint, args.data_root, args.split, args.device, args.amp, args.batch_size, args.workers,
-        progress=not args.json and sys.stderr.isatty(), model_name=args.model, weights=args.weights,
-        tta=args.tta, slide=_slide(args.slide), save_dir=args.save_dir,
+        args.checkpoint,
+        args.data_root,
+        args.split,
+        args.device,
+        args.amp,
+        args.batch_size,
+        args.workers,
+        progress=not args.json and sys.stderr.isatty(),
+        model_name=args.model,
+        weights=args.weights,
+        tta=args.tta,
+        slide=_slide(args.slide),
+        save_dir=args.save_dir,
     )
     if args.json:
         print(json.dumps(results))
@@ -170,9 +182,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise VocsegError("--model needs --weights (e.g. COCO_WITH_VOC_LABELS_V1)")
         source = None
     summary = predict(
-        source, paths, args.out, batch_size=args.batch_size, tta=args.tta, slide=_slide(args.slide),
-        device=args.device, amp=args.amp, overwrite=args.overwrite,
-        progress=not args.no_progress and sys.stderr.isatty(), model_name=args.model, weights=args.weights,
+        source,
+        paths,
+        args.out,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        slide=_slide(args.slide),
+        device=args.device,
+        amp=args.amp,
+        overwrite=args.overwrite,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        model_name=args.model,
+        weights=args.weights,
     )
     print(summary)
     return 1 if summary.failed else 0
@@ -198,8 +219,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
     reproduce(
-        out=args.out, data_root=args.data_root, quick=args.quick, only=args.only, device=args.device,
-        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(), seeds=args.seeds,
+        out=args.out,
+        data_root=args.data_root,
+        quick=args.quick,
+        only=args.only,
+        device=args.device,
+        overwrite=args.overwrite,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        seeds=args.seeds,
     )
     return 0
 
@@ -291,9 +318,13 @@ def _evaluate_parser(sub) -> None:
 
 def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="segment your own images with a checkpoint or an exported ONNX file")
-    p.add_argument("paths", nargs="+", metavar="CHECKPOINT INPUT", help="a .pt or .onnx file, then images, folders or globs")
+    p.add_argument(
+        "paths", nargs="+", metavar="CHECKPOINT INPUT", help="a .pt or .onnx file, then images, folders or globs"
+    )
     p.add_argument("--out", required=True, help="folder for the masks and overlays")
-    p.add_argument("--batch-size", type=int, help="images per forward (same-size images only; default 1 on CPU, 8 on GPU)")
+    p.add_argument(
+        "--batch-size", type=int, help="images per forward (same-size images only; default 1 on CPU, 8 on GPU)"
+    )
     p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"], default="none", help="autocast (default: none)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
     p.add_argument("--no-progress", action="store_true")

@@ -6,6 +6,7 @@ Runs whose configs differ only in ``seed`` (and in runtime keys such as ``out`` 
 grouped as seeds of one recipe and shown as mean ± std; the best group is tested against every other
 with a paired bootstrap over the test images (see :mod:`vocseg.significance`).
 """
+
 from __future__ import annotations
 
 import json
@@ -82,5 +83,10 @@ def compare(
         f"({', '.join(f'`{r.path}`' for r in runs)}), {n_groups} recipe(s): runs whose configs differ only "
         f"in `seed` (or in {', '.join(f'`{k}`' for k in sorted(RUNTIME_KEYS))}) are one recipe."
     )
-    return write_report(out, report_runs, title=title or f"Comparison of {len(runs)} runs", intro=intro,
-                        device=str(resolve_device(device)))
+    return write_report(
+        out,
+        report_runs,
+        title=title or f"Comparison of {len(runs)} runs",
+        intro=intro,
+        device=str(resolve_device(device)),
+    )

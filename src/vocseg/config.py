@@ -1,8 +1,8 @@
 """One config dataclass for a training run: YAML sets it, CLI flags override it, and the resolved
 config is saved as ``config.yaml`` beside the checkpoints."""
+
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import VocsegError
+
 
 def _field(default: Any, help: str, choices: tuple | None = None, factory: bool = False) -> Any:
     """A Config field with its help text and allowed values, stated once: the CLI's flags, their help and
@@ -34,12 +35,18 @@ class Config:
     class_names: list[str] | None = _field(None, "class names (default: the 21 VOC names)")
 
     # --- data
-    data_root: str | None = _field(None, "folder holding VOCdevkit, or VOC2012 itself (default: built-in synthetic data)")
+    data_root: str | None = _field(
+        None, "folder holding VOCdevkit, or VOC2012 itself (default: built-in synthetic data)"
+    )
     train_split: str = _field("train", "split file to train on (ImageSets/Segmentation/<name>.txt)")
     val_split: str = _field("val", "split for early stopping and curves (the test split when val_holdout > 0)")
-    val_holdout: float = _field(0.0, "> 0: early-stop on this fraction of train_split; val_split becomes the test split")
+    val_holdout: float = _field(
+        0.0, "> 0: early-stop on this fraction of train_split; val_split becomes the test split"
+    )
     image_size: int | None = _field(160, "training crop side in pixels; null: native size")
-    scale_range: list[float] | None = _field(lambda: [0.5, 2.0], "random rescale range before cropping, e.g. 0.5 2.0", factory=True)
+    scale_range: list[float] | None = _field(
+        lambda: [0.5, 2.0], "random rescale range before cropping, e.g. 0.5 2.0", factory=True
+    )
     hflip: float = _field(0.5, "probability of a horizontal flip")
     vflip: float = _field(0.5, "probability of a vertical flip")
     photometric: bool = _field(False, "random brightness, contrast, saturation and hue (mmsegmentation's)")
@@ -56,7 +63,9 @@ class Config:
     weight_decay: float = _field(0.0, "weight decay")
     optimizer: str = _field("adamw", "optimizer", ("adam", "adamw", "sgd"))
     momentum: float = _field(0.9, "SGD momentum")
-    scheduler: str = _field("cosine", "LR schedule: cosine (per epoch, the paper's), poly, none", ("none", "cosine", "poly"))
+    scheduler: str = _field(
+        "cosine", "LR schedule: cosine (per epoch, the paper's), poly, none", ("none", "cosine", "poly")
+    )
     poly_power: float = _field(0.9, "power of the poly schedule")
     warmup_iters: int = _field(0, "linear LR warmup over this many optimizer steps")
     iters: int | None = _field(None, "schedule length in optimizer steps instead of epochs")
@@ -71,7 +80,9 @@ class Config:
 
     # --- system
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
-    amp: str = _field("auto", "autocast: auto (bf16 on CPU and recent GPUs), bf16, fp16, none", ("auto", "none", "bf16", "fp16"))
+    amp: str = _field(
+        "auto", "autocast: auto (bf16 on CPU and recent GPUs), bf16, fp16, none", ("auto", "none", "bf16", "fp16")
+    )
     seed: int = _field(0, "random seed")
     deterministic: bool = _field(False, "deterministic algorithms (slower)")
     out: str | None = _field(None, "run folder (default runs/<model>)")
@@ -80,7 +91,7 @@ class Config:
     compile: bool = _field(False, "torch.compile the model (eager with a message when it cannot)")
     sync_bn: bool = _field(False, "SyncBatchNorm across processes (torchrun)")
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise VocsegError(f"config {key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
@@ -117,7 +128,9 @@ class Config:
             or not all(isinstance(v, (int, float)) and v > 0 for v in self.scale_range)
             or self.scale_range[0] > self.scale_range[1]
         ):
-            raise VocsegError(f"config scale_range must be [low, high] with 0 < low <= high, or null; got {self.scale_range!r}")
+            raise VocsegError(
+                f"config scale_range must be [low, high] with 0 < low <= high, or null; got {self.scale_range!r}"
+            )
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise VocsegError(
                 f"config class_names has {len(self.class_names)} names but num_classes is {self.num_classes}"
@@ -161,7 +174,9 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                     pass
         if base in (str, list, dict) and isinstance(value, base):
             return value
-    names = " or ".join("null" if t is type(None) else getattr(typing.get_origin(t) or t, "__name__", str(t)) for t in allowed)
+    names = " or ".join(
+        "null" if t is type(None) else getattr(typing.get_origin(t) or t, "__name__", str(t)) for t in allowed
+    )
     raise VocsegError(f"{source}: {key}={value!r} must be {names}")
 
 

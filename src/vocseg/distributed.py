@@ -2,6 +2,7 @@
 
 Launch with ``torchrun --nproc_per_node N -m vocseg train ...``: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,11 +1,13 @@
 """One training epoch and one evaluation pass, device- and precision-agnostic."""
+
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,7 +65,9 @@ def _as_input(images: torch.Tensor, device: torch.device, channels_last: bool) -
 
 
 def training_loss(
-    output: torch.Tensor | dict[str, torch.Tensor], masks: torch.Tensor, class_weight: torch.Tensor | None,
+    output: torch.Tensor | dict[str, torch.Tensor],
+    masks: torch.Tensor,
+    class_weight: torch.Tensor | None,
     aux_weight: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, weighted CE sum, weight sum)`` of one batch. Models with an auxiliary head return

@@ -1,4 +1,5 @@
 """The one exception type vocseg raises for problems a user can fix."""
+
 from __future__ import annotations
 
 

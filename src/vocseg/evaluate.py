@@ -1,5 +1,6 @@
 """Evaluate a checkpoint (or a pretrained registry model) on a split: loss and confusion-matrix metrics
 at each image's native resolution, optionally with test-time augmentation and sliding windows."""
+
 from __future__ import annotations
 
 from dataclasses import replace as dc_replace
@@ -35,9 +36,14 @@ def pretrained_checkpoint(model_name: str, weights: str, num_classes: int = 21) 
     cfg = Config(model=model_name, num_classes=num_classes, model_kwargs={"weights": weights})
     mean, std = model.input_normalization
     meta = {
-        "model_name": model_name, "model_kwargs": cfg.model_kwargs, "num_classes": num_classes,
-        "class_names": class_names_for(cfg), "normalization": {"mean": list(mean), "std": list(std)},
-        "class_weight": None, "config": cfg.to_dict(), "model": model.state_dict(),
+        "model_name": model_name,
+        "model_kwargs": cfg.model_kwargs,
+        "num_classes": num_classes,
+        "class_names": class_names_for(cfg),
+        "normalization": {"mean": list(mean), "std": list(std)},
+        "class_weight": None,
+        "config": cfg.to_dict(),
+        "model": model.state_dict(),
     }
     return model.eval(), meta
 
@@ -61,34 +67,35 @@ def evaluate_checkpoint(
     """Score a checkpoint (or ``model_name`` with pretrained ``weights``) on ``split``; with ``save_dir``
     also write predicted masks, best/worst panels, a per-class IoU chart and the confusion matrix."""
     dev = resolve_device(device)
-    if checkpoint is not None:
-        model, ckpt = load_model(checkpoint, dev)
-    else:
-        model, ckpt = pretrained_checkpoint(model_name, weights)
-        model = model.to(dev)
+    model, ckpt = load_model(checkpoint, dev) if checkpoint is not None else pretrained_checkpoint(model_name, weights)
+    model = model.to(dev)
     cfg = config_from_dict(ckpt["config"], str(checkpoint or model_name))
-    root = resolve_data_root(data_root if data_root is not None else cfg.data_root)
-    norm = ckpt["normalization"]
-    ds = VOCSegmentation(root, split, SegmentationPresetEval(norm["mean"], norm["std"]), num_classes=cfg.num_classes)
-    ds.check()
+    ds = _split_dataset(ckpt, cfg, data_root, split)
     # The loss is reported with the training criterion (class-weighted if training was), as during training.
     weight = ckpt.get("class_weight")
     weight = weight.to(dev) if weight is not None else None
     # Flips and rescales would move a padded batch's padding into the image: TTA runs image by image.
     batch = 1 if tta != "none" or slide else (batch_size or cfg.eval_batch_size)
     cfg = dc_replace(cfg, eval_batch_size=batch, num_workers=cfg.num_workers if num_workers is None else num_workers)
-    ev = evaluate(
-        model, eval_loader(ds, cfg, dev), cfg.num_classes, ckpt["class_names"], weight, dev,
-        resolve_amp(amp or cfg.amp, dev), progress, f"eval {split}", tta=tta, slide=slide,
-    )
-    results = dict(ev.metrics, split=split, num_images=len(ds), checkpoint=str(checkpoint or f"{model_name}:{weights}"),
-                   model=ckpt["model_name"], tta=tta, slide=list(slide) if slide else None)
+    amp_dtype = resolve_amp(amp or cfg.amp, dev)
+    ev = evaluate(model, eval_loader(ds, cfg, dev), cfg.num_classes, ckpt["class_names"], weight, dev, amp_dtype,
+                  progress, f"eval {split}", tta=tta, slide=slide)  # fmt: skip
     if save_dir is not None:
         from .evaluation_report import write_evaluation_artifacts
 
-        write_evaluation_artifacts(Path(save_dir), model, ds, ev, ckpt, dev, tta=tta, slide=slide,
-                                   amp_dtype=resolve_amp(amp or cfg.amp, dev))
-    return results
+        write_evaluation_artifacts(Path(save_dir), model, ds, ev, ckpt, dev, tta=tta, slide=slide, amp_dtype=amp_dtype)
+    source = str(checkpoint or f"{model_name}:{weights}")
+    return dict(ev.metrics, split=split, num_images=len(ds), checkpoint=source, model=ckpt["model_name"], tta=tta,
+                slide=list(slide) if slide else None)  # fmt: skip
+
+
+def _split_dataset(ckpt: dict[str, Any], cfg: Config, data_root, split: str) -> VOCSegmentation:
+    """``split`` of the given root (default: the run's own data) with the checkpoint's normalisation."""
+    root = resolve_data_root(data_root if data_root is not None else cfg.data_root)
+    norm = ckpt["normalization"]
+    ds = VOCSegmentation(root, split, SegmentationPresetEval(norm["mean"], norm["std"]), num_classes=cfg.num_classes)
+    ds.check()
+    return ds
 
 
 __all__ = ["Evaluation", "evaluate_checkpoint", "load_model", "pretrained_checkpoint"]

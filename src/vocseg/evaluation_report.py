@@ -11,6 +11,7 @@
 Per-image IoU is the mean over the classes present in the image's truth or prediction, from the same
 per-image intersections and unions the evaluation accumulated (no second scoring pass).
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,8 +41,16 @@ def per_image_iou(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
 
 
 def write_evaluation_artifacts(
-    save_dir: Path, model: nn.Module, ds: VOCSegmentation, ev: Evaluation, ckpt: dict[str, Any],
-    device: torch.device, *, tta: str = "none", slide: tuple[int, int] | None = None, amp_dtype=None,
+    save_dir: Path,
+    model: nn.Module,
+    ds: VOCSegmentation,
+    ev: Evaluation,
+    ckpt: dict[str, Any],
+    device: torch.device,
+    *,
+    tta: str = "none",
+    slide: tuple[int, int] | None = None,
+    amp_dtype=None,
 ) -> None:
     """Write everything listed in the module docstring into ``save_dir`` (created; existing files refused)."""
     from .plots import confusion_figure, per_class_iou_figure
@@ -55,10 +64,17 @@ def write_evaluation_artifacts(
     _write_panels(save_dir / "worst", worst, ds, preds, ious, names)
     _write_panels(save_dir / "best", best, ds, preds, ious, names)
     _write_per_image_csv(save_dir / "per_image.csv", order, ds, ev, ious)
-    per_class_iou_figure({ckpt["model_name"]: ev.metrics["per_class_iou"]}, save_dir / "per_class_iou.png",
-                         title=f"{ckpt['model_name']}: per-class IoU on {ds.split}")
-    confusion_figure(ev.confusion.matrix.cpu().numpy(), names, save_dir / "confusion.png",
-                     f"{ckpt['model_name']}: confusion on {ds.split}, row-normalised")
+    per_class_iou_figure(
+        {ckpt["model_name"]: ev.metrics["per_class_iou"]},
+        save_dir / "per_class_iou.png",
+        title=f"{ckpt['model_name']}: per-class IoU on {ds.split}",
+    )
+    confusion_figure(
+        ev.confusion.matrix.cpu().numpy(),
+        names,
+        save_dir / "confusion.png",
+        f"{ckpt['model_name']}: confusion on {ds.split}, row-normalised",
+    )
     (save_dir / "metrics.json").write_text(json.dumps(ev.metrics, indent=2))
 
 
@@ -97,8 +113,14 @@ def _write_panels(folder: Path, indices, ds, preds, ious, names) -> None:
 
     for rank, i in enumerate(indices, 1):
         image, mask = ds.load(int(i))
-        error_panel_figure(np.asarray(image), np.asarray(mask), preds[int(i)], folder / f"{rank}_{ds.ids[i]}.png",
-                           title=f"{ds.ids[i]}: mIoU {ious[i]:.3f}", class_names=names)
+        error_panel_figure(
+            np.asarray(image),
+            np.asarray(mask),
+            preds[int(i)],
+            folder / f"{rank}_{ds.ids[i]}.png",
+            title=f"{ds.ids[i]}: mIoU {ious[i]:.3f}",
+            class_names=names,
+        )
 
 
 def _write_per_image_csv(path: Path, order, ds, ev: Evaluation, ious) -> None:

@@ -6,6 +6,7 @@ The experiments stack the way the paper's Q4 did (baseline -> + cosine -> + flip
 then swap the model (unpool, transfer, unet) keeping the weighted recipe; ``builds_on`` records that
 chain, and the report compares each experiment with the one it changes.
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,20 +56,67 @@ class Experiment:
 # The paper's reported numbers, copied digit for digit from Tables 5-11 (Table 9's loss has more digits
 # than a float holds; the literal is kept as printed).
 EXPERIMENTS: tuple[Experiment, ...] = (
-    Experiment("baseline", "baseline.yaml", 5, 2, "Baseline FCN",
-               1.227619285168855, 0.063400418619098873, 0.7300453704336415),
-    Experiment("cosine", "cosine.yaml", 6, 3, "+ cosine annealing",
-               1.1034563974193905, 0.06529698682867963, 0.7413832791473555, "baseline"),
-    Experiment("augment", "augment.yaml", 7, 4, "+ flips (data augmentation)",
-               1.0257537753685662, 0.07659234543857367, 0.7500573772451152, "cosine"),
-    Experiment("weighted", "weighted.yaml", 8, 5, "+ class-weighted loss",
-               1.7111190091008726, 0.09035103128332159, 0.7199577183827109, "augment"),
-    Experiment("unpool", "unpool.yaml", 9, 6, "Wilson's model (unpool)",
-               1.60041473222815485802618083746538, 0.10510967736658842, 0.7237048123193823, "weighted"),
-    Experiment("transfer", "transfer.yaml", 10, 7, "Transfer learning (ResNet34)",
-               1.5542771544145502, 0.11469616238837657, 0.7439139420571534, "weighted"),
-    Experiment("unet", "unet.yaml", 11, 8, "U-Net",
-               1.8510422473368437, 0.0866359447169563, 0.7346816464610721, "weighted"),
+    Experiment(
+        "baseline", "baseline.yaml", 5, 2, "Baseline FCN", 1.227619285168855, 0.063400418619098873, 0.7300453704336415
+    ),
+    Experiment(
+        "cosine",
+        "cosine.yaml",
+        6,
+        3,
+        "+ cosine annealing",
+        1.1034563974193905,
+        0.06529698682867963,
+        0.7413832791473555,
+        "baseline",
+    ),
+    Experiment(
+        "augment",
+        "augment.yaml",
+        7,
+        4,
+        "+ flips (data augmentation)",
+        1.0257537753685662,
+        0.07659234543857367,
+        0.7500573772451152,
+        "cosine",
+    ),
+    Experiment(
+        "weighted",
+        "weighted.yaml",
+        8,
+        5,
+        "+ class-weighted loss",
+        1.7111190091008726,
+        0.09035103128332159,
+        0.7199577183827109,
+        "augment",
+    ),
+    Experiment(
+        "unpool",
+        "unpool.yaml",
+        9,
+        6,
+        "Wilson's model (unpool)",
+        1.60041473222815485802618083746538,
+        0.10510967736658842,
+        0.7237048123193823,
+        "weighted",
+    ),
+    Experiment(
+        "transfer",
+        "transfer.yaml",
+        10,
+        7,
+        "Transfer learning (ResNet34)",
+        1.5542771544145502,
+        0.11469616238837657,
+        0.7439139420571534,
+        "weighted",
+    ),
+    Experiment(
+        "unet", "unet.yaml", 11, 8, "U-Net", 1.8510422473368437, 0.0866359447169563, 0.7346816464610721, "weighted"
+    ),
 )
 
 # --quick: applied on top of every experiment's config. Module-level so tests (and impatient users)
@@ -107,8 +155,11 @@ def config_dir() -> Path:
     candidates = []
     if os.environ.get("VOCSEG_CONFIG_DIR"):
         candidates.append(Path(os.environ["VOCSEG_CONFIG_DIR"]).expanduser())
-    candidates += [Path(__file__).resolve().parents[2] / "configs", Path(__file__).resolve().parent / "configs",
-                   Path.cwd() / "configs"]
+    candidates += [
+        Path(__file__).resolve().parents[2] / "configs",
+        Path(__file__).resolve().parent / "configs",
+        Path.cwd() / "configs",
+    ]
     for path in candidates:
         if (path / EXPERIMENTS[0].config).is_file():
             return path
@@ -134,9 +185,7 @@ def select_experiments(only: Sequence[str] | None) -> list[Experiment]:
     valid = [e.name for e in EXPERIMENTS]
     unknown = [name for name in only if name not in valid]
     if unknown:
-        raise VocsegError(
-            f"unknown experiment(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(valid)}"
-        )
+        raise VocsegError(f"unknown experiment(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(valid)}")
     return [e for e in EXPERIMENTS if e.name in set(only)]
 
 
@@ -223,7 +272,9 @@ def _apply_quick(exp: Experiment, data: dict[str, Any], applied: dict[str, Any],
     model = data["model"]
     cached = pretrained_weights_cached(model, data["model_kwargs"])
     if cached:
-        notes.append(f"pretrained weights for model {model!r} found in the torch.hub cache: pretrained, as in the paper.")
+        notes.append(
+            f"pretrained weights for model {model!r} found in the torch.hub cache: pretrained, as in the paper."
+        )
     elif cached is False:
         data["model_kwargs"] = _without_download(model, data["model_kwargs"])
         applied["model_kwargs"] = data["model_kwargs"]

@@ -17,6 +17,7 @@ compared with PyTorch at two sizes other than the traced one before anything is 
 Known limit: ``unet`` pads a 16x16 padded input wider in a Python ``if`` on the shape, which neither
 export can record; for images of at most 16x16 pixels the exported U-Net's logits differ from PyTorch's.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,7 +52,9 @@ _TEXT_KEYS = ("model_name", "vocseg_version")
 _JSON_KEYS = ("model_kwargs", "num_classes", "class_names", "normalization_mean", "normalization_std")
 
 
-def load_checkpoint_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint_model(
+    checkpoint: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """The checkpoint's model in eval mode on ``device`` and the checkpoint dict. Built from the
     checkpoint's ``model_name``/``model_kwargs``/``num_classes`` without downloading anything."""
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
@@ -121,7 +124,9 @@ def _require(module: str) -> Any:
     try:
         return __import__(module)
     except ImportError:
-        raise VocsegError(f"the Python package {module!r} is needed for ONNX; install it with: {EXPORT_EXTRA}") from None
+        raise VocsegError(
+            f"the Python package {module!r} is needed for ONNX; install it with: {EXPORT_EXTRA}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- ONNX
@@ -142,8 +147,14 @@ def onnx_bytes(model: nn.Module, metadata: dict[str, Any] | None = None, *, opse
         warnings.simplefilter("ignore")  # the exporter's deprecation and decomposition chatter
         try:
             program = torch.onnx.export(
-                model, (torch.randn(*TRACE_SHAPE),), dynamic_shapes=dynamic, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True, verbose=False,
+                model,
+                (torch.randn(*TRACE_SHAPE),),
+                dynamic_shapes=dynamic,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
             )
         except Exception as e:  # noqa: BLE001 - any exporter failure is reported with the model's name
             name = (metadata or {}).get("model_name", type(model).__name__)
@@ -178,7 +189,11 @@ def _set_onnx_metadata(proto: Any, meta: dict[str, Any]) -> None:
 
 
 def _flatten_metadata(meta: dict[str, Any]) -> dict[str, str]:
-    flat = {**meta, "normalization_mean": meta["normalization"]["mean"], "normalization_std": meta["normalization"]["std"]}
+    flat = {
+        **meta,
+        "normalization_mean": meta["normalization"]["mean"],
+        "normalization_std": meta["normalization"]["std"],
+    }
     return {**{k: str(flat[k]) for k in _TEXT_KEYS}, **{k: json.dumps(flat[k]) for k in _JSON_KEYS}}
 
 
@@ -224,7 +239,9 @@ class _OrtRunner:
         return torch.from_numpy(np.asarray(out)).to(x.device)
 
 
-def load_onnx_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Callable[[Tensor], Tensor], dict[str, Any]]:
+def load_onnx_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Callable[[Tensor], Tensor], dict[str, Any]]:
     """An exported ONNX file as a ``Tensor -> Tensor`` callable running in onnxruntime, and its metadata.
 
     Runs on CUDA when ``device`` is a CUDA device and onnxruntime has the CUDA provider, else on CPU
@@ -305,7 +322,9 @@ def _verify(model: nn.Module, exported: Callable[[Tensor], Tensor], what: str) -
         with torch.no_grad():
             expected, got = model(x), exported(x)
         if got.shape != expected.shape:
-            raise VocsegError(f"{what} export gives shape {tuple(got.shape)} for input {shape}, PyTorch {tuple(expected.shape)}")
+            raise VocsegError(
+                f"{what} export gives shape {tuple(got.shape)} for input {shape}, PyTorch {tuple(expected.shape)}"
+            )
         scale = float(expected.abs().max())
         diff = float((got - expected).abs().max())
         if not diff <= 1e-3 * scale + 1e-6:

@@ -18,6 +18,7 @@ one window of its own size in that direction rather than padded: every vocseg mo
 and padding would change the logits near the border, so a crop bigger than the image is exactly a plain
 forward.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -68,9 +69,7 @@ def predict_logits(
         return probs.clamp_min_(torch.finfo(probs.dtype).tiny).log_()
 
 
-def _check_args(
-    model: Model, images: Tensor, tta: str, scales: Sequence[float], slide: tuple[int, int] | None
-) -> None:
+def _check_args(model: Model, images: Tensor, tta: str, scales: Sequence[float], slide: tuple[int, int] | None) -> None:
     if tta not in TTA_MODES:
         raise VocsegError(f"unknown tta {tta!r}; valid choices: {', '.join(TTA_MODES)}")
     if images.ndim != 4 or not images.is_floating_point():
@@ -109,7 +108,11 @@ def _forward(model: Model, images: Tensor, slide: tuple[int, int] | None, amp_dt
 
 
 def _view_logits(
-    model: Model, images: Tensor, scale: float, flip: bool, slide: tuple[int, int] | None,
+    model: Model,
+    images: Tensor,
+    scale: float,
+    flip: bool,
+    slide: tuple[int, int] | None,
     amp_dtype: torch.dtype | None,
 ) -> Tensor:
     """Logits of one TTA view, mapped back to the input's size and orientation."""

@@ -1,4 +1,5 @@
 """Class weights for the cross-entropy loss and the loss itself."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ With ``n_ij`` the number of pixels of true class ``i`` predicted as class ``j`` 
 * mean IoU           ``mean_i n_ii / (t_i + sum_j n_ji - n_ii)``
 * frequency-weighted IoU ``(sum_k t_k)^-1 sum_i t_i n_ii / (t_i + sum_j n_ji - n_ii)``
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,9 +47,7 @@ class ConfusionMatrix:
         if num_classes < 1:
             raise VocsegError(f"num_classes must be at least 1, got {num_classes}")
         if 0 <= ignore_index < num_classes:
-            raise VocsegError(
-                f"ignore_index {ignore_index} collides with a class index (0..{num_classes - 1})"
-            )
+            raise VocsegError(f"ignore_index {ignore_index} collides with a class index (0..{num_classes - 1})")
         if class_names is None:
             class_names = VOC_CLASSES if num_classes == len(VOC_CLASSES) else [str(i) for i in range(num_classes)]
         if len(class_names) != num_classes:

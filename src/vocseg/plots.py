@@ -3,6 +3,7 @@ every-model comparison (Figures 9-11), confusion matrices, per-class IoU bars an
 
 All figures are written to files (matplotlib's Agg backend; no display needed).
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,9 @@ def error_map(image: np.ndarray, mask: np.ndarray, pred: np.ndarray) -> np.ndarr
 
 def _legend_handles(classes: Sequence[int], names: Sequence[str]) -> list[Patch]:
     cmap = _CMAP / 255.0
-    handles = [Patch(facecolor=cmap[c], edgecolor="0.5", label=names[c] if c < len(names) else str(c))
-               for c in sorted(classes)]
+    handles = [
+        Patch(facecolor=cmap[c], edgecolor="0.5", label=names[c] if c < len(names) else str(c)) for c in sorted(classes)
+    ]
     handles.append(Patch(facecolor=cmap[IGNORE_INDEX], edgecolor="0.5", label="void (not scored)"))
     return handles
 
@@ -104,8 +106,15 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, title: s
     plt.close(fig)
 
 
-def comparison_figure(image: np.ndarray, mask: np.ndarray, preds: Mapping[str, np.ndarray], names: Sequence[str],
-                      path: str | Path, title: str = "", labels: Mapping[str, str] | None = None) -> None:
+def comparison_figure(
+    image: np.ndarray,
+    mask: np.ndarray,
+    preds: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    labels: Mapping[str, str] | None = None,
+) -> None:
     """Figures 9-11 in one: the image above the ground truth, then per model its overlay above its mask."""
     labels = labels or {}
     cols = 1 + len(preds)
@@ -133,13 +142,22 @@ def comparison_figure(image: np.ndarray, mask: np.ndarray, preds: Mapping[str, n
     if title:
         fig.suptitle(title, fontsize=10)
     top = 1 - (0.35 + 0.45) / fig_h if title else 1 - 0.45 / fig_h
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=legend_h / fig_h + 0.01, top=top, wspace=0.05, hspace=0.6 / panel_h)
+    fig.subplots_adjust(
+        left=0.01, right=0.99, bottom=legend_h / fig_h + 0.01, top=top, wspace=0.05, hspace=0.6 / panel_h
+    )
     fig.savefig(path)
     plt.close(fig)
 
 
-def error_panel_figure(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, path: str | Path, *,
-                       title: str = "", class_names: Sequence[str] | None = None) -> None:
+def error_panel_figure(
+    image: np.ndarray,
+    mask: np.ndarray,
+    pred: np.ndarray,
+    path: str | Path,
+    *,
+    title: str = "",
+    class_names: Sequence[str] | None = None,
+) -> None:
     """One row: image | ground truth | prediction | errors (wrong pixels red on the dimmed image,
     void grey). ``image`` is (H, W, 3) uint8, ``mask`` and ``pred`` (H, W) class indices."""
     names = list(class_names) if class_names is not None else []
@@ -153,8 +171,12 @@ def error_panel_figure(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, pa
     fig, axes = plt.subplots(1, 4, figsize=(4 * panel_w, fig_h), dpi=90, squeeze=False)
     valid = mask != IGNORE_INDEX
     wrong = float(((pred != mask) & valid).sum()) / max(int(valid.sum()), 1)
-    panels = [(image, "image"), (colorize(mask), "ground truth"), (colorize(pred), "prediction"),
-              (error_map(image, mask, pred), f"errors ({wrong:.1%} of scored pixels)")]
+    panels = [
+        (image, "image"),
+        (colorize(mask), "ground truth"),
+        (colorize(pred), "prediction"),
+        (error_map(image, mask, pred), f"errors ({wrong:.1%} of scored pixels)"),
+    ]
     for ax, (picture, caption) in zip(axes[0], panels):
         ax.imshow(picture)
         ax.set_title(caption, fontsize=9)
@@ -168,8 +190,9 @@ def error_panel_figure(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, pa
     plt.close(fig)
 
 
-def confusion_figure(matrix: Sequence[Sequence[float]] | np.ndarray, names: Sequence[str], path: str | Path,
-                     title: str) -> None:
+def confusion_figure(
+    matrix: Sequence[Sequence[float]] | np.ndarray, names: Sequence[str], path: str | Path, title: str
+) -> None:
     """Row-normalised confusion matrix (rows: true class, columns: predicted class)."""
     m = np.asarray(matrix, dtype=np.float64)
     rows = m.sum(1, keepdims=True)
@@ -188,8 +211,9 @@ def confusion_figure(matrix: Sequence[Sequence[float]] | np.ndarray, names: Sequ
             if norm[i, j] >= 0.1:
                 label = f"{norm[i, j]:.2f}"
                 label = "1" if label == "1.00" else label.lstrip("0")
-                ax.text(j, i, label, ha="center", va="center",
-                        fontsize=6, color="white" if norm[i, j] > 0.6 else "black")
+                ax.text(
+                    j, i, label, ha="center", va="center", fontsize=6, color="white" if norm[i, j] > 0.6 else "black"
+                )
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's pixels")
     fig.tight_layout()
@@ -197,8 +221,9 @@ def confusion_figure(matrix: Sequence[Sequence[float]] | np.ndarray, names: Sequ
     plt.close(fig)
 
 
-def per_class_iou_figure(per_class: Mapping[str, Mapping[str, float | None]], path: str | Path,
-                         title: str = "") -> None:
+def per_class_iou_figure(
+    per_class: Mapping[str, Mapping[str, float | None]], path: str | Path, title: str = ""
+) -> None:
     """Grouped horizontal bars: one group per class, one bar per model (``{model: {class: IoU}}``);
     a class without a value (absent from truth and prediction) draws no bar."""
     models = list(per_class)
@@ -209,8 +234,7 @@ def per_class_iou_figure(per_class: Mapping[str, Mapping[str, float | None]], pa
     y = np.arange(n)
     for j, model in enumerate(models):
         values = [per_class[model].get(c) for c in classes]
-        ax.barh(y + (j - (k - 1) / 2) * height, [v if v is not None else 0.0 for v in values], height,
-                label=model)
+        ax.barh(y + (j - (k - 1) / 2) * height, [v if v is not None else 0.0 for v in values], height, label=model)
     ax.set_yticks(y)
     ax.set_yticklabels(classes, fontsize=8)
     ax.invert_yaxis()  # first class on top, as in the tables

@@ -22,6 +22,7 @@ faster per image (fcn, transfer, unpool at 500x375: batch 4 and 8 slower than 1)
 where the model ran 3-8 times faster per image at batch 8 (H100). A pool of threads decodes the next
 batches and encodes the PNGs while the model runs: on a GPU those, not the model, set the pace.
 """
+
 from __future__ import annotations
 
 import glob
@@ -131,7 +132,9 @@ def predict(
     out = Path(out)
     jobs = plan_jobs(find_images(inputs), out)
     check_targets(jobs, out, overwrite)
-    predictor = load_predictor(source, device) if model_name is None else pretrained_predictor(model_name, weights, device)
+    predictor = (
+        load_predictor(source, device) if model_name is None else pretrained_predictor(model_name, weights, device)
+    )
     if batch_size is None:
         batch_size = GPU_BATCH_SIZE if predictor.device.type == "cuda" else 1
     amp_dtype = resolve_amp(amp, predictor.device) if predictor.kind != "onnx" else None
@@ -233,9 +236,7 @@ def check_targets(jobs: Sequence[Job], out: Path, overwrite: bool) -> None:
         for target in (job.mask, job.overlay):
             key = str(target.resolve()).casefold()
             if key in owner:
-                raise VocsegError(
-                    f"{owner[key]} and {job.image} would both write {target}; rename one of them"
-                )
+                raise VocsegError(f"{owner[key]} and {job.image} would both write {target}; rename one of them")
             owner[key] = job.image
             if target.resolve() in inputs:
                 raise VocsegError(f"output {target} would replace an input image; choose another output folder")
@@ -406,8 +407,14 @@ def _read_ahead(batches: Iterable[list[Job]], pool: ThreadPoolExecutor) -> Itera
 
 
 def _run(
-    predictor: Predictor, batches: Iterable[list[Job]], summary: PredictSummary, bar: tqdm, *, tta: str,
-    slide: tuple[int, int] | None, amp_dtype: torch.dtype | None,
+    predictor: Predictor,
+    batches: Iterable[list[Job]],
+    summary: PredictSummary,
+    bar: tqdm,
+    *,
+    tta: str,
+    slide: tuple[int, int] | None,
+    amp_dtype: torch.dtype | None,
 ) -> None:
     """Segment every batch on this thread while a pool decodes the next ones and writes finished masks:
     decoding and PNG encoding (which release the GIL) overlap with the model instead of adding to it."""
@@ -422,7 +429,9 @@ def _run(
                     masks = segment(predictor, [img for _, img in group], tta=tta, slide=slide, amp_dtype=amp_dtype)
                 except torch.OutOfMemoryError:
                     for job, _ in group:
-                        _fail(summary, job.image, "out of memory; try a smaller batch size or sliding windows (--slide)")
+                        _fail(
+                            summary, job.image, "out of memory; try a smaller batch size or sliding windows (--slide)"
+                        )
                     continue
                 for (job, image), mask in zip(group, masks):
                     writes.append((job, pool.submit(write_outputs, job, image, mask, predictor.class_names)))
@@ -445,8 +454,12 @@ def _finish_write(entry: tuple[Job, Future], summary: PredictSummary) -> None:
 
 
 def segment(
-    predictor: Predictor, images: Sequence[np.ndarray], *, tta: str = "none",
-    slide: tuple[int, int] | None = None, amp_dtype: torch.dtype | None = None,
+    predictor: Predictor,
+    images: Sequence[np.ndarray],
+    *,
+    tta: str = "none",
+    slide: tuple[int, int] | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
     """Class-index masks ``(B, H, W)`` uint8 for same-size uint8 RGB images ``(H, W, 3)``."""
     x = torch.from_numpy(np.stack(images)).to(predictor.device).permute(0, 3, 1, 2).float().div_(255)
@@ -487,7 +500,9 @@ def mask_image(mask: np.ndarray) -> Image.Image:
 # -------------------------------------------------------------------------------------------- overlay
 
 
-def overlay_with_legend(image: np.ndarray, mask: np.ndarray, class_names: Sequence[str], alpha: float = 0.5) -> Image.Image:
+def overlay_with_legend(
+    image: np.ndarray, mask: np.ndarray, class_names: Sequence[str], alpha: float = 0.5
+) -> Image.Image:
     """The image with the coloured mask blended over it (background left as it is) and, in a white
     panel on the right, a colour swatch and name for each class present."""
     blended = Image.fromarray(overlay(image, mask, alpha))

@@ -19,6 +19,7 @@ two cores): the built-in synthetic dataset, few epochs, small crops, capped imag
 U-Net and, when pretrained weights are not cached, models trained from scratch. Every override is
 recorded in ``reproduce.json`` and in the report.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,12 @@ from .rundir import DONE, EMPTY, INTERRUPTED, RunDir
 __all__ = ["MANIFEST", "ReproduceResult", "load_manifest", "reproduce", "study_runs", "write_study_report"]
 
 MANIFEST = "reproduce.json"
-_VERBS = {"skip": "already done, skipping", "resume": "resuming", "train": "training",
-          "restart": "training (replacing the old run)"}
+_VERBS = {
+    "skip": "already done, skipping",
+    "resume": "resuming",
+    "train": "training",
+    "restart": "training (replacing the old run)",
+}
 
 
 @dataclass
@@ -106,8 +111,15 @@ def run_action(run: RunDir, overwrite: bool) -> str:
     return {DONE: "skip", INTERRUPTED: "resume", EMPTY: "train"}.get(run.status, "restart")
 
 
-def plan_runs(out: Path, experiments: Sequence[Experiment], data_root: str | Path | None, quick: bool,
-              device: str, overwrite: bool, seeds: int) -> list[Plan]:
+def plan_runs(
+    out: Path,
+    experiments: Sequence[Experiment],
+    data_root: str | Path | None,
+    quick: bool,
+    device: str,
+    overwrite: bool,
+    seeds: int,
+) -> list[Plan]:
     """Every run, seed by seed (a whole study of the first seed comes first); folders that would be
     skipped or resumed are checked against the recipe before anything trains."""
     plans = []
@@ -125,8 +137,10 @@ def _warn_downloads(plans: Sequence[Plan], log: Callable[[str], None]) -> None:
     """Say early what may fail late: runs whose pretrained weights would have to be downloaded."""
     for p in plans:
         if p.action != "skip" and pretrained_weights_cached(p.cfg.model, p.cfg.model_kwargs) is False:
-            log(f"note: {p.name} needs pretrained weights for model {p.cfg.model!r} that are not cached; "
-                "it will try to download them when its turn comes")
+            log(
+                f"note: {p.name} needs pretrained weights for model {p.cfg.model!r} that are not cached; "
+                "it will try to download them when its turn comes"
+            )
 
 
 # ----------------------------------------------------------------------------- the manifest
@@ -178,21 +192,32 @@ def _train_plan(plan: Plan, progress: bool, log: Callable[[str], None]) -> tuple
     if plan.action == "skip":
         return "skipped", None
     if plan.action == "resume":
-        return "resumed", train(Config(out=plan.cfg.out), resume=True, progress=progress, log=log, device=plan.cfg.device)
+        return "resumed", train(
+            Config(out=plan.cfg.out), resume=True, progress=progress, log=log, device=plan.cfg.device
+        )
     return "trained", train(plan.cfg, overwrite=plan.action == "restart", progress=progress, log=log)
 
 
-def run_plan(plan: Plan, tag: str, previous: dict[str, Any], device: str, quick: bool, progress: bool,
-             log: Callable[[str], None]) -> dict[str, Any]:
+def run_plan(
+    plan: Plan, tag: str, previous: dict[str, Any], device: str, quick: bool, progress: bool, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Make one run; return its manifest entry. A VocsegError fails this run only (recorded in the entry)."""
     exp = plan.exp
-    log(f"{tag} {plan.name} (Table {exp.table}: {exp.title}, {plan.cfg.model}, seed {plan.cfg.seed}): "
-        f"{_VERBS[plan.action]} -> {plan.cfg.out}")
+    log(
+        f"{tag} {plan.name} (Table {exp.table}: {exp.title}, {plan.cfg.model}, seed {plan.cfg.seed}): "
+        f"{_VERBS[plan.action]} -> {plan.cfg.out}"
+    )
     for note in plan.notes:
         log(f"{tag} {plan.name}: {note}")
     entry: dict[str, Any] = {
-        "experiment": exp.name, "seed": plan.cfg.seed, "config": exp.config, "quick": quick,
-        "quick_overrides": plan.applied if quick else {}, "notes": plan.notes, "device": device, "error": None,
+        "experiment": exp.name,
+        "seed": plan.cfg.seed,
+        "config": exp.config,
+        "quick": quick,
+        "quick_overrides": plan.applied if quick else {},
+        "notes": plan.notes,
+        "device": device,
+        "error": None,
     }
     t0 = time.perf_counter()
     try:
@@ -204,8 +229,10 @@ def run_plan(plan: Plan, tag: str, previous: dict[str, Any], device: str, quick:
         return {**previous, "status": "skipped", "error": None} if previous else {**entry, "status": "skipped"}
     entry.update(status=status, wall_seconds=round(time.perf_counter() - t0, 2))
     m = result.metrics
-    log(f"{tag} {plan.name}: {m['split']} mIoU {m['mean_iou'] or 0:.4f}  pixel acc {m['pixel_accuracy'] or 0:.4f}  "
-        f"loss {m['loss']:.4f}  ({entry['wall_seconds']:.0f}s)")
+    log(
+        f"{tag} {plan.name}: {m['split']} mIoU {m['mean_iou'] or 0:.4f}  pixel acc {m['pixel_accuracy'] or 0:.4f}  "
+        f"loss {m['loss']:.4f}  ({entry['wall_seconds']:.0f}s)"
+    )
     return entry
 
 
@@ -225,9 +252,11 @@ def study_runs(out: str | Path, seeds: int = 1, manifest: dict[str, Any] | None 
     out = Path(out)
     entries = (manifest if manifest is not None else load_manifest(out))["experiments"]
     return [
-        ReportRun(run_name(exp, k), RunDir(out / "runs" / run_name(exp, k)), exp, exp.name,
-                  entries.get(run_name(exp, k), {}))
-        for exp in EXPERIMENTS for k in _seed_indices(out, exp, seeds)
+        ReportRun(
+            run_name(exp, k), RunDir(out / "runs" / run_name(exp, k)), exp, exp.name, entries.get(run_name(exp, k), {})
+        )
+        for exp in EXPERIMENTS
+        for k in _seed_indices(out, exp, seeds)
     ]
 
 
@@ -237,7 +266,8 @@ def write_study_report(out: str | Path, device: str = "cpu", seeds: int = 1) -> 
     manifest = load_manifest(out)
     quick = bool(manifest.get("quick"))
     intro = f"Generated by `vocseg reproduce` into `{out}`" + (
-        " with `--quick` (a CPU smoke run: few epochs, small crops, capped image counts)." if quick else ".")
+        " with `--quick` (a CPU smoke run: few epochs, small crops, capped image counts)." if quick else "."
+    )
     notes = []
     if quick:
         notes.append(
@@ -245,7 +275,11 @@ def write_study_report(out: str | Path, device: str = "cpu", seeds: int = 1) -> 
             "recipes are the paper's, shortened (see *Recipes*). Do not read them as the study's results."
         )
     return write_report(
-        out, study_runs(out, seeds, manifest), device=str(manifest.get("device") or device), intro=intro, notes=notes,
+        out,
+        study_runs(out, seeds, manifest),
+        device=str(manifest.get("device") or device),
+        intro=intro,
+        notes=notes,
         title="Reproduction of Isayama et al., FCNs for semantic segmentation on PASCAL VOC 2012 (Tables 5–11)",
         quick_overrides=(manifest.get("quick_overrides") or {}) if quick else None,
     )
@@ -286,8 +320,9 @@ def reproduce(
     status: dict[str, str] = {}
     failures: list[tuple[str, str]] = []
     for i, plan in enumerate(plans, 1):
-        entry = run_plan(plan, f"[{i}/{len(plans)}]", manifest["experiments"].get(plan.name, {}), resolved, quick,
-                         progress, log)
+        entry = run_plan(
+            plan, f"[{i}/{len(plans)}]", manifest["experiments"].get(plan.name, {}), resolved, quick, progress, log
+        )
         status[plan.name] = entry["status"]
         if entry["status"] == "failed":
             failures.append((plan.name, entry["error"]))

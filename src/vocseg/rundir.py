@@ -13,6 +13,7 @@ Every write goes through :meth:`RunDir.writing`, which turns an OS failure (no s
 that cannot be created or written) into one :class:`VocsegError` naming the path and the cause;
 checkpoints and metrics are written atomically, so the previous file stays intact and loadable.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,9 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import yaml
@@ -124,7 +126,9 @@ class RunDir:
             cause = os.strerror(e.errno) if e.errno else str(e)
             hint = " (free some space and resume with --resume)" if e.errno == errno.ENOSPC else ""
             where = e.filename or target
-            raise VocsegError(f"cannot write {where}: {cause}{hint}; the previous files are left as they were") from None
+            raise VocsegError(
+                f"cannot write {where}: {cause}{hint}; the previous files are left as they were"
+            ) from None
 
     # ----------------------------------------------------------------- writing
     def save_config(self, cfg_dict: dict[str, Any]) -> None:
@@ -144,11 +148,10 @@ class RunDir:
 
     def write_history(self, rows: list[dict[str, Any]]) -> None:
         path = self.path / self.HISTORY
-        with self.writing(path):
-            with open(path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-                writer.writeheader()
-                writer.writerows(rows)
+        with self.writing(path), open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """metrics.json marks a finished run, so it is written atomically (never half-written)."""
@@ -171,7 +174,9 @@ class RunDir:
         try:
             return parse(path.read_text())
         except (error, UnicodeDecodeError) as e:
-            raise VocsegError(f"{path} is corrupt ({e}); delete it (or its run folder) and rerun to redo that run") from None
+            raise VocsegError(
+                f"{path} is corrupt ({e}); delete it (or its run folder) and rerun to redo that run"
+            ) from None
 
     def read_config(self) -> dict[str, Any] | None:
         if not self.config_path.is_file():
@@ -188,7 +193,9 @@ class RunDir:
         if not path.is_file():
             return []
         with open(path, newline="") as f:
-            rows = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+            rows = [
+                {k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)
+            ]
         for row in rows:
             row["epoch"] = int(row["epoch"])
         return rows

@@ -6,6 +6,7 @@ torchvision's reference scripts (``SequentialLR`` of ``LinearLR`` and the main s
 ``lr_lambda`` wraps it for ``torch.optim.lr_scheduler.LambdaLR``, stepped once per optimizer step.
 ``parse_duration`` and ``plan_budget`` turn ``budget: 15m`` into a number of steps.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,8 +75,15 @@ class LrLambda:
     power: float = 0.9
 
     def __call__(self, step: int) -> float:
-        lr = lr_at(step, self.total_steps, self.base_lr, kind=self.kind, warmup_steps=self.warmup_steps,
-                   min_lr=self.min_lr, power=self.power)
+        lr = lr_at(
+            step,
+            self.total_steps,
+            self.base_lr,
+            kind=self.kind,
+            warmup_steps=self.warmup_steps,
+            min_lr=self.min_lr,
+            power=self.power,
+        )
         return lr / self.base_lr
 
 
@@ -171,8 +179,10 @@ def plan_budget(
             f"final_eval_seconds={final_eval_seconds}, elapsed_s={elapsed_s}"
         )
     if not 0.0 <= margin < 1.0 or (eval_every is not None and eval_every < 1) or steps_done < 0:
-        raise VocsegError(f"plan_budget needs 0 <= margin < 1, eval_every >= 1 and steps_done >= 0; got "
-                          f"margin={margin}, eval_every={eval_every}, steps_done={steps_done}")
+        raise VocsegError(
+            f"plan_budget needs 0 <= margin < 1, eval_every >= 1 and steps_done >= 0; got "
+            f"margin={margin}, eval_every={eval_every}, steps_done={steps_done}"
+        )
     # The steps already done, and their validation passes, are inside elapsed_s: only the rest is planned.
     available = budget_s * (1.0 - margin) - elapsed_s - final_eval_seconds
     per_step = seconds_per_step + (eval_seconds / eval_every if eval_every else 0.0)

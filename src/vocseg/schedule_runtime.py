@@ -9,11 +9,13 @@ Two ways to schedule, chosen from the config:
   re-plans it from the measured step and validation times so the whole run, final evaluation
   included, ends within the budget (see :func:`vocseg.schedule.plan_budget`).
 """
+
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -36,12 +38,19 @@ class StepSchedule:
     """Per-step LR and budget bookkeeping; inert for the paper's per-epoch schedules."""
 
     def __init__(
-        self, cfg: Config, optimizer: torch.optim.Optimizer, spe: int, num_eval_images: int,
-        final_eval_ratio: float = 1.0, started: float | None = None,
+        self,
+        cfg: Config,
+        optimizer: torch.optim.Optimizer,
+        spe: int,
+        num_eval_images: int,
+        final_eval_ratio: float = 1.0,
+        started: float | None = None,
         eval_probe: Callable[[], float] | None = None,
     ) -> None:
         self.cfg, self.optimizer, self.spe = cfg, optimizer, spe
-        self.per_step = cfg.scheduler == "poly" or cfg.warmup_iters > 0 or cfg.iters is not None or cfg.budget is not None
+        self.per_step = (
+            cfg.scheduler == "poly" or cfg.warmup_iters > 0 or cfg.iters is not None or cfg.budget is not None
+        )
         self.budget_s = parse_duration(cfg.budget) if cfg.budget is not None else None
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.step = 0
@@ -76,8 +85,15 @@ class StepSchedule:
     def _set_lr(self) -> None:
         c = self.cfg
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = lr_at(self.step, self.total_steps, base, kind=c.scheduler, warmup_steps=c.warmup_iters,
-                                min_lr=c.min_lr, power=c.poly_power)
+            group["lr"] = lr_at(
+                self.step,
+                self.total_steps,
+                base,
+                kind=c.scheduler,
+                warmup_steps=c.warmup_iters,
+                min_lr=c.min_lr,
+                power=c.poly_power,
+            )
 
     def after_step(self) -> bool:
         """Called after every optimizer step; True ends the epoch (the schedule is complete)."""
@@ -115,10 +131,16 @@ class StepSchedule:
         if eval_s is None:  # before the first validation: time a few validation images now
             eval_s = self.num_eval_images * (self.eval_probe() if self.eval_probe else self.step_seconds)
         self.total_steps = plan_budget(
-            self.budget_s, self.step_seconds, eval_s, eval_every=self.spe,
+            self.budget_s,
+            self.step_seconds,
+            eval_s,
+            eval_every=self.spe,
             final_eval_seconds=eval_s * self.final_eval_ratio,
-            elapsed_s=self.elapsed(), steps_done=self.step, warmup_steps=self.cfg.warmup_iters,
-            max_steps=self.cfg.iters, replan=replan,
+            elapsed_s=self.elapsed(),
+            steps_done=self.step,
+            warmup_steps=self.cfg.warmup_iters,
+            max_steps=self.cfg.iters,
+            replan=replan,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -154,8 +176,21 @@ class StepSchedule:
 
 
 def build_step_schedule(
-    cfg: Config, optimizer: torch.optim.Optimizer, num_train: int, num_val: int, num_test: int, world: int,
-    started: float, eval_probe: Callable[[], float] | None = None,
+    cfg: Config,
+    optimizer: torch.optim.Optimizer,
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    world: int,
+    started: float,
+    eval_probe: Callable[[], float] | None = None,
 ) -> StepSchedule:
-    return StepSchedule(cfg, optimizer, steps_per_epoch(num_train, cfg.batch_size, world), num_val,
-                        final_eval_ratio=num_test / max(num_val, 1), started=started, eval_probe=eval_probe)
+    return StepSchedule(
+        cfg,
+        optimizer,
+        steps_per_epoch(num_train, cfg.batch_size, world),
+        num_val,
+        final_eval_ratio=num_test / max(num_val, 1),
+        started=started,
+        eval_probe=eval_probe,
+    )

@@ -12,6 +12,7 @@ of its drawn seeds on the drawn images. The interval therefore covers test-set n
 two or more seeds, seed-to-seed noise. Seeds are not paired across sides: seed k of A and seed k of B
 share nothing but the number.
 """
+
 from __future__ import annotations
 
 import math
@@ -134,7 +135,12 @@ def _side_scores(mious: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def paired_bootstrap(
-    a: Sequence[PerImage], b: Sequence[PerImage], *, n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0,
+    a: Sequence[PerImage],
+    b: Sequence[PerImage],
+    *,
+    n_boot: int = N_BOOT,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> BootstrapResult:
     """Percentile confidence interval of ``mIoU(A) - mIoU(B)``; ``a`` and ``b`` hold one entry per seed.
 
@@ -143,7 +149,7 @@ def paired_bootstrap(
     if not a or not b:
         raise VocsegError("paired_bootstrap needs at least one run on each side")
     ids, aligned = align([*a, *b])
-    side_a, side_b = aligned[: len(a)], aligned[len(a):]
+    side_a, side_b = aligned[: len(a)], aligned[len(a) :]
     n = len(ids)
     full = np.ones((1, n))
     diff = float(_replicate_mious(side_a, full).mean() - _replicate_mious(side_b, full).mean())
@@ -165,10 +171,22 @@ def verdict(label_a: str, label_b: str, result: BootstrapResult) -> str:
     """One plain sentence: who scores higher, by how much, the interval, and whether that is noise."""
     if result.diff < 0:
         label_a, label_b = label_b, label_a
-        result = BootstrapResult(-result.diff, -result.high, -result.low, result.level, result.n_images,
-                                 result.n_boot, result.seeds_b, result.seeds_a)
+        result = BootstrapResult(
+            -result.diff,
+            -result.high,
+            -result.low,
+            result.level,
+            result.n_images,
+            result.n_boot,
+            result.seeds_b,
+            result.seeds_a,
+        )
     ci = f"{result.level:.0%} CI {_num(result.low)} to {_num(result.high)}"
-    lead = f"{label_a} beats {label_b} by {_num(result.diff)} mIoU" if result.diff > 0 else f"{label_a} and {label_b} score the same mIoU"
+    lead = (
+        f"{label_a} beats {label_b} by {_num(result.diff)} mIoU"
+        if result.diff > 0
+        else f"{label_a} and {label_b} score the same mIoU"
+    )
     noise = "seed and test-set noise" if min(result.seeds_a, result.seeds_b) > 1 else "test-set noise"
     if result.excludes_zero:
         return f"{lead} ({ci}): distinguishable from {noise}."

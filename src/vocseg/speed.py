@@ -3,9 +3,10 @@
 Each is a config key (``channels_last``, ``sync_bn``, ``compile``); their measured effect per model and
 device is in docs/benchmarks.md, which is why they are off by default on a CPU.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -29,11 +29,13 @@ def resolve_workers(num_workers: int | str, device: torch.device) -> int:
         1             77.4 (0.790)   82.3 (0.840)
         2             80.6 (0.823)   84.3 (0.860)
 
-    So "auto" loads in the main process on small CPU machines: with the decoded-image cache (on by
-    default when it fits) the loader-fed loop reaches 0.98 of the bare loop. Making each item on one
-    torch thread (to spare the training threads' wake-ups) was slower still (0.76-0.78): switching the
-    thread count per item costs more than it saves, so torch keeps its default thread count. On a GPU
-    the cores are free for decoding, so "auto" uses most of them. A number is capped at the core count
+    (A later run's quiet repeat agreed: 0.957 / 1.005 with 0 workers, 0.87-0.89 with 1 or 2.) Four
+    cores of another machine (``taskset``, 4 torch threads) ranked them the same: 0 workers 0.87 / 0.93,
+    1 or 2 workers 0.77-0.81. So "auto" loads in the main process on CPU machines of up to 4 cores:
+    with the decoded-image cache (on by default when it fits) the loader-fed loop reaches 0.98 of the
+    bare loop. Making each item on one torch thread, to spare the training threads' wake-ups, was no
+    better (0.76-0.96 over runs), so torch keeps its default thread count (all cores). On a GPU the
+    cores are free for decoding, so "auto" uses most of them. A number is capped at the core count
     (more processes than cores only thrash)."""
     cores = cpu_count()
     if num_workers != "auto":

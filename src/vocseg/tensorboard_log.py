@@ -1,5 +1,6 @@
 """What a run writes to TensorBoard each epoch (``--tensorboard``): the history row's scalars, per-class
 validation IoU, and overlays of a fixed set of validation images."""
+
 from __future__ import annotations
 
 from typing import Any

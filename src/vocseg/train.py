@@ -5,18 +5,20 @@
 
 :func:`train` is the loop; every step it takes is a named function below it.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, schedule_runtime
 from .builders import build_model, build_optimizer, build_scheduler, eval_loader, train_loader
 from .checkpoint import capture_rng_state, restore_rng_state
 from .config import Config, config_from_dict, replace
@@ -27,15 +29,24 @@ from .errors import VocsegError
 from .losses import class_weights
 from .models import count_parameters
 from .rundir import HISTORY_FIELDS, RunDir
-from . import schedule_runtime
 from .schedule_runtime import StepSchedule, build_step_schedule
 
 __all__ = ["EarlyStopping", "HISTORY_FIELDS", "RESUMABLE_KEYS", "TrainResult", "cosine_lr", "train"]
 
 # Config keys a resumed run may change (`vocseg train --resume RUN --epochs 40`); any other is refused.
 RESUMABLE_KEYS = frozenset(
-    {"epochs", "iters", "patience", "device", "num_workers", "cache", "tensorboard", "channels_last", "compile",
-     "eval_batch_size"}
+    {
+        "epochs",
+        "iters",
+        "patience",
+        "device",
+        "num_workers",
+        "cache",
+        "tensorboard",
+        "channels_last",
+        "compile",
+        "eval_batch_size",
+    }
 )
 # Entries of last.pt that best.pt leaves out: best.pt holds weights and metadata only.
 TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "step_schedule")
@@ -133,8 +144,13 @@ class Session:
 
 
 def train(
-    cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-    device: str | None = None, changes: dict[str, Any] | None = None,
+    cfg: Config,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log=print,
+    device: str | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into its run folder. With ``resume``, continue the run found there: its saved config
     wins, except for the keys in ``changes`` (only :data:`RESUMABLE_KEYS`; extending ``epochs`` is the
@@ -161,7 +177,9 @@ def train(
         if s.main:
             save_epoch(s, epoch, row, val, improved)
     if s.main and s.stopped_early:
-        log(f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs (best epoch {s.stopper.best_epoch})")
+        log(
+            f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs (best epoch {s.stopper.best_epoch})"
+        )
 
     metrics = final_evaluation(s, progress and s.main)
     if s.writer is not None:
@@ -212,12 +230,22 @@ def start_session(
     optimizer = build_optimizer(cfg, model)
     amp_dtype = resolve_amp(cfg.amp, device)
     s = Session(
-        cfg, run, device, rank, world, main, model, data, weight.to(device) if weight is not None else None,
-        optimizer, build_scheduler(cfg, optimizer), build_step_schedule(
-            cfg, optimizer, len(data.train), len(data.val), len(data.test or data.val), world, started
-        ),
-        amp_dtype, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-        EarlyStopping(cfg.patience, "min" if cfg.monitor == "val_loss" else "max"), log,
+        cfg,
+        run,
+        device,
+        rank,
+        world,
+        main,
+        model,
+        data,
+        weight.to(device) if weight is not None else None,
+        optimizer,
+        build_scheduler(cfg, optimizer),
+        build_step_schedule(cfg, optimizer, len(data.train), len(data.val), len(data.test or data.val), world, started),
+        amp_dtype,
+        torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        EarlyStopping(cfg.patience, "min" if cfg.monitor == "val_loss" else "max"),
+        log,
     )
     s.steps.eval_probe = lambda: eval_seconds_per_image(s)
     if saved is not None:
@@ -273,23 +301,45 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
     loader = train_loader(s.data, s.cfg, epoch, s.device, s.rank, s.world)
     s.steps.begin_epoch()
     train_loss, _ = train_one_epoch(
-        s.model, loader, s.optimizer, s.weight, s.device, s.amp_dtype, s.scaler, epoch, progress,
-        aux_weight=s.cfg.aux_weight, channels_last=s.cfg.channels_last, after_step=s.steps.after_step,
+        s.model,
+        loader,
+        s.optimizer,
+        s.weight,
+        s.device,
+        s.amp_dtype,
+        s.scaler,
+        epoch,
+        progress,
+        aux_weight=s.cfg.aux_weight,
+        channels_last=s.cfg.channels_last,
+        after_step=s.steps.after_step,
     )
     if not s.steps.per_step:
         s.scheduler.step()
     t_train = schedule_runtime.clock()
     val = evaluate(
-        s.model, eval_loader(s.data.val, s.cfg, s.device, s.rank, s.world), s.cfg.num_classes,
-        s.data.class_names, s.weight, s.device, s.amp_dtype, progress, f"epoch {epoch + 1} val",
+        s.model,
+        eval_loader(s.data.val, s.cfg, s.device, s.rank, s.world),
+        s.cfg.num_classes,
+        s.data.class_names,
+        s.weight,
+        s.device,
+        s.amp_dtype,
+        progress,
+        f"epoch {epoch + 1} val",
         channels_last=s.cfg.channels_last,
     )
     seconds = schedule_runtime.clock() - t0
     s.steps.end_epoch(seconds - (t_train - t0))
     m = val.metrics
     row = {
-        "epoch": epoch + 1, "train_loss": train_loss, "val_loss": m["loss"], "val_miou": m["mean_iou"],
-        "val_pixel_accuracy": m["pixel_accuracy"], "lr": lr, "seconds": seconds,
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "val_loss": m["loss"],
+        "val_miou": m["mean_iou"],
+        "val_pixel_accuracy": m["pixel_accuracy"],
+        "lr": lr,
+        "seconds": seconds,
     }
     return row, val
 
@@ -318,9 +368,11 @@ def monitored_value(cfg: Config, metrics: dict[str, Any]) -> float:
 
 def check_finite(s: Session, metrics: dict[str, Any], epoch: int) -> None:
     """A finite loss can still leave NaN/inf weights (a bad last step); never save those over a good last.pt."""
-    weights_finite = torch.stack(
-        [torch.isfinite(t).all() for t in unwrap(s.model).state_dict().values() if t.is_floating_point()]
-    ).all().item()  # one host sync for the whole model
+    weights_finite = (
+        torch.stack([torch.isfinite(t).all() for t in unwrap(s.model).state_dict().values() if t.is_floating_point()])
+        .all()
+        .item()
+    )  # one host sync for the whole model
     if not math.isfinite(metrics["loss"]) or not weights_finite:
         raise VocsegError(
             f"non-finite weights or validation loss ({metrics['loss']}) after epoch {epoch + 1}; stopping without "
@@ -385,8 +437,16 @@ def final_evaluation(s: Session, progress: bool) -> dict[str, Any]:
     unwrap(s.model).load_state_dict(s.run.load_best(map_location=s.device)["model"])
     final_set = s.data.test if s.data.test is not None else s.data.val
     ev = evaluate(
-        s.model, eval_loader(final_set, s.cfg, s.device, s.rank, s.world), s.cfg.num_classes, s.data.class_names,
-        s.weight, s.device, s.amp_dtype, progress, "final eval", channels_last=s.cfg.channels_last,
+        s.model,
+        eval_loader(final_set, s.cfg, s.device, s.rank, s.world),
+        s.cfg.num_classes,
+        s.data.class_names,
+        s.weight,
+        s.device,
+        s.amp_dtype,
+        progress,
+        "final eval",
+        channels_last=s.cfg.channels_last,
     )
     history = s.history
     metrics = {
@@ -412,5 +472,7 @@ def open_tensorboard(log_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise VocsegError("tensorboard: true needs the tensorboard package: pip install 'vocseg[tensorboard]'") from None
+        raise VocsegError(
+            "tensorboard: true needs the tensorboard package: pip install 'vocseg[tensorboard]'"
+        ) from None
     return SummaryWriter(str(log_dir))

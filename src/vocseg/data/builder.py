@@ -1,9 +1,10 @@
 """From a Config to datasets: which folder, which ids for train / early-stopping / test, which normalisation."""
+
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
 
 from ..config import Config
@@ -77,7 +78,9 @@ class DataBundle:
     ids: SplitIds
 
 
-def build_datasets(cfg: Config, normalization: tuple | None = None, log: Callable[[str], None] | None = None) -> DataBundle:
+def build_datasets(
+    cfg: Config, normalization: tuple | None = None, log: Callable[[str], None] | None = None
+) -> DataBundle:
     """Datasets with the train/eval presets. ``normalization`` (mean, std) overrides the training split's
     own statistics (pretrained encoders want the statistics they were trained with). ``log`` receives
     one-line notes (the decoded-image cache's size)."""

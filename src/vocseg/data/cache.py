@@ -13,17 +13,16 @@ Modes (Config ``cache``):
 - ``ram``: always cache; refused (VocsegError) when the estimate exceeds the available RAM.
 - ``none``: never cache.
 
-The built-in synthetic dataset (480 + 160 images, long side <= 192 px) takes about 60 MB decoded;
+The built-in synthetic dataset (480 + 160 images, long side <= 192 px) takes 64 MB decoded;
 VOC 2012 train + val (2,913 images, ~500x375) about 2.2 GB.
 """
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor

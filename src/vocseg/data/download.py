@@ -1,4 +1,5 @@
 """Fetch PASCAL VOC 2012 with torchvision's download code, verify its checksum, extract it safely."""
+
 from __future__ import annotations
 
 import shutil
@@ -104,7 +105,7 @@ def download_voc(root: str | Path, year: str = "2012") -> Path:
             raise VocsegError(_offline_message(root, info, f"no network: {e}")) from None
         try:
             download_url(info["url"], str(root), info["filename"], info["md5"])
-        except Exception as e:  # urllib, http and checksum errors all end the same way for the user
+        except Exception as e:  # noqa: BLE001 - urllib, http and checksum errors all end the same way for the user
             raise VocsegError(_offline_message(root, info, f"download failed: {e}")) from None
         if not check_integrity(str(archive), info["md5"]):
             raise VocsegError(f"downloaded {archive} does not match md5 {info['md5']}; delete it and retry")

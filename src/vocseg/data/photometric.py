@@ -16,6 +16,7 @@ hue shift is drawn from a continuous, symmetric range (mmsegmentation draws an i
 
 Masks (``tv_tensors.Mask``) and any other non-image input pass through untouched.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -18,6 +18,7 @@ SBD's ``img/`` holds 11,355 JPEGs, all from VOC 2011, so VOC 2012's ``JPEGImages
 has them; an SBD JPEG is copied only where VOC lacks that image. Nothing already on disk is ever
 overwritten: a re-run keeps existing PNGs, JPEGs and split files (see :class:`SbdSummary`).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,9 +35,8 @@ from torchvision.datasets.utils import check_integrity, download_url
 from ..errors import VocsegError
 from .classes import IGNORE_INDEX, NUM_CLASSES, voc_palette
 from .download import _check_reachable, safe_extract
-from .voc import IMAGE_DIR, MASK_DIR, SPLIT_DIR, read_split, resolve_voc_root
+from .voc import AUG_MASK_DIR, IMAGE_DIR, MASK_DIR, SPLIT_DIR, read_split, resolve_voc_root
 
-AUG_MASK_DIR = "SegmentationClassAug"
 TRAIN_AUG_SPLIT = "train_aug"
 SBD_SPLITS = {"train": "sbd_train", "val": "sbd_val"}  # SBD's list name -> name of its copy in VOC's ImageSets
 TRAIN_AUG_SIZE = 10_582  # |VOC train ∪ SBD train ∪ SBD val − VOC val| on the real data
@@ -273,7 +273,9 @@ def make_train_aug(voc_root: str | Path) -> int:
     a JPEG and a mask. An existing train_aug.txt with the same ids is left alone; with other ids, an error."""
     voc = resolve_voc_root(voc_root)
     ids = train_aug_ids(
-        read_split(voc, "train"), read_split(voc, SBD_SPLITS["train"]), read_split(voc, SBD_SPLITS["val"]),
+        read_split(voc, "train"),
+        read_split(voc, SBD_SPLITS["train"]),
+        read_split(voc, SBD_SPLITS["val"]),
         read_split(voc, "val"),
     )
     missing = [i for i in ids if find_mask(voc, i) is None or not (voc / IMAGE_DIR / f"{i}.jpg").is_file()]
@@ -314,7 +316,9 @@ def prepare_sbd(root: str | Path, progress: bool = True) -> SbdSummary:
     try:
         voc = resolve_voc_root(root)
     except VocsegError as e:
-        raise VocsegError(f"{e}\nSBD is added to an existing VOC 2012 tree: run `vocseg download --root {root}` first") from None
+        raise VocsegError(
+            f"{e}\nSBD is added to an existing VOC 2012 tree: run `vocseg download --root {root}` first"
+        ) from None
     sbd = download_sbd(root)
     counts = convert_sbd(sbd, voc, progress)
     return SbdSummary(sbd, voc, counts, make_train_aug(voc))

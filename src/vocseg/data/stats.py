@@ -1,4 +1,5 @@
 """Per-channel mean/std and per-class pixel counts of a split, cached per dataset and id list."""
+
 from __future__ import annotations
 
 import hashlib

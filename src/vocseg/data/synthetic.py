@@ -11,6 +11,7 @@ Masks carry a 2-3 px void (255) band around every object edge, like VOC's.
 Each image is drawn from its own RNG, ``np.random.default_rng([seed, index])``, so the dataset is
 identical whatever the number of worker processes.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -69,24 +70,50 @@ class _ClassSpec:
 # and texture carry everything. Classes sharing a shape family (ellipse: cow vs sheep; rect: bus vs
 # train) differ in aspect range, colour and texture.
 _CLASSES: tuple[_ClassSpec, ...] = (
-    _ClassSpec("plane", (1.1, 1.6), 180, (0.60, 0.06), (0.45, 0.9), (0.6, 0.95), {"flat": 3, "gradient": 3, "stripes": 1}),
+    _ClassSpec(
+        "plane", (1.1, 1.6), 180, (0.60, 0.06), (0.45, 0.9), (0.6, 0.95), {"flat": 3, "gradient": 3, "stripes": 1}
+    ),
     _ClassSpec("ring", (0.9, 1.1), 30, (0.99, 0.06), (0.5, 1.0), (0.4, 0.9), {"stripes": 3, "flat": 2, "checker": 1}),
-    _ClassSpec("triangle", (0.8, 1.3), 180, (0.16, 0.06), (0.45, 0.9), (0.4, 0.9), {"noise": 3, "mottled": 2, "flat": 1}),
-    _ClassSpec("trapezoid", (1.4, 2.2), 20, (0.60, 0.06), (0.45, 0.9), (0.3, 0.9), {"stripes": 3, "gradient": 2, "flat": 1}),
+    _ClassSpec(
+        "triangle", (0.8, 1.3), 180, (0.16, 0.06), (0.45, 0.9), (0.4, 0.9), {"noise": 3, "mottled": 2, "flat": 1}
+    ),
+    _ClassSpec(
+        "trapezoid", (1.4, 2.2), 20, (0.60, 0.06), (0.45, 0.9), (0.3, 0.9), {"stripes": 3, "gradient": 2, "flat": 1}
+    ),
     _ClassSpec("bottle", (0.3, 0.5), 20, (0.33, 0.06), (0.45, 0.9), (0.3, 0.8), {"gradient": 3, "flat": 2, "noise": 1}),
     _ClassSpec("rect", (1.3, 1.9), 15, (0.16, 0.06), (0.6, 1.0), (0.6, 1.0), {"checker": 3, "stripes": 1, "flat": 1}),
-    _ClassSpec("roundrect", (1.4, 2.2), 20, (0.99, 0.06), (0.5, 1.0), (0.3, 0.9), {"flat": 3, "gradient": 3, "mottled": 1}),
+    _ClassSpec(
+        "roundrect", (1.4, 2.2), 20, (0.99, 0.06), (0.5, 1.0), (0.3, 0.9), {"flat": 3, "gradient": 3, "mottled": 1}
+    ),
     _ClassSpec("star5", (0.9, 1.1), 180, (0.08, 0.05), (0.45, 0.9), (0.4, 0.9), {"noise": 3, "mottled": 2, "dots": 1}),
-    _ClassSpec("lshape", (0.6, 1.0), 20, (0.45, 0.06), (0.45, 0.85), (0.3, 0.8), {"stripes": 3, "flat": 2, "gradient": 1}),
-    _ClassSpec("ellipse", (1.45, 2.1), 25, (0.07, 0.20), (0.0, 0.5), (0.2, 0.9), {"dots": 3, "checker": 2, "mottled": 1}),
-    _ClassSpec("table", (1.3, 2.0), 10, (0.45, 0.06), (0.45, 0.85), (0.3, 0.8), {"gradient": 3, "stripes": 2, "flat": 1}),
-    _ClassSpec("crescent", (0.8, 1.2), 180, (0.08, 0.05), (0.45, 0.9), (0.3, 0.9), {"noise": 3, "mottled": 2, "flat": 1}),
-    _ClassSpec("arrow", (1.6, 2.4), 180, (0.03, 0.04), (0.45, 0.85), (0.3, 0.8), {"flat": 3, "gradient": 2, "noise": 1}),
+    _ClassSpec(
+        "lshape", (0.6, 1.0), 20, (0.45, 0.06), (0.45, 0.85), (0.3, 0.8), {"stripes": 3, "flat": 2, "gradient": 1}
+    ),
+    _ClassSpec(
+        "ellipse", (1.45, 2.1), 25, (0.07, 0.20), (0.0, 0.5), (0.2, 0.9), {"dots": 3, "checker": 2, "mottled": 1}
+    ),
+    _ClassSpec(
+        "table", (1.3, 2.0), 10, (0.45, 0.06), (0.45, 0.85), (0.3, 0.8), {"gradient": 3, "stripes": 2, "flat": 1}
+    ),
+    _ClassSpec(
+        "crescent", (0.8, 1.2), 180, (0.08, 0.05), (0.45, 0.9), (0.3, 0.9), {"noise": 3, "mottled": 2, "flat": 1}
+    ),
+    _ClassSpec(
+        "arrow", (1.6, 2.4), 180, (0.03, 0.04), (0.45, 0.85), (0.3, 0.8), {"flat": 3, "gradient": 2, "noise": 1}
+    ),
     _ClassSpec("gear", (0.9, 1.1), 180, (0.78, 0.06), (0.5, 1.0), (0.3, 0.9), {"checker": 3, "flat": 2, "dots": 1}),
-    _ClassSpec("heart", (0.85, 1.15), 20, (0.03, 0.04), (0.4, 0.8), (0.5, 1.0), {"flat": 3, "gradient": 3, "mottled": 1}),
-    _ClassSpec("spiky", (0.8, 1.2), 180, (0.30, 0.06), (0.5, 1.0), (0.3, 0.8), {"noise": 3, "stripes": 1, "mottled": 2}),
-    _ClassSpec("ellipse", (1.0, 1.35), 180, (0.12, 0.20), (0.0, 0.25), (0.7, 1.0), {"noise": 3, "dots": 2, "mottled": 2}),
-    _ClassSpec("ushape", (1.3, 1.9), 15, (0.78, 0.06), (0.45, 0.9), (0.3, 0.8), {"stripes": 3, "mottled": 2, "flat": 1}),
+    _ClassSpec(
+        "heart", (0.85, 1.15), 20, (0.03, 0.04), (0.4, 0.8), (0.5, 1.0), {"flat": 3, "gradient": 3, "mottled": 1}
+    ),
+    _ClassSpec(
+        "spiky", (0.8, 1.2), 180, (0.30, 0.06), (0.5, 1.0), (0.3, 0.8), {"noise": 3, "stripes": 1, "mottled": 2}
+    ),
+    _ClassSpec(
+        "ellipse", (1.0, 1.35), 180, (0.12, 0.20), (0.0, 0.25), (0.7, 1.0), {"noise": 3, "dots": 2, "mottled": 2}
+    ),
+    _ClassSpec(
+        "ushape", (1.3, 1.9), 15, (0.78, 0.06), (0.45, 0.9), (0.3, 0.8), {"stripes": 3, "mottled": 2, "flat": 1}
+    ),
     _ClassSpec("rect", (2.4, 4.0), 25, (0.88, 0.06), (0.45, 0.9), (0.4, 0.9), {"stripes": 3, "gradient": 2, "dots": 1}),
     _ClassSpec("frame", (1.15, 1.5), 10, (0.60, 0.30), (0.0, 0.4), (0.1, 0.5), {"gradient": 3, "flat": 2, "noise": 1}),
 )
@@ -169,8 +196,7 @@ def default_dataset_root(cache_dir: str | Path | None = None) -> Path:
     params = dict(DEFAULT_SYNTHETIC)  # read at call time so callers/tests can override it
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     name = (
-        f"synthetic-v{GENERATOR_VERSION}-{params['n_train']}-{params['n_val']}"
-        f"-s{params['seed']}-{params['max_side']}"
+        f"synthetic-v{GENERATOR_VERSION}-{params['n_train']}-{params['n_val']}-s{params['seed']}-{params['max_side']}"
     )
     final = base / name
     if _is_complete(final):
@@ -320,8 +346,14 @@ def _texture_weight(
 
 
 def _paint(
-    rng: np.random.Generator, kind: str, pu: np.ndarray, pv: np.ndarray, size: float,
-    shape: tuple[int, int], c1: np.ndarray, c2: np.ndarray,
+    rng: np.random.Generator,
+    kind: str,
+    pu: np.ndarray,
+    pv: np.ndarray,
+    size: float,
+    shape: tuple[int, int],
+    c1: np.ndarray,
+    c2: np.ndarray,
 ) -> np.ndarray:
     """RGB float pixels of a texture with a random linear shading across the object."""
     t = _texture_weight(rng, kind, pu, pv, size, shape)
@@ -358,7 +390,11 @@ def _draw_distractor(rng: np.random.Generator, img: np.ndarray, label: np.ndarra
 
 
 def _draw_object(
-    rng: np.random.Generator, img: np.ndarray, label: np.ndarray, cls: int, spec: _ClassSpec,
+    rng: np.random.Generator,
+    img: np.ndarray,
+    label: np.ndarray,
+    cls: int,
+    spec: _ClassSpec,
     area_range: tuple[float, float],
 ) -> None:
     """Paint one shape over ``img`` and write ``cls`` into ``label`` where it is drawn (occluding what is below).
@@ -495,4 +531,3 @@ def _boundary(label: np.ndarray) -> np.ndarray:
     cmax = np.maximum(np.maximum(rmax[:-2], rmax[1:-1]), rmax[2:])
     cmin = np.minimum(np.minimum(rmin[:-2], rmin[1:-1]), rmin[2:])
     return cmax != cmin
-

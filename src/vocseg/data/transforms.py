@@ -43,7 +43,9 @@ def _as_tensors(image: Any, mask: Any) -> tuple[Tensor, Tensor]:
     if mask.ndim == 3 and mask.shape[0] == 1:  # PIL masks arrive as (1, H, W)
         mask = mask[0]
     if image.ndim != 3 or mask.ndim != 2:
-        raise VocsegError(f"expected an image (C, H, W) and a mask (H, W), got {tuple(image.shape)} and {tuple(mask.shape)}")
+        raise VocsegError(
+            f"expected an image (C, H, W) and a mask (H, W), got {tuple(image.shape)} and {tuple(mask.shape)}"
+        )
     if image.shape[-2:] != mask.shape[-2:]:
         raise VocsegError(f"image size {tuple(image.shape[-2:])} != mask size {tuple(mask.shape[-2:])}")
     return image, mask
@@ -119,7 +121,9 @@ def _source_window(n: int, scaled: int, a: int, b: int) -> tuple[int, int, int, 
     return s0, s1, k0, n_out
 
 
-def _scale_and_crop(image: Tensor, mask: Tensor, scaled: tuple[int, int], crop: int, fill: int) -> tuple[Tensor, Tensor]:
+def _scale_and_crop(
+    image: Tensor, mask: Tensor, scaled: tuple[int, int], crop: int, fill: int
+) -> tuple[Tensor, Tensor]:
     """Rescale to ``scaled`` (H, W), then take a random ``crop`` x ``crop`` window, padding (image 0,
     mask ``fill``) where the rescaled image is smaller; only the window is ever resampled."""
     h, w = mask.shape
@@ -211,7 +215,8 @@ class SegmentationPresetEval:
         image, mask = _as_tensors(image, mask)
         if self.resize is not None:
             h, w = mask.shape
-            size = [self.resize, max(1, round(w * self.resize / h))] if h <= w else [max(1, round(h * self.resize / w)), self.resize]
+            r = self.resize
+            size = [r, max(1, round(w * r / h))] if h <= w else [max(1, round(h * r / w)), r]
             image = F.resize_image(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
             mask = F.resize_mask(mask[None], size, interpolation=InterpolationMode.NEAREST_EXACT)[0]
         return _finish(image, mask, self.normalize)

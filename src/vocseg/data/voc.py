@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import struct
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ MAX_IMAGE_PIXELS = 89_478_485
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 IMAGE_DIR, MASK_DIR, SPLIT_DIR = "JPEGImages", "SegmentationClass", "ImageSets/Segmentation"
+AUG_MASK_DIR = "SegmentationClassAug"  # SBD-converted masks of train_aug (see data/sbd.py)
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec and warns on every call; the
 # decoders still work, and a build without them raises RuntimeError, which falls back to PIL.
@@ -226,7 +228,9 @@ def _open_checked(path: Path, what: str, data: bytes | None = None) -> Image.Ima
             img = Image.open(io.BytesIO(data) if data is not None else path)
             img.load()  # force the decode now so a truncated file fails here, naming the file
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise VocsegError(f"{what} {path} is too large to decode safely (over {MAX_IMAGE_PIXELS} pixels): {e}") from None
+        raise VocsegError(
+            f"{what} {path} is too large to decode safely (over {MAX_IMAGE_PIXELS} pixels): {e}"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise VocsegError(f"{what} {path} cannot be decoded (truncated or corrupt?): {e}") from None
     return img
@@ -373,7 +377,12 @@ class VOCSegmentation(Dataset):
         return self.image_dir / f"{self.ids[i]}.jpg"
 
     def mask_path(self, i: int) -> Path:
-        return self.mask_dir / f"{self.ids[i]}.png"
+        """VOC's own mask when it has one, else SegmentationClassAug's (SBD's, for train_aug ids)."""
+        own = self.mask_dir / f"{self.ids[i]}.png"
+        if own.is_file():
+            return own
+        aug = self.voc_root / AUG_MASK_DIR / f"{self.ids[i]}.png"
+        return aug if aug.is_file() else own
 
     def decode(self, i: int) -> tuple[Tensor, Tensor]:
         """Item ``i`` decoded from disk (never the cache): ``(image uint8 (3,H,W), mask uint8 (H,W))``,

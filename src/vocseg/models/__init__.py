@@ -1,4 +1,5 @@
 """Model registry. Importing this package registers every architecture."""
+
 from . import (
     fcn,  # noqa: F401  (registers "fcn", Table 1)
     torchvision_models,  # noqa: F401  (registers torchvision's fcn/deeplabv3/lraspp models)

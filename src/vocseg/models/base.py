@@ -5,6 +5,7 @@ A subclass sets ``stride`` (the factor its encoder downsamples by) and implement
 base class pads the input at the bottom and right, calls it, and crops the logits back. Padding after
 the image keeps output pixel (i, j) aligned with input pixel (i, j), so the crop is exact.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Pieces shared by the architectures: Xavier init, padding to a multiple, cropping back."""
+
 from __future__ import annotations
 
 import torch

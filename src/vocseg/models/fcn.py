@@ -1,4 +1,5 @@
 """The paper's baseline fully convolutional network (Table 1)."""
+
 from __future__ import annotations
 
 import torch

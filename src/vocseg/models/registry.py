@@ -3,11 +3,13 @@
 Every registered model follows one contract: ``(B, 3, H, W)`` float input -> ``(B, num_classes, H, W)``
 logits, for any ``H`` and ``W``.
 """
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 

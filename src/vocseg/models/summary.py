@@ -1,4 +1,5 @@
 """A table of the registered models: parameters and GFLOPs of one forward pass (``vocseg models``)."""
+
 from __future__ import annotations
 
 import torch
@@ -55,9 +56,7 @@ def model_table(image_size: int = 512) -> list[dict]:
 def format_model_table(rows: list[dict]) -> str:
     """The rows of :func:`model_table` as an aligned plain-text table."""
     headers = ("name", "params", "GFLOPs", "source", "description")
-    body = [
-        (r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}", r["source"], r["description"]) for r in rows
-    ]
+    body = [(r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}", r["source"], r["description"]) for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
     right = {1, 2}  # numbers are right-aligned
 

@@ -26,6 +26,7 @@ at the input's size, and the training loop adds ``aux_weight * cross_entropy(aux
 the loss (torchvision's reference scripts use ``aux_weight = 0.5``). In eval mode the aux head is not
 even run, so evaluation, export and FLOP counts see the main head only.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ cache (``$TORCH_HOME/hub/checkpoints``) or a local file, and a missing cached fi
 with a short socket timeout; offline, that fails at once with a ``VocsegError`` naming the file, its
 URL, the cache folder and the alternatives.
 """
+
 from __future__ import annotations
 
 import os
@@ -110,9 +111,7 @@ def load_hub_state_dict(weights: Any, help_text: str) -> dict[str, torch.Tensor]
             os.makedirs(folder, exist_ok=True)
             print(f"Downloading {weights.url} to {path}", file=sys.stderr)
             # Like torch.hub's check_hash: the download must match the hash prefix in the file name.
-            torch.hub.download_url_to_file(
-                weights.url, path, hash_prefix=_hash_prefix(path), progress=False
-            )
+            torch.hub.download_url_to_file(weights.url, path, hash_prefix=_hash_prefix(path), progress=False)
         except (urllib.error.URLError, OSError, RuntimeError, ValueError) as e:
             raise VocsegError(f"{help_text}\n(download error: {e})") from None
         finally:

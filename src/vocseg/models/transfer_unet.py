@@ -3,6 +3,7 @@
 Not from the paper: a stronger transfer-learning baseline that reuses the paper's ``transfer`` model's
 encoder and offline-weights handling (``transfer.py``) with a skip-connected decoder.
 """
+
 from __future__ import annotations
 
 import os
@@ -84,9 +85,7 @@ class ASPP(nn.Module):
             [conv_bn_relu(cin, channels, 1)] + [conv_bn_relu(cin, channels, 3, dilation=r) for r in rates]
         )
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, channels, 1), nn.ReLU(inplace=True))
-        self.project = nn.Sequential(
-            conv_bn_relu(channels * (len(rates) + 2), channels, 1), nn.Dropout(ASPP_DROPOUT)
-        )
+        self.project = nn.Sequential(conv_bn_relu(channels * (len(rates) + 2), channels, 1), nn.Dropout(ASPP_DROPOUT))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [branch(x) for branch in self.branches]

@@ -1,4 +1,5 @@
 """The paper's U-Net (Table 4), after Ronneberger et al. (2015) with 'same' convs and instance norm."""
+
 from __future__ import annotations
 
 import torch
@@ -11,7 +12,6 @@ from .registry import register_model
 
 CHANNEL_MULTIPLIERS = (1, 2, 4, 8, 16)  # conv1..conv5: 64, 128, 256, 512, 1024 with base_channels=64
 MULTIPLE = 2 ** (len(CHANNEL_MULTIPLIERS) - 1)  # four 2x2 max pools
-
 
 
 def double_conv(cin: int, cout: int) -> nn.Sequential:

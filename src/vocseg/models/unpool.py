@@ -1,4 +1,5 @@
 """The paper's custom "Wilson's model" (Table 2): a deeper encoder with max pooling and max unpooling."""
+
 from __future__ import annotations
 
 import torch
@@ -15,7 +16,6 @@ DECODER_CHANNELS = (512, 256, 128, 64, 32, 32)
 # Stages 2 to 6 end in a 2x2 max pool, so the input is downsampled 2**5 = 32 times.
 POOLED_STAGES = 5
 MULTIPLE = 2**POOLED_STAGES
-
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:

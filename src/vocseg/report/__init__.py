@@ -18,6 +18,7 @@ Modules: :mod:`.runs` (what a report is built from), :mod:`.data` (the test data
 :mod:`.example` (the example image and its predictions), :mod:`.sections` (the sections),
 :mod:`.render` (Markdown and HTML), :mod:`.write` (:func:`write_report`).
 """
+
 from .data import DataInfo, all_background_metrics, data_info
 from .render import Doc
 from .runs import ReportContext, ReportRun, RunGroup, group_runs

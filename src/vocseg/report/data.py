@@ -1,5 +1,6 @@
 """The data a report's runs used: folder, split sizes, the test split and its class counts (from
 :func:`vocseg.data.stats.dataset_stats`, cached), and the all-background predictor computed from them."""
+
 from __future__ import annotations
 
 import contextlib
@@ -53,8 +54,15 @@ def data_info(cfg_dict: Mapping[str, Any], source: str = "config.yaml") -> DataI
     m = re.search(r"synthetic-v\d+-\d+-\d+-s(\d+)-\d+", str(root))
     stats = dataset_stats(VOCSegmentation(root, test_split, ids=test_ids, num_classes=cfg.num_classes))
     return DataInfo(
-        root, synthetic, int(m.group(1)) if m else None, sizes, used, test_split, list(test_ids),
-        class_names_for(cfg), np.asarray(stats.class_counts, dtype=np.int64),
+        root,
+        synthetic,
+        int(m.group(1)) if m else None,
+        sizes,
+        used,
+        test_split,
+        list(test_ids),
+        class_names_for(cfg),
+        np.asarray(stats.class_counts, dtype=np.int64),
     )
 
 

@@ -1,5 +1,6 @@
 """The report's example test image: which one (the image with the most object classes), and every
 model's prediction of it (from its best checkpoint, through :func:`vocseg.inference.predict_logits`)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,7 +35,10 @@ def choose_example(info: DataInfo) -> tuple[str | None, list[int]]:
 
 
 def predict_example(
-    runs: Sequence[ReportRun], info: DataInfo, image_id: str, device: str = "cpu",
+    runs: Sequence[ReportRun],
+    info: DataInfo,
+    image_id: str,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The image, its ground truth, and each run's prediction keyed by label (runs without a best
     checkpoint are left out), at native resolution with each checkpoint's own normalisation."""
@@ -53,8 +57,13 @@ def predict_example(
             continue
         model, ckpt = load_model(run.run.best_path, device)
         norm = ckpt["normalization"]
-        ds = VOCSegmentation(info.voc_root, info.test_split, SegmentationPresetEval(norm["mean"], norm["std"]),
-                             ids=[image_id], num_classes=n)
+        ds = VOCSegmentation(
+            info.voc_root,
+            info.test_split,
+            SegmentationPresetEval(norm["mean"], norm["std"]),
+            ids=[image_id],
+            num_classes=n,
+        )
         x, _ = ds[0]
         with torch.inference_mode():
             logits = predict_logits(model, x[None].to(device))

@@ -2,6 +2,7 @@
 and writes them as Markdown (images as files beside it) and as one self-contained HTML page (images
 embedded as base64 data URIs, inline CSS, nothing external). Both come from the same blocks, so they
 always say the same thing."""
+
 from __future__ import annotations
 
 import base64
@@ -87,8 +88,14 @@ class Doc:
     def html(self, base: Path, title: str) -> str:
         """The page; images are read from ``base / <relative path>`` and embedded."""
         parts = [
-            "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-            f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title>",
+            f"<style>{CSS}</style>",
+            "</head>",
+            "<body>",
         ]
         parts += [_html_block(b, base) for b in self.blocks]
         parts += ["</body>", "</html>"]

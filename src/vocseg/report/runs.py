@@ -1,6 +1,7 @@
 """What a report is built from: :class:`ReportRun` (one run folder, labelled, with the paper's
 experiment when it is one), :class:`RunGroup` (the seeds of one recipe) and :class:`ReportContext`
 (everything the sections read)."""
+
 from __future__ import annotations
 
 import re

@@ -2,6 +2,7 @@
 
 One row per group (the seeds of one recipe: mean ± std when there are several); per-run figures and
 costs; the paper's columns and notes only when the runs are the paper's experiments."""
+
 from __future__ import annotations
 
 import json
@@ -68,12 +69,16 @@ def _results_intro(ctx: ReportContext) -> str:
         + "); `CE` is the plain cross-entropy, comparable across all runs."
     )
     if ctx.paper:
-        text = (f"Ours: {ours} Paper: the numbers of Tables 5–11 as printed (loss, IoU, pixel accuracy; "
-                "no mean accuracy or fw IoU reported).")
+        text = (
+            f"Ours: {ours} Paper: the numbers of Tables 5–11 as printed (loss, IoU, pixel accuracy; "
+            "no mean accuracy or fw IoU reported)."
+        )
     else:
         text = ours[0].upper() + ours[1:]
     if ctx.multi_seed:
-        text += " Rows with several seeds show mean ± standard deviation over them (`seeds`: how many; see *Statistics*)."
+        text += (
+            " Rows with several seeds show mean ± standard deviation over them (`seeds`: how many; see *Statistics*)."
+        )
     return text
 
 
@@ -143,22 +148,34 @@ def _pairs(ctx: ReportContext) -> list[tuple[RunGroup, RunGroup]]:
 def _compare(a: RunGroup, b: RunGroup) -> str:
     missing = [r.label for r in a.done + b.done if r.per_image is None]
     if missing:
-        return (f"{a.name} vs {b.name}: not tested; {', '.join(missing)} lack{'s' if len(missing) == 1 else ''} "
-                f"`{RunDir.PER_IMAGE}` (per-image results, which runs made by older vocseg versions do not have).")
+        return (
+            f"{a.name} vs {b.name}: not tested; {', '.join(missing)} lack{'s' if len(missing) == 1 else ''} "
+            f"`{RunDir.PER_IMAGE}` (per-image results, which runs made by older vocseg versions do not have)."
+        )
     try:
         result = paired_bootstrap([r.per_image for r in a.done], [r.per_image for r in b.done])
     except VocsegError as e:
         return f"{a.name} vs {b.name}: not tested ({e})."
-    return (verdict(a.name, b.name, result)
-            + f" {result.n_images} test images; seeds: {len(a.done)} of {a.name}, {len(b.done)} of {b.name}.")
+    return (
+        verdict(a.name, b.name, result)
+        + f" {result.n_images} test images; seeds: {len(a.done)} of {a.name}, {len(b.done)} of {b.name}."
+    )
 
 
 def _groups_table(doc: Doc, ctx: ReportContext) -> None:
     rows = []
     for g in ctx.groups:
         seeds = ", ".join(str((r.cfg or {}).get("seed", "–")) for r in g.done) or "–"
-        rows.append([g.name, f"{len(g.done)}/{len(g.runs)}", seeds, g.metric("mean_iou").format(),
-                     g.metric("pixel_accuracy").format(), ", ".join(f"`{r.run.path.name}`" for r in g.runs)])
+        rows.append(
+            [
+                g.name,
+                f"{len(g.done)}/{len(g.runs)}",
+                seeds,
+                g.metric("mean_iou").format(),
+                g.metric("pixel_accuracy").format(),
+                ", ".join(f"`{r.run.path.name}`" for r in g.runs),
+            ]
+        )
     doc.table(["group", "runs done", "seeds", "mIoU", "pixel acc", "run folders"], rows)
 
 
@@ -266,11 +283,14 @@ def per_class(doc: Doc, ctx: ReportContext) -> None:
         rows.append(row + [fmt(g.per_class_iou(name)) for g in groups])
     rows.append(["mean"] + ([""] if counts is not None else []) + [fmt(g.metric("mean_iou").mean) for g in groups])
     doc.table(header, rows)
-    doc.p("`–`: the class is neither in the ground truth nor predicted (not averaged into mIoU)."
-          + (" Groups of several seeds: the mean over their runs." if ctx.multi_seed else ""))
+    doc.p(
+        "`–`: the class is neither in the ground truth nor predicted (not averaged into mIoU)."
+        + (" Groups of several seeds: the mean over their runs." if ctx.multi_seed else "")
+    )
     rel, path = ctx.figure("per_class_iou.png")
-    per_class_iou_figure({g.name: {n: g.per_class_iou(n) for n in names} for g in groups}, path,
-                         title=f"per-class IoU on {ctx.split}")
+    per_class_iou_figure(
+        {g.name: {n: g.per_class_iou(n) for n in names} for g in groups}, path, title=f"per-class IoU on {ctx.split}"
+    )
     doc.images([(rel, "per-class IoU of every model")])
 
 
@@ -284,7 +304,9 @@ def confusion(doc: Doc, ctx: ReportContext) -> None:
     names = list(run.metrics["per_class_iou"])
     doc.h(2, f"Confusion matrix of the best model ({best.name})")
     rel, path = ctx.figure("confusion.png")
-    confusion_figure(run.metrics["confusion_matrix"], names, path, f"{run.label}: confusion on {ctx.split}, row-normalised")
+    confusion_figure(
+        run.metrics["confusion_matrix"], names, path, f"{run.label}: confusion on {ctx.split}, row-normalised"
+    )
     which = f" Shown: its run `{run.run.path.name}`." if len(best.runs) > 1 else ""
     doc.p(
         f"Rows: true class; columns: predicted class; each row sums to 1 (share of that class's pixels). "
@@ -303,17 +325,36 @@ def cost(doc: Doc, ctx: ReportContext) -> None:
     rows = []
     for r in ctx.done:
         m, c = r.metrics, r.cfg or {}
-        rows.append([
-            r.label, c.get("model", ""), f"{m.get('parameters', 0):,}", fmt(m.get("seconds_per_epoch"), 1),
-            f"{m.get('epochs_run')}/{c.get('epochs')}", str(m.get("best_epoch")),
-            "yes" if m.get("stopped_early") else "no", str(r.entry.get("device") or "–"),
-        ])
-    doc.table(["experiment" if ctx.paper else "run", "model", "parameters", "s/epoch", "epochs run",
-               "best epoch", "stopped early", "device"], rows)
+        rows.append(
+            [
+                r.label,
+                c.get("model", ""),
+                f"{m.get('parameters', 0):,}",
+                fmt(m.get("seconds_per_epoch"), 1),
+                f"{m.get('epochs_run')}/{c.get('epochs')}",
+                str(m.get("best_epoch")),
+                "yes" if m.get("stopped_early") else "no",
+                str(r.entry.get("device") or "–"),
+            ]
+        )
+    doc.table(
+        [
+            "experiment" if ctx.paper else "run",
+            "model",
+            "parameters",
+            "s/epoch",
+            "epochs run",
+            "best epoch",
+            "stopped early",
+            "device",
+        ],
+        rows,
+    )
     text = "Seconds per epoch include the early-stopping evaluation."
     if ctx.paper:
-        text += (" The paper reports about 8 s per epoch for the baseline and 20 s for Wilson's model on "
-                 "its GPU (DataHub).")
+        text += (
+            " The paper reports about 8 s per epoch for the baseline and 20 s for Wilson's model on its GPU (DataHub)."
+        )
     doc.p(text)
 
 
@@ -327,9 +368,15 @@ def _recipe_row(g: RunGroup, ctx: ReportContext) -> list[str]:
         size += f", scale {c['scale_range']}"
     kw = ", ".join(f"{k}={v}" for k, v in (c.get("model_kwargs") or {}).items()) or "–"
     return first + [
-        f"{c.get('model')} ({kw})", f"{c.get('optimizer')} {c.get('lr')}", str(c.get("epochs")),
-        str(c.get("patience")), c.get("scheduler", ""), f"h{c.get('hflip')}/v{c.get('vflip')}",
-        c.get("class_weighting", ""), size, str(c.get("batch_size")),
+        f"{c.get('model')} ({kw})",
+        f"{c.get('optimizer')} {c.get('lr')}",
+        str(c.get("epochs")),
+        str(c.get("patience")),
+        c.get("scheduler", ""),
+        f"h{c.get('hflip')}/v{c.get('vflip')}",
+        c.get("class_weighting", ""),
+        size,
+        str(c.get("batch_size")),
         "all" if c.get("max_train_images") is None else str(c["max_train_images"]),
     ]
 
@@ -339,8 +386,22 @@ def recipes(doc: Doc, ctx: ReportContext) -> None:
     where = "; YAMLs in `configs/`" if ctx.paper else ""
     doc.p(f"The config each run actually trained with (its `{RunDir.CONFIG}`){where}.")
     header = ["experiment" if ctx.paper else "run"] + (["config"] if ctx.paper else [])
-    doc.table(header + ["model", "optimizer, lr", "epochs", "patience", "scheduler", "flips", "class weights",
-                        "train size", "batch", "max train images"], [_recipe_row(g, ctx) for g in ctx.groups])
+    doc.table(
+        header
+        + [
+            "model",
+            "optimizer, lr",
+            "epochs",
+            "patience",
+            "scheduler",
+            "flips",
+            "class weights",
+            "train size",
+            "batch",
+            "max train images",
+        ],
+        [_recipe_row(g, ctx) for g in ctx.groups],
+    )
     if ctx.quick_overrides is not None:
         overrides = ctx.quick_overrides
         doc.p("**Quick overrides** (`--quick`), applied on top of each YAML (`epochs` is a cap):")
@@ -378,7 +439,8 @@ def _data_items(ctx: ReportContext) -> list[str]:
     items = [
         f"data: `{info.voc_root}`, {kind}",
         "splits on disk: " + ", ".join(f"{k} {v}" for k, v in info.split_sizes.items()),
-        "images used: " + ", ".join(f"{k} {v}" for k, v in info.used.items())
+        "images used: "
+        + ", ".join(f"{k} {v}" for k, v in info.used.items())
         + " (early stopping on a holdout of the train split, the test split reported)",
     ]
     if info.synthetic and info.synthetic_seed is not None:

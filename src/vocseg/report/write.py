@@ -1,5 +1,6 @@
 """Writing a report: from a list of run folders to ``OUT/report.md`` (figures under ``OUT/figures/``)
 and a self-contained ``OUT/report.html``."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -43,9 +44,16 @@ def write_report(
     runs = list(runs)
     ref = _reference(runs)
     ctx = ReportContext(
-        out=out, title=title, intro=intro, runs=runs, groups=group_runs(runs),
-        info=data_info(ref.cfg, str(ref.run.config_path)) if ref is not None else None, device=device,
-        notes=list(notes), pairs=list(pairs) if pairs is not None else None, quick_overrides=quick_overrides,
+        out=out,
+        title=title,
+        intro=intro,
+        runs=runs,
+        groups=group_runs(runs),
+        info=data_info(ref.cfg, str(ref.run.config_path)) if ref is not None else None,
+        device=device,
+        notes=list(notes),
+        pairs=list(pairs) if pairs is not None else None,
+        quick_overrides=quick_overrides,
     )
     (out / ReportContext.FIGURES).mkdir(parents=True, exist_ok=True)
     doc = Doc()
