@@ -4,6 +4,7 @@
 
 Prints images/second for each precision and the bf16/fp32 ratio. Not a test: numbers depend on the machine.
 """
+
 from __future__ import annotations
 
 import argparse

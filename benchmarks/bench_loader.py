@@ -18,7 +18,7 @@ import itertools
 import platform
 import statistics
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
@@ -34,6 +34,7 @@ from vocseg.system import cpu_count
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BATCH, CROP = 8, 128
+Epoch = Callable[[int], int]  # seed -> images processed
 
 
 class Trainer:
@@ -96,25 +97,26 @@ def make_loader(ds: torch.utils.data.Dataset, workers: int, seed: int) -> DataLo
                       collate_fn=collate_pad, drop_last=True, generator=g)
 
 
-def timed(fn: Callable[[], int], trainer: Trainer) -> tuple[float, float]:
-    """img/s of ``fn`` (which returns the number of images it processed) and the share of its time
-    the trainer spent waiting for batches."""
+def timed(fn: Epoch, seed: int, trainer: Trainer) -> tuple[float, float]:
+    """img/s of ``fn(seed)`` (which returns the number of images it processed) and the share of its
+    time the trainer spent waiting for batches."""
     trainer.waited = 0.0
     t0 = time.perf_counter()
-    n = fn()
+    n = fn(seed)
     elapsed = time.perf_counter() - t0
     return n / elapsed, trainer.waited / elapsed
 
 
-def build_configs(trainer: Trainer, workers: list[int], steps: int | None) -> tuple[dict[str, Callable[[int], int]], dict[str, Callable[[int], int]]]:
+def build_configs(trainer: Trainer, workers: list[int], steps: int | None) -> tuple[dict[str, Epoch], dict[str, Epoch]]:
     """Name -> epoch function, for training and for the loader alone."""
     root = default_dataset_root()
     plain = VOCSegmentation(root, "train", SegmentationPresetTrain(MEAN, STD, crop_size=CROP))
-    cached = apply_cache(VOCSegmentation(root, "train", SegmentationPresetTrain(MEAN, STD, crop_size=CROP)), "ram", print)
+    cached = VOCSegmentation(root, "train", SegmentationPresetTrain(MEAN, STD, crop_size=CROP))
+    apply_cache(cached, "ram", print)
     torch.manual_seed(0)
     in_memory = list(itertools.islice(make_loader(plain, 0, 0), steps))  # the bare loop's batches: same data, collated
-    train: dict[str, Callable[[int], int]] = {"bare loop (batches in memory)": lambda seed: trainer.run(in_memory)}
-    alone: dict[str, Callable[[int], int]] = {}
+    train: dict[str, Epoch] = {"bare loop (batches in memory)": lambda seed: trainer.run(in_memory)}
+    alone: dict[str, Epoch] = {}
     for w in workers:
         for label, ds in (("disk", plain), ("RAM cache", cached)):
             name = f"workers={w}, {label}"
@@ -160,10 +162,10 @@ def main() -> None:
     for r in range(args.repeats):
         names = list(train) if r % 2 == 0 else list(reversed(train))  # interleave, alternating order
         for name in names:
-            got_train[name].append(timed(lambda: train[name](r), trainer))
+            got_train[name].append(timed(train[name], r, trainer))
             print(f"  repeat {r + 1}: {name}: {got_train[name][-1][0]:.1f} img/s", flush=True)
         for name in alone:
-            got_alone[name].append(timed(lambda: alone[name](r), trainer))
+            got_alone[name].append(timed(alone[name], r, trainer))
     bare = statistics.median(v for v, _ in got_train["bare loop (batches in memory)"])
     unit = f"{args.steps} steps" if args.steps else "one epoch (60 steps)"
     report(f"training, {unit} per repeat, median of {args.repeats}", got_train, bare)

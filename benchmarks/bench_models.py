@@ -10,6 +10,7 @@ FLOPs of one forward come from torch's FlopCounterMode (vocseg.models.count_gflo
 is counted as 3x the forward (forward + backward's two matmuls per layer). MFU = achieved / peak.
 Every number printed is a median of interleaved repeats; compare ratios, not lone absolute times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,8 +94,10 @@ def infer_ms(name: str, args, device: torch.device) -> float:
 
 def machine(device: torch.device) -> str:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
 
 
 def main() -> None:
@@ -114,8 +117,10 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(args.device)
     print(f"machine: {machine(device)}")
-    print(f"train: batch {args.batch} x {args.train_size}^2, amp {args.amp}, channels_last {args.channels_last}, "
-          f"compile {args.compile}; inference: 1 x 384x512\n")
+    print(
+        f"train: batch {args.batch} x {args.train_size}^2, amp {args.amp}, channels_last {args.channels_last}, "
+        f"compile {args.compile}; inference: 1 x 384x512\n"
+    )
     header = f"{'model':<30} {'params':>12} {'GFLOPs/img':>10} {'train img/s':>11} {'min/epoch':>9} {'infer ms':>9}"
     print(header + (f" {'MFU':>6}" if args.peak_tflops else ""))
     for name in args.models or list_models():
@@ -124,8 +129,10 @@ def main() -> None:
         gflops = count_gflops(meta, args.train_size)
         ips = train_speed(name, args, device)
         ms = infer_ms(name, args, device)
-        line = (f"{name:<30} {count_parameters(meta):>12,} {gflops:>10.1f} {ips:>11.1f} "
-                f"{args.epoch_images / ips / 60:>9.1f} {ms:>9.1f}")
+        line = (
+            f"{name:<30} {count_parameters(meta):>12,} {gflops:>10.1f} {ips:>11.1f} "
+            f"{args.epoch_images / ips / 60:>9.1f} {ms:>9.1f}"
+        )
         if args.peak_tflops:
             line += f" {3 * gflops * ips / 1000 / args.peak_tflops:>6.1%}"
         print(line, flush=True)

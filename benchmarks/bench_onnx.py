@@ -8,6 +8,7 @@ vocseg's ONNX exporter (dynamic batch/height/width, the file ``vocseg export`` w
 bf16 autocast and onnxruntime (CPUExecutionProvider, fp32), all with the same number of threads.
 Prints milliseconds and ratios (>1 means faster than eager fp32). Not a test: numbers depend on the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,6 +52,7 @@ def bench_model(name: str, x: torch.Tensor, runs: int, threads: int) -> dict[str
         def run():
             with torch.inference_mode(), autocast(cpu, dtype):
                 return model(x)
+
         return run
 
     with warnings.catch_warnings():
@@ -84,7 +86,9 @@ def main() -> None:
     x = torch.randn(1, 3, args.height, args.width)
     print(machine_line(args.threads))
     print(f"input 1x3x{args.height}x{args.width}, median of {args.runs} interleaved runs after 1 warm-up\n")
-    header = f"{'model':<30} {'eager fp32':>11} {'eager bf16':>11} {'onnxruntime':>12} {'bf16/fp32':>10} {'ort/fp32':>9}"
+    header = (
+        f"{'model':<30} {'eager fp32':>11} {'eager bf16':>11} {'onnxruntime':>12} {'bf16/fp32':>10} {'ort/fp32':>9}"
+    )
     print(header)
     print("-" * len(header))
     for name in args.models:

@@ -13,6 +13,7 @@ Each variant runs in its own process (``--which`` one of them per call runs it i
 to compare on a machine with more cores, pin each to the same number of cores, e.g.
 ``taskset -c 0,1 python benchmarks/bench_peer.py --which peer-fp32 --threads 2``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,22 +31,66 @@ import torch.nn.functional as F
 # strong.yaml on the built-in data: its recipe (scale 0.5-2, crop, flips, photometric, warmup + decay,
 # bf16) on the synthetic train split, with a CPU-sized model and crop, trained from scratch.
 VOCSEG_ARGS = [
-    "--config", "configs/strong.yaml", "--train-split", "train", "--image-size", "128", "--batch-size", "8",
-    "--model-arg", "encoder=resnet34", "--model-arg", "pretrained=false", "--model-arg", "aspp=false",
-    "--optimizer", "adamw", "--lr", "0.001", "--weight-decay", "0.0001", "--scheduler", "cosine",
-    "--warmup-iters", "100", "--min-lr", "0", "--no-sync-bn", "--val-holdout", "0.1", "--monitor", "val_miou",
+    "--config",
+    "configs/strong.yaml",
+    "--train-split",
+    "train",
+    "--image-size",
+    "128",
+    "--batch-size",
+    "8",
+    "--model-arg",
+    "encoder=resnet34",
+    "--model-arg",
+    "pretrained=false",
+    "--model-arg",
+    "aspp=false",
+    "--optimizer",
+    "adamw",
+    "--lr",
+    "0.001",
+    "--weight-decay",
+    "0.0001",
+    "--scheduler",
+    "cosine",
+    "--warmup-iters",
+    "100",
+    "--min-lr",
+    "0",
+    "--no-sync-bn",
+    "--val-holdout",
+    "0.1",
+    "--monitor",
+    "val_miou",
 ]
 PEER_CROP, PEER_BATCH, PEER_LR = 128, 8, 1e-3
 
 
 def run_vocseg(out: Path, budget: str, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "vocseg", "train", *VOCSEG_ARGS, *extra, "--budget", budget, "--out", str(out / "vocseg"),
-           "--no-progress", "--overwrite"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vocseg",
+        "train",
+        *VOCSEG_ARGS,
+        *extra,
+        "--budget",
+        budget,
+        "--out",
+        str(out / "vocseg"),
+        "--no-progress",
+        "--overwrite",
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     m = json.loads((out / "vocseg" / "metrics.json").read_text())
-    return {"name": "vocseg strong (bf16)", "miou": m["mean_iou"], "pixel_accuracy": m["pixel_accuracy"],
-            "steps": m.get("steps"), "seconds": time.perf_counter() - t0}
+    return {
+        "name": "vocseg strong (bf16)",
+        "miou": m["mean_iou"],
+        "pixel_accuracy": m["pixel_accuracy"],
+        "steps": m.get("steps"),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def peer_data():
@@ -107,8 +152,13 @@ def run_peer(budget_s: float, bf16: bool) -> dict:
             if time.perf_counter() >= deadline:
                 break
     m = score(model, val)
-    return {"name": f"smp Unet-R34 ({'bf16' if bf16 else 'fp32'})", "miou": m["mean_iou"],
-            "pixel_accuracy": m["pixel_accuracy"], "steps": steps, "seconds": time.perf_counter() - t0}
+    return {
+        "name": f"smp Unet-R34 ({'bf16' if bf16 else 'fp32'})",
+        "miou": m["mean_iou"],
+        "pixel_accuracy": m["pixel_accuracy"],
+        "steps": steps,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def all_background() -> dict:
@@ -121,8 +171,13 @@ def all_background() -> dict:
 
     counts = np.array(dataset_stats(VOCSegmentation(resolve_data_root(None), "val")).class_counts)
     m = all_background_metrics(counts)
-    return {"name": "all-background", "miou": m["mean_iou"], "pixel_accuracy": m["pixel_accuracy"], "steps": 0,
-            "seconds": 0.0}
+    return {
+        "name": "all-background",
+        "miou": m["mean_iou"],
+        "pixel_accuracy": m["pixel_accuracy"],
+        "steps": 0,
+        "seconds": 0.0,
+    }
 
 
 def main() -> None:
@@ -130,8 +185,12 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="15m")
-    p.add_argument("--which", nargs="+", default=["vocseg", "peer-fp32", "peer-bf16"],
-                   choices=["vocseg", "peer-fp32", "peer-bf16", "background"])
+    p.add_argument(
+        "--which",
+        nargs="+",
+        default=["vocseg", "peer-fp32", "peer-bf16"],
+        choices=["vocseg", "peer-fp32", "peer-bf16", "background"],
+    )
     p.add_argument("--out", default="bench-peer")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--vocseg-args", nargs=argparse.REMAINDER, default=[], help="extra flags for vocseg train")
@@ -141,8 +200,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     budget_s = parse_duration(args.budget)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; budget {budget_s:.0f} s", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; budget {budget_s:.0f} s",
+        flush=True,
+    )
     rows = [all_background()]
     for which in args.which:
         if which == "vocseg":
@@ -154,7 +216,9 @@ def main() -> None:
     print(f"\n{'run':<24} {'mIoU':>7} {'pixel acc':>9} {'steps':>7} {'wall s':>7} {'vs peer fp32':>12}")
     for r in rows:
         ratio = f"{r['miou'] / base:.2f}x" if base else "-"
-        print(f"{r['name']:<24} {r['miou']:>7.4f} {r['pixel_accuracy']:>9.4f} {r['steps']:>7} {r['seconds']:>7.0f} {ratio:>12}")
+        print(
+            f"{r['name']:<24} {r['miou']:>7.4f} {r['pixel_accuracy']:>9.4f} {r['steps']:>7} {r['seconds']:>7.0f} {ratio:>12}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,16 +19,16 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torchvision
 from PIL import Image
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 from torchvision.transforms import RandomCrop as V1RandomCrop
+from torchvision.transforms import functional as TF
 
 from vocseg.data.cache import apply_cache
 from vocseg.data.classes import voc_palette
@@ -123,7 +123,7 @@ def time_per_image(fn: Callable[[int], object], n: int) -> float:
 def bench_set(name: str, root: Path, n: int, crop: int, repeats: int) -> None:
     ids = VOCSegmentation(root, "train").ids[:n]
     ds = VOCSegmentation(root, "train", SegmentationPresetTrain(MEAN, STD, crop_size=crop), ids=ids)
-    cached = apply_cache(VOCSegmentation(root, "train", SegmentationPresetTrain(MEAN, STD, crop_size=crop), ids=ids), "ram")
+    cached = apply_cache(VOCSegmentation(root, "train", ds.transforms, ids=ids), "ram")
     n = len(ds)
     paths = [(ds.image_path(i), ds.mask_path(i)) for i in range(n)]
     ref = RefTrain(crop)
@@ -131,7 +131,9 @@ def bench_set(name: str, root: Path, n: int, crop: int, repeats: int) -> None:
         "PIL reference": lambda i: reference_item(paths[i], ref),
         "vocseg": lambda i: ds[i],
         "vocseg, RAM cache": lambda i: cached[i],
-        "  decode only (PIL)": lambda i: (np.array(Image.open(paths[i][0]).convert("RGB")), np.array(Image.open(paths[i][1]))),
+        "  decode only (PIL)": lambda i: (
+            np.array(Image.open(paths[i][0]).convert("RGB")), np.array(Image.open(paths[i][1]))
+        ),
         "  decode only (vocseg)": lambda i: ds.decode(i),
     }
     times: dict[str, list[float]] = {k: [] for k in pipelines}

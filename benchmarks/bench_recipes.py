@@ -14,6 +14,7 @@ Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the sy
 With ``--cores-per-run N`` every run is pinned to its own N cores (``os.sched_setaffinity``) and given N
 torch threads, so runs side by side do not share cores: the machine needs N x runs cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,18 @@ RUNS: dict[str, list[str]] = {
     # (hue shifts of +-18 degrees) destroys label information there, so it is also measured without.
     "strong-nophoto/transfer_unet": ["train", *VOCSEG_ARGS, "--model", "transfer_unet", "--no-photometric"],
     "strong-nophoto/unpool": ["train", *VOCSEG_ARGS, "--model", "unpool", "--no-photometric"],
-    "paper/transfer_unet": ["train", "--config", "configs/weighted.yaml", "--model", "transfer_unet",
-                            "--model-arg", "encoder=resnet34", *SCRATCH, "--patience", "null"],
+    "paper/transfer_unet": [
+        "train",
+        "--config",
+        "configs/weighted.yaml",
+        "--model",
+        "transfer_unet",
+        "--model-arg",
+        "encoder=resnet34",
+        *SCRATCH,
+        "--patience",
+        "null",
+    ],
     "peer-fp32": ["peer-fp32"],
     "peer-bf16": ["peer-bf16"],
 }
@@ -45,14 +56,34 @@ RUNS: dict[str, list[str]] = {
 def command(name: str, budget: str, out: Path, threads: int | None) -> list[str]:
     spec = RUNS[name]
     if spec[0].startswith("peer"):
-        cmd = [sys.executable, "benchmarks/bench_peer.py", "--which", spec[0], "--budget", budget,
-               "--out", str(out / name.replace("/", "_"))]
+        cmd = [
+            sys.executable,
+            "benchmarks/bench_peer.py",
+            "--which",
+            spec[0],
+            "--budget",
+            budget,
+            "--out",
+            str(out / name.replace("/", "_")),
+        ]
         return cmd + (["--threads", str(threads)] if threads else [])
     args = list(spec)
     if "unpool" in spec:  # unpool takes no encoder arguments: strong.yaml without its model_kwargs
         args = _without_model_args(args, _strong_without_model_kwargs(out))
-    return [sys.executable, "-m", "vocseg", *args, "--budget", budget, "--out", str(out / name.replace("/", "_")),
-            "--no-progress", "--overwrite", "--device", DEVICE]
+    return [
+        sys.executable,
+        "-m",
+        "vocseg",
+        *args,
+        "--budget",
+        budget,
+        "--out",
+        str(out / name.replace("/", "_")),
+        "--no-progress",
+        "--overwrite",
+        "--device",
+        DEVICE,
+    ]
 
 
 def _strong_without_model_kwargs(out: Path) -> Path:

@@ -4,6 +4,7 @@
 
 Prints images/second for each and the speed-up. Not a test: numbers depend on the machine.
 """
+
 from __future__ import annotations
 
 import argparse

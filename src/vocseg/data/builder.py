@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,7 +10,9 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import VocsegError
+from .cache import SHARE_OF_AVAILABLE, apply_cache
 from .classes import VOC_CLASSES
+from .photometric import PhotometricDistortion
 from .stats import DatasetStats, dataset_stats
 from .transforms import SegmentationPresetEval, SegmentationPresetTrain
 from .voc import VOCSegmentation, read_split, resolve_voc_root
@@ -91,7 +94,8 @@ def build_datasets(
     stats = dataset_stats(raw_train)
     mean, std = (list(normalization[0]), list(normalization[1])) if normalization else (stats.mean, stats.std)
     scale = tuple(cfg.scale_range) if cfg.scale_range and cfg.image_size else None
-    train_tf = SegmentationPresetTrain(mean, std, cfg.image_size, cfg.hflip, cfg.vflip, scale)
+    photometric = PhotometricDistortion() if cfg.photometric else None
+    train_tf = SegmentationPresetTrain(mean, std, cfg.image_size, cfg.hflip, cfg.vflip, scale, photometric)
     eval_tf = SegmentationPresetEval(mean, std)
     train = VOCSegmentation(voc_root, cfg.train_split, train_tf, ids.train, cfg.num_classes)
     val = VOCSegmentation(voc_root, cfg.val_split, eval_tf, ids.val, cfg.num_classes)
@@ -100,6 +104,11 @@ def build_datasets(
     if ids.test is not None:
         test = VOCSegmentation(voc_root, ids.test_name or cfg.val_split, eval_tf, ids.test, cfg.num_classes)
         test.check()
+    # Decoded once, here in the main process, before any loader forks: workers share the buffers.
+    share = SHARE_OF_AVAILABLE / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # each rank keeps its own copy
+    for ds in (train, val, test):
+        if ds is not None:
+            apply_cache(ds, cfg.cache, log, share)
     return DataBundle(voc_root, train, val, test, stats, mean, std, class_names_for(cfg), ids)
 
 
