@@ -5,12 +5,20 @@
 - ``vocseg_cache``: points ``$VOCSEG_CACHE`` at a fresh folder, so dataset statistics never touch ~/.cache.
 - ``torch_global_state``: for tests that call ``train()`` in-process: one torch thread (fast and
   deterministic on a busy 2-core machine), and the RNGs and determinism flags restored afterwards.
+- ``one_thread``: one torch thread for the test, nothing else (model and inference tests).
+- ``offline``: an empty ``$TORCH_HOME`` and no network, for model weights; returns the list of network
+  calls tried (each one raised).
+
+Plain helpers shared by several test files (not fixtures) are in helpers.py.
 """
+
 from __future__ import annotations
 
 import random
+import socket
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -90,3 +98,34 @@ def torch_global_state():
         random.setstate(rng[0])
         np.random.set_state(rng[1])
         torch.set_rng_state(rng[2])
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: small workloads gain nothing from more, and on a busy 2-core machine extra threads
+    spin and slow everything down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty ``TORCH_HOME`` under ``tmp_path`` and a network that raises (and records) when touched."""
+    touched = []
+
+    def blocked(*args, **kwargs):
+        touched.append(args)
+        raise OSError("network access blocked by the test")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # in case someone called torch.hub.set_dir
+    monkeypatch.setattr(socket, "create_connection", blocked)
+    monkeypatch.setattr(socket, "getaddrinfo", blocked)
+    monkeypatch.setattr(socket.socket, "connect", blocked)
+    monkeypatch.setattr(urllib.request, "urlopen", blocked)
+    monkeypatch.setattr(torch.hub, "urlopen", blocked, raising=False)
+    return touched

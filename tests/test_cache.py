@@ -1,4 +1,5 @@
 """The decoded-image RAM cache (vocseg.data.cache): same items as from disk, auto's decision, messages."""
+
 from __future__ import annotations
 
 import re
@@ -133,7 +134,9 @@ def test_available_ram_reads_this_machine() -> None:
 
 def test_decode_errors_name_the_file_when_caching(make_voc) -> None:
     rng = np.random.default_rng(0)
-    samples = {f"img_{i}": (rng.integers(0, 255, (9, 11, 3), dtype=np.uint8), np.zeros((9, 11), np.uint8)) for i in range(3)}
+    samples = {
+        f"img_{i}": (rng.integers(0, 255, (9, 11, 3), dtype=np.uint8), np.zeros((9, 11), np.uint8)) for i in range(3)
+    }
     voc = make_voc(samples)
     bad = voc / "JPEGImages" / "img_1.jpg"
     bad.write_bytes(bad.read_bytes()[:60])

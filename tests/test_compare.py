@@ -1,4 +1,5 @@
 """`vocseg compare` and the statistics behind it: seed groups, mean ± std, the paired bootstrap."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_report import fake_predictions, per_image_counts, read_report, write_fake_run
+from helpers import fake_predictions, per_image_counts, read_report, write_fake_run
 from vocseg.cli import main
 from vocseg.compare import compare, default_labels, recipe_groups
 from vocseg.errors import VocsegError
@@ -74,7 +75,9 @@ def test_a_model_better_on_every_image_has_a_positive_interval():
 
 def test_seed_resampling_widens_the_interval_of_equal_groups():
     masks = _random_masks(10, seed=2)
-    seeds = [_per_image(*per_image_counts(fake_predictions(masks, r, seed=k), masks)) for k, r in enumerate((0.1, 0.35))]
+    seeds = [
+        _per_image(*per_image_counts(fake_predictions(masks, r, seed=k), masks)) for k, r in enumerate((0.1, 0.35))
+    ]
     result = paired_bootstrap(seeds, seeds, n_boot=400)
     assert result.diff == 0.0 and result.low < 0 < result.high  # same seeds on both sides: only seed noise
     assert "not distinguishable from seed and test-set noise" in verdict("A", "B", result)
@@ -117,8 +120,20 @@ def test_compare_groups_seeds_and_tests_the_difference(tmp_path, tiny_voc, vocse
     assert len(page.imgs) == 4 + 3  # curves of every run, comparison, per-class bars, confusion
 
     # The CLI writes the same report, with labels of the user's choice.
-    rc = main(["compare", str(runs / "good"), str(runs / "poor"), "--out", str(tmp_path / "cli"),
-               "--labels", "A", "B", "--device", "cpu"])
+    rc = main(
+        [
+            "compare",
+            str(runs / "good"),
+            str(runs / "poor"),
+            "--out",
+            str(tmp_path / "cli"),
+            "--labels",
+            "A",
+            "B",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and "report:" in capsys.readouterr().out
     assert "A beats B by" in (tmp_path / "cli" / "report.md").read_text()
 

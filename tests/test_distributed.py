@@ -1,5 +1,6 @@
 """Two-process data-parallel training through torchrun (gloo, CPU): the sharded evaluation must give
 exactly the metrics a single process computes on the same checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,34 @@ def test_torchrun_two_processes_matches_single_process_eval(tmp_path, monkeypatc
     run = tmp_path / "run"
     env = {**os.environ, "VOCSEG_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "vocseg", "train", "--model", "fcn", "--data-root", str(data), "--out", str(run),
-        "--epochs", "2", "--batch-size", "2", "--image-size", "32", "--workers", "0", "--no-progress",
-        "--device", "cpu", "--amp", "none",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "vocseg",
+        "train",
+        "--model",
+        "fcn",
+        "--data-root",
+        str(data),
+        "--out",
+        str(run),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--image-size",
+        "32",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--amp",
+        "none",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

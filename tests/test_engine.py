@@ -1,4 +1,5 @@
 """The training step and the evaluation pass: per-image counts, the aux loss, and metrics equal to a reference."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """vocseg evaluate --save-dir: masks, best/worst panels, per-class chart, confusion matrix, per-image table."""
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,31 @@ def test_per_image_iou_hand_computed():
 def test_save_dir_writes_every_artifact(tiny_voc, tmp_path, monkeypatch, capsys, torch_global_state):
     monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    assert main(["train", "--model", "fcn", "--data-root", str(tiny_voc), "--out", str(run), "--epochs", "1",
-                 "--batch-size", "4", "--image-size", "48", "--workers", "0", "--no-progress", "--amp", "none"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "fcn",
+                "--data-root",
+                str(tiny_voc),
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--image-size",
+                "48",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--amp",
+                "none",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "eval"
     capsys.readouterr()
     assert main(["evaluate", str(run / "best.pt"), "--save-dir", str(out), "--json", "--device", "cpu"]) == 0
@@ -35,7 +59,7 @@ def test_save_dir_writes_every_artifact(tiny_voc, tmp_path, monkeypatch, capsys,
     for name in ("per_class_iou.png", "confusion.png", "metrics.json", "per_image.csv"):
         assert (out / name).is_file(), name
     assert 1 <= len(list((out / "best").glob("*.png"))) <= 5 and len(list((out / "worst").glob("*.png"))) >= 1
-    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    rows = list(csv.DictReader((out / "per_image.csv").read_text().splitlines()))
     values = [float(r["miou"]) for r in rows]
     assert values == sorted(values)  # worst first
     # Nothing is overwritten: a second run into the same folder is refused.

@@ -1,4 +1,5 @@
 """The paper's experiments as data: configs, the paper's numbers and names, quick mode, seeds."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,7 +40,15 @@ def test_configs_follow_the_papers_recipes():
         assert c.monitor == "val_loss"
     b = cfg["baseline"]
     assert (b.model, b.lr, b.epochs, b.patience, b.scheduler, b.hflip, b.vflip, b.class_weighting) == (
-        "fcn", 0.001, 13, 3, "none", 0.0, 0.0, "none")
+        "fcn",
+        0.001,
+        13,
+        3,
+        "none",
+        0.0,
+        0.0,
+        "none",
+    )
     assert (cfg["cosine"].scheduler, cfg["cosine"].epochs, cfg["cosine"].patience) == ("cosine", 13, 3)
     a = cfg["augment"]
     assert (a.scheduler, a.hflip, a.vflip, a.epochs, a.patience) == ("cosine", 0.5, 0.5, 30, 9)
@@ -56,21 +65,49 @@ def test_configs_follow_the_papers_recipes():
 
 
 def test_experiments_hold_the_papers_numbers_and_names():
-    assert [e.name for e in X.EXPERIMENTS] == ["baseline", "cosine", "augment", "weighted", "unpool", "transfer", "unet"]
+    assert [e.name for e in X.EXPERIMENTS] == [
+        "baseline",
+        "cosine",
+        "augment",
+        "weighted",
+        "unpool",
+        "transfer",
+        "unet",
+    ]
     assert [e.table for e in X.EXPERIMENTS] == [5, 6, 7, 8, 9, 10, 11]
     assert [e.figure for e in X.EXPERIMENTS] == [2, 3, 4, 5, 6, 7, 8]
-    assert [e.builds_on for e in X.EXPERIMENTS] == [None, "baseline", "cosine", "augment", "weighted", "weighted", "weighted"]
+    assert [e.builds_on for e in X.EXPERIMENTS] == [
+        None,
+        "baseline",
+        "cosine",
+        "augment",
+        "weighted",
+        "weighted",
+        "weighted",
+    ]
     assert (X.get_experiment("unet").title, X.get_experiment("transfer").title, X.get_experiment("cosine").title) == (
-        "U-Net", "Transfer learning (ResNet34)", "+ cosine annealing")
+        "U-Net",
+        "Transfer learning (ResNet34)",
+        "+ cosine annealing",
+    )
     base = X.get_experiment("baseline")  # Table 5
     assert (base.paper_loss, base.paper_iou, base.paper_pixel_accuracy) == (
-        1.227619285168855, 0.063400418619098873, 0.7300453704336415)
+        1.227619285168855,
+        0.063400418619098873,
+        0.7300453704336415,
+    )
     tl = X.get_experiment("transfer")  # Table 10
     assert (tl.paper_loss, tl.paper_iou, tl.paper_pixel_accuracy) == (
-        1.5542771544145502, 0.11469616238837657, 0.7439139420571534)
+        1.5542771544145502,
+        0.11469616238837657,
+        0.7439139420571534,
+    )
     unet = X.get_experiment("unet")  # Table 11
     assert (unet.paper_loss, unet.paper_iou, unet.paper_pixel_accuracy) == (
-        1.8510422473368437, 0.0866359447169563, 0.7346816464610721)
+        1.8510422473368437,
+        0.0866359447169563,
+        0.7346816464610721,
+    )
     assert X.get_experiment("unpool").paper_loss == pytest.approx(1.600414732228155)  # Table 9
 
 

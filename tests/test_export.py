@@ -1,5 +1,6 @@
 """vocseg.export: every registered model exports to ONNX with dynamic batch/height/width and matches
 PyTorch in onnxruntime; metadata round-trips; TorchScript round-trips at two sizes."""
+
 from __future__ import annotations
 
 import gc
@@ -23,12 +24,7 @@ SIZES = [(1, 3, 333, 517), (2, 3, 64, 80)]
 NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def write_checkpoint(path: Path, name: str, num_classes: int = 21, class_names=None, **kwargs) -> torch.nn.Module:
@@ -86,8 +82,12 @@ def test_onnx_metadata_round_trip(tmp_path):
     write_checkpoint(ckpt, "fcn", num_classes=3, class_names=names)
     path = export_model(ckpt, "onnx", tmp_path / "out" / "m.onnx", opset=18)
     expected = {
-        "model_name": "fcn", "model_kwargs": {}, "num_classes": 3, "class_names": names,
-        "normalization": NORM, "vocseg_version": __import__("vocseg").__version__,
+        "model_name": "fcn",
+        "model_kwargs": {},
+        "num_classes": 3,
+        "class_names": names,
+        "normalization": NORM,
+        "vocseg_version": __import__("vocseg").__version__,
     }
     assert read_onnx_metadata(path) == expected
     runner, meta = load_onnx_model(path)
@@ -140,7 +140,9 @@ def test_refusals(tmp_path):
 
 def test_foreign_onnx_file_has_no_metadata(tmp_path):
     path = tmp_path / "plain.onnx"
-    torch.onnx.export(torch.nn.Conv2d(3, 2, 1).eval(), (torch.randn(1, 3, 8, 8),), str(path), dynamo=True, verbose=False)
+    torch.onnx.export(
+        torch.nn.Conv2d(3, 2, 1).eval(), (torch.randn(1, 3, 8, 8),), str(path), dynamo=True, verbose=False
+    )
     with pytest.raises(VocsegError, match="no vocseg metadata"):
         read_onnx_metadata(path)
     (tmp_path / "junk.onnx").write_bytes(b"junk")

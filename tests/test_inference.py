@@ -1,4 +1,5 @@
 """predict_logits: plain forward, flip and multi-scale TTA, sliding windows, against hand computations."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,13 +10,7 @@ from torch import nn
 from vocseg.errors import VocsegError
 from vocseg.inference import MULTISCALE_SCALES, predict_logits, window_starts
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class TinyNet(nn.Module):
@@ -69,8 +64,10 @@ def test_multiscale_matches_a_hand_computed_average():
     views = []
     with torch.no_grad():
         for size in [(4, 6), (8, 12), (12, 18)]:  # scales 0.5, 1.0, 1.5
-            xs = x if size == (8, 12) else F.interpolate(
-                x, size=size, mode="bilinear", align_corners=False, antialias=size[0] < 8
+            xs = (
+                x
+                if size == (8, 12)
+                else F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=size[0] < 8)
             )
             for flip in (False, True):
                 logits = m(xs.flip(-1)).flip(-1) if flip else m(xs)
@@ -99,7 +96,9 @@ def test_slide_with_a_crop_bigger_than_the_image_is_a_plain_forward(shape):
     torch.testing.assert_close(predict_logits(m, x, slide=(32, 16)), expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("shape,slide", [((1, 3, 37, 53), (16, 10)), ((2, 3, 64, 33), (32, 32)), ((1, 3, 5, 41), (8, 3))])
+@pytest.mark.parametrize(
+    "shape,slide", [((1, 3, 37, 53), (16, 10)), ((2, 3, 64, 33), (32, 32)), ((1, 3, 5, 41), (8, 3))]
+)
 def test_slide_on_a_translation_equivariant_model_is_the_whole_image_forward(shape, slide):
     torch.manual_seed(1)
     m, x = nn.Conv2d(3, 4, 1).eval(), torch.randn(*shape)
@@ -116,7 +115,9 @@ def test_slide_divides_by_the_window_count():
     assert set(rec.shapes) == {(1, 3, 16, 16)}  # every window has the full crop size
 
 
-@pytest.mark.parametrize("size,crop,stride", [(37, 16, 10), (16, 16, 5), (10, 16, 4), (100, 33, 33), (1, 1, 1), (50, 7, 3)])
+@pytest.mark.parametrize(
+    "size,crop,stride", [(37, 16, 10), (16, 16, 5), (10, 16, 4), (100, 33, 33), (1, 1, 1), (50, 7, 3)]
+)
 def test_windows_cover_every_pixel_and_stay_inside(size, crop, stride):
     starts = window_starts(size, crop, stride)
     covered = torch.zeros(size, dtype=torch.int64)

@@ -1,4 +1,5 @@
 """ConfusionMatrix: hand-computed cases, torchmetrics agreement, ignore/void handling, state."""
+
 from __future__ import annotations
 
 import json
@@ -78,10 +79,15 @@ def test_predicted_but_absent_class_counts_as_zero_iou() -> None:
 def test_all_background_predictor_on_voc_like_target() -> None:
     # 1000 labelled pixels: 70% background, 100 each of classes 5, 9, 15 (k = 4 present classes),
     # plus 50 void pixels that must not change anything.
-    target = torch.cat([
-        torch.zeros(700, dtype=torch.long), torch.full((100,), 5), torch.full((100,), 9),
-        torch.full((100,), 15), torch.full((50,), 255),
-    ])
+    target = torch.cat(
+        [
+            torch.zeros(700, dtype=torch.long),
+            torch.full((100,), 5),
+            torch.full((100,), 9),
+            torch.full((100,), 15),
+            torch.full((50,), 255),
+        ]
+    )
     target = target[torch.randperm(target.numel(), generator=torch.Generator().manual_seed(0))].view(21, 50)
     cm = ConfusionMatrix()
     cm.update(torch.zeros_like(target), target)

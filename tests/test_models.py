@@ -6,12 +6,12 @@ export plus ONNX conversion takes 10-20 s. Models whose every module and op is a
 another model skip export, ONNX and the largest forward (``COVERED_BY``): the ResNet-101 variants (the
 ResNet-50 ones with more layer3 blocks) and DeepLabV3-MobileNetV3 (LR-ASPP's backbone, DeepLabV3-ResNet-50's
 head, one wrapper for all)."""
+
 from __future__ import annotations
 
 import os
-import socket
+import re
 import time
-import urllib.request
 import warnings
 
 import pytest
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import torchvision
 from torch.export import Dim
 
+from helpers import IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, random_resnet_state
 from vocseg.errors import VocsegError
 from vocseg.models import (
     count_parameters,
@@ -37,8 +38,12 @@ NUM_CLASSES = 21
 # Arguments for the default configurations beyond those: none.
 DEFAULT_KWARGS: dict[str, dict] = {}
 # Slim settings for the expensive checks (backward, export): same code paths, fewer channels.
-SMALL_KWARGS = {"transfer": {"encoder": "resnet18"}, "transfer_unet": {"encoder": "resnet18"},
-                "transfer_unet-aspp": {"encoder": "resnet18", "aspp": True}, "unet": {"base_channels": 8}}
+SMALL_KWARGS = {
+    "transfer": {"encoder": "resnet18"},
+    "transfer_unet": {"encoder": "resnet18"},
+    "transfer_unet-aspp": {"encoder": "resnet18", "aspp": True},
+    "unet": {"base_channels": 8},
+}
 # Configurations tested like registered models: id -> (registered name, arguments for every build).
 VARIANTS = {"transfer_unet-aspp": ("transfer_unet", {"aspp": True})}
 MODEL_IDS = sorted([*list_models(), *VARIANTS])
@@ -74,14 +79,7 @@ def main_logits(out):
     return out["out"] if isinstance(out, dict) else out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these small workloads gain nothing from more, and on a busy 2-core machine
-    extra threads spin and slow everything down (as in conftest's ``torch_global_state``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +101,11 @@ def export_dynamic(name: str, cache: dict):
     key = ("export", name)
     if key not in cache:
         model = build(name).eval()
-        dims = {0: Dim("b", max=64), 2: Dim("h", min=MIN_EXPORT_SIZE, max=4096),
-                3: Dim("w", min=MIN_EXPORT_SIZE, max=4096)}
+        dims = {
+            0: Dim("b", max=64),
+            2: Dim("h", min=MIN_EXPORT_SIZE, max=4096),
+            3: Dim("w", min=MIN_EXPORT_SIZE, max=4096),
+        }
         ep = torch.export.export(model, (torch.randn(2, 3, 97, 131),), dynamic_shapes={"x": dims})
         cache[key] = (model, ep)
     return cache[key]
@@ -218,55 +219,102 @@ def table_count(layers) -> int:
 
 
 TABLE_1 = [  # fcn: Conv -> ReLU -> BN x5, Deconv -> ReLU -> BN x5, classifier
-    *[r for cin, cout in [(3, 32), (32, 64), (64, 128), (128, 256), (256, 512)]
-      for r in (("conv", cin, cout, 3), ("relu", cout, cout, 0), ("bn", cout, cout, 0))],
-    *[r for cin, cout in [(512, 512), (512, 256), (256, 128), (128, 64), (64, 32)]
-      for r in (("deconv", cin, cout, 3), ("relu", cout, cout, 0), ("bn", cout, cout, 0))],
+    *[
+        r
+        for cin, cout in [(3, 32), (32, 64), (64, 128), (128, 256), (256, 512)]
+        for r in (("conv", cin, cout, 3), ("relu", cout, cout, 0), ("bn", cout, cout, 0))
+    ],
+    *[
+        r
+        for cin, cout in [(512, 512), (512, 256), (256, 128), (128, 64), (64, 32)]
+        for r in (("deconv", cin, cout, 3), ("relu", cout, cout, 0), ("bn", cout, cout, 0))
+    ],
     ("conv", 32, NUM_CLASSES, 1),
 ]
 TABLE_2 = [  # unpool ("Wilson's model")
-    ("conv", 3, 32, 3), ("bn", 32, 32, 0),
-    ("conv", 32, 64, 3), ("bn", 64, 64, 0), ("pool", 64, 64, 2),
-    ("conv", 64, 128, 3), ("bn", 128, 128, 0), ("pool", 128, 128, 2),
-    ("conv", 128, 256, 3), ("bn", 256, 256, 0), ("pool", 256, 256, 2),
-    ("conv", 256, 512, 3), ("bn", 512, 512, 0), ("pool", 512, 512, 2),
-    ("conv", 512, 1024, 3), ("bn", 1024, 1024, 0), ("pool", 1024, 1024, 2),
-    ("unpool", 1024, 1024, 2), ("deconv", 1024, 512, 3), ("bn", 512, 512, 0),
-    ("unpool", 512, 512, 2), ("deconv", 512, 256, 3), ("bn", 256, 256, 0),
-    ("unpool", 256, 256, 2), ("deconv", 256, 128, 3), ("bn", 128, 128, 0),
-    ("unpool", 128, 128, 2), ("deconv", 128, 64, 3), ("bn", 64, 64, 0),
-    ("unpool", 64, 64, 2), ("deconv", 64, 32, 3), ("bn", 32, 32, 0),
-    ("deconv", 32, 32, 3), ("bn", 32, 32, 0),
+    ("conv", 3, 32, 3),
+    ("bn", 32, 32, 0),
+    ("conv", 32, 64, 3),
+    ("bn", 64, 64, 0),
+    ("pool", 64, 64, 2),
+    ("conv", 64, 128, 3),
+    ("bn", 128, 128, 0),
+    ("pool", 128, 128, 2),
+    ("conv", 128, 256, 3),
+    ("bn", 256, 256, 0),
+    ("pool", 256, 256, 2),
+    ("conv", 256, 512, 3),
+    ("bn", 512, 512, 0),
+    ("pool", 512, 512, 2),
+    ("conv", 512, 1024, 3),
+    ("bn", 1024, 1024, 0),
+    ("pool", 1024, 1024, 2),
+    ("unpool", 1024, 1024, 2),
+    ("deconv", 1024, 512, 3),
+    ("bn", 512, 512, 0),
+    ("unpool", 512, 512, 2),
+    ("deconv", 512, 256, 3),
+    ("bn", 256, 256, 0),
+    ("unpool", 256, 256, 2),
+    ("deconv", 256, 128, 3),
+    ("bn", 128, 128, 0),
+    ("unpool", 128, 128, 2),
+    ("deconv", 128, 64, 3),
+    ("bn", 64, 64, 0),
+    ("unpool", 64, 64, 2),
+    ("deconv", 64, 32, 3),
+    ("bn", 32, 32, 0),
+    ("deconv", 32, 32, 3),
+    ("bn", 32, 32, 0),
     ("conv", 32, NUM_CLASSES, 1),
 ]
 TABLE_3_DECODER = [  # transfer: decoder and classifier; the encoder is torchvision's ResNet without fc
-    ("deconv", 512, 256, 3), ("bn", 256, 256, 0),
-    ("deconv", 256, 128, 3), ("bn", 128, 128, 0),
-    ("deconv", 128, 64, 3), ("bn", 64, 64, 0),
-    ("deconv", 64, 32, 3), ("bn", 32, 32, 0),
-    ("deconv", 32, 16, 3), ("bn", 16, 16, 0),
+    ("deconv", 512, 256, 3),
+    ("bn", 256, 256, 0),
+    ("deconv", 256, 128, 3),
+    ("bn", 128, 128, 0),
+    ("deconv", 128, 64, 3),
+    ("bn", 64, 64, 0),
+    ("deconv", 64, 32, 3),
+    ("bn", 32, 32, 0),
+    ("deconv", 32, 16, 3),
+    ("bn", 16, 16, 0),
     ("conv", 16, NUM_CLASSES, 1),
 ]
 
 
 def double_conv_rows(cin, cout):
     # Our reading of Table 4's double_conv: bias-free convs (a norm follows), affine InstanceNorm2d.
-    return [("conv_nobias", cin, cout, 3), ("in_affine", cout, cout, 0), ("relu", cout, cout, 0),
-            ("conv_nobias", cout, cout, 3), ("in_affine", cout, cout, 0), ("relu", cout, cout, 0)]
+    return [
+        ("conv_nobias", cin, cout, 3),
+        ("in_affine", cout, cout, 0),
+        ("relu", cout, cout, 0),
+        ("conv_nobias", cout, cout, 3),
+        ("in_affine", cout, cout, 0),
+        ("relu", cout, cout, 0),
+    ]
 
 
 def table_4(base=64):
     c1, c2, c3, c4, c5 = (base * m for m in (1, 2, 4, 8, 16))
     return [
-        *double_conv_rows(3, c1), ("pool", c1, c1, 2),
-        *double_conv_rows(c1, c2), ("pool", c2, c2, 2),
-        *double_conv_rows(c2, c3), ("pool", c3, c3, 2),
-        *double_conv_rows(c3, c4), ("pool", c4, c4, 2),
+        *double_conv_rows(3, c1),
+        ("pool", c1, c1, 2),
+        *double_conv_rows(c1, c2),
+        ("pool", c2, c2, 2),
+        *double_conv_rows(c2, c3),
+        ("pool", c3, c3, 2),
+        *double_conv_rows(c3, c4),
+        ("pool", c4, c4, 2),
         *double_conv_rows(c4, c5),
-        ("deconv", c5, c4, 2), *double_conv_rows(2 * c4, c4),
-        ("deconv", c4, c3, 2), *double_conv_rows(2 * c3, c3),
-        ("deconv", c3, c2, 2), *double_conv_rows(2 * c2, c2),
-        ("deconv", c2, c1, 2), *double_conv_rows(2 * c1, c1),
+        ("deconv", c5, c4, 2),
+        *double_conv_rows(2 * c4, c4),
+        ("deconv", c4, c3, 2),
+        *double_conv_rows(2 * c3, c3),
+        ("deconv", c3, c2, 2),
+        *double_conv_rows(2 * c2, c2),
+        ("deconv", c2, c1, 2),
+        *double_conv_rows(2 * c1, c1),
         ("conv", c1, NUM_CLASSES, 1),
     ]
 
@@ -285,8 +333,12 @@ def transfer_unet_rows(stages=(64, 64, 128, 256, 512), aspp=False):
         rows += [("conv", deepest, 256, 1), ("conv_nobias", 5 * 256, 256, 1), ("bn", 256, 256, 0)]
         cin = 256
     for skip, cout in zip(reversed(skips), (256, 128, 64, 32)):
-        rows += [("conv_nobias", cin + skip, cout, 3), ("bn", cout, cout, 0),
-                 ("conv_nobias", cout, cout, 3), ("bn", cout, cout, 0)]
+        rows += [
+            ("conv_nobias", cin + skip, cout, 3),
+            ("bn", cout, cout, 0),
+            ("conv_nobias", cout, cout, 3),
+            ("bn", cout, cout, 0),
+        ]
         cin = cout
     return rows + [("conv", cin, NUM_CLASSES, 1)]
 
@@ -324,10 +376,18 @@ EXPECTED_PARAMS = {
     # Built offline, the torchvision models have exactly the parameters of torchvision's VOC-label weights
     # (21 classes, auxiliary head included), so those weights and checkpoints load into them.
     **{
-        name: ({"weights": None, "pretrained_backbone": False},
-               TV.get_model_weights(name).COCO_WITH_VOC_LABELS_V1.meta["num_params"])
-        for name in ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
-                     "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
+        name: (
+            {"weights": None, "pretrained_backbone": False},
+            TV.get_model_weights(name).COCO_WITH_VOC_LABELS_V1.meta["num_params"],
+        )
+        for name in (
+            "fcn_resnet50",
+            "fcn_resnet101",
+            "deeplabv3_resnet50",
+            "deeplabv3_resnet101",
+            "deeplabv3_mobilenet_v3_large",
+            "lraspp_mobilenet_v3_large",
+        )
     },
 }
 
@@ -345,8 +405,15 @@ def test_paper_models_are_registered():
 
 
 def test_literature_models_are_registered():
-    assert {"transfer_unet", "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
-            "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"} <= set(list_models())
+    assert {
+        "transfer_unet",
+        "fcn_resnet50",
+        "fcn_resnet101",
+        "deeplabv3_resnet50",
+        "deeplabv3_resnet101",
+        "deeplabv3_mobilenet_v3_large",
+        "lraspp_mobilenet_v3_large",
+    } <= set(list_models())
 
 
 def test_model_table():
@@ -388,10 +455,10 @@ def test_max_unpool2x2_matches_max_unpool2d():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(VocsegError) as e:
-        create_model("no-such-model")
-    for name in list_models():
-        assert name in str(e.value)
+    valid = ", ".join(list_models())
+    assert "fcn" in valid and "unet" in valid
+    with pytest.raises(VocsegError, match=re.escape(f"unknown model 'segformer'; valid names: {valid}")):
+        create_model("segformer")
 
 
 @pytest.mark.parametrize("name", ["unpool", "transfer", "unet", "transfer_unet", "deeplabv3_resnet50"])
@@ -407,53 +474,11 @@ def test_unknown_encoder():
 
 # ---------------------------------------------------------------- transfer weights (no network)
 
-R18 = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
-R18_FILE = os.path.basename(R18.url)  # resnet18-f37072fd.pth
-IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty ``TORCH_HOME`` under ``tmp_path`` and a network that raises (and records) when touched."""
-    touched = []
-
-    def blocked(*args, **kwargs):
-        touched.append(args)
-        raise OSError("network access blocked by the test")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # in case someone called torch.hub.set_dir
-    monkeypatch.setattr(socket, "create_connection", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(urllib.request, "urlopen", blocked)
-    monkeypatch.setattr(torch.hub, "urlopen", blocked, raising=False)
-    return touched
-
-
-def random_resnet18_state(seed=7) -> dict:
-    torch.manual_seed(seed)
-    model = torchvision.models.resnet18()
-    for p in model.parameters():  # make sure nothing matches a fresh init by chance
-        torch.nn.init.normal_(p)
-    for _, b in model.named_buffers():
-        if b.is_floating_point():
-            b.uniform_(0.5, 1.5)
-    return model.state_dict()
-
-
-def assert_encoder_equals(model, state):
-    enc = model.encoder.state_dict()
-    expected = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    assert set(enc) == set(expected)
-    for k, v in expected.items():
-        assert torch.equal(enc[k], v), k
-
 
 def test_pretrained_weights_from_torch_home_cache(offline, tmp_path):
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    state = random_resnet18_state()
+    state = random_resnet_state()
     torch.save(state, checkpoints / R18_FILE)
     model = create_model("transfer", encoder="resnet18", pretrained=True)
     assert_encoder_equals(model, state)
@@ -479,7 +504,7 @@ def test_resnet34_is_the_default_encoder(offline):
 
 
 def test_weights_path_takes_precedence(offline, tmp_path):
-    state = random_resnet18_state(seed=3)
+    state = random_resnet_state(seed=3)
     path = tmp_path / "my-resnet18.pth"
     torch.save(state, path)
     model = create_model("transfer", encoder="resnet18", weights=str(path))  # pretrained=True is ignored
@@ -500,7 +525,7 @@ def test_weights_path_wrong_keys(tmp_path):
     with pytest.raises(VocsegError, match="wrong.pth"):
         create_model("transfer", encoder="resnet18", weights=str(path))
     r18 = tmp_path / "r18.pth"
-    torch.save(random_resnet18_state(), r18)
+    torch.save(random_resnet_state(), r18)
     with pytest.raises(VocsegError, match="r18.pth"):  # resnet18 weights for a resnet34 encoder
         create_model("transfer", encoder="resnet34", weights=str(r18))
 

@@ -1,4 +1,5 @@
 """PhotometricDistortion (vocseg.data.photometric): mmsegmentation's ranges, the image only, reproducible."""
+
 from __future__ import annotations
 
 import colorsys
@@ -160,8 +161,10 @@ def test_each_step_is_applied_about_half_the_time() -> None:
     torch.manual_seed(0)
     draws = [t.make_params([])["params"] for _ in range(2000)]
     for applied in (
-        [d.brightness != 0 for d in draws], [d.contrast != 1 for d in draws],
-        [d.saturation != 1 for d in draws], [d.hue != 0 for d in draws],
+        [d.brightness != 0 for d in draws],
+        [d.contrast != 1 for d in draws],
+        [d.saturation != 1 for d in draws],
+        [d.hue != 0 for d in draws],
     ):
         assert 0.45 < np.mean(applied) < 0.55
 

@@ -1,5 +1,6 @@
 """vocseg.predict: masks in VOC's format equal to the model's argmax for images of every mode, EXIF
 orientation, unreadable files, overwrite refusal, stem clashes, and ONNX/TorchScript sources."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,12 +21,7 @@ MEAN, STD = [0.45, 0.43, 0.40], [0.23, 0.22, 0.24]
 H, W = 48, 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def tiny_fcn() -> torch.nn.Module:
@@ -85,7 +81,7 @@ def write_mode_images(folder: Path) -> dict[str, np.ndarray]:
     expected["rgba"] = rgb * (alpha[..., None] // 255)  # composited on black
     Image.fromarray(rgb[..., 0]).save(folder / "gray.png")
     expected["gray"] = np.repeat(rgb[..., :1], 3, axis=2)
-    wide = (rgb[..., 1].astype(np.uint16) * 257)  # full 16-bit range
+    wide = rgb[..., 1].astype(np.uint16) * 257  # full 16-bit range
     Image.fromarray(wide).save(folder / "deep.png")
     expected["deep"] = np.clip(wide / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None].repeat(3, 2)
     Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
@@ -152,7 +148,12 @@ def test_unreadable_files_are_named_and_the_others_written(checkpoint, tmp_path,
         assert sorted(p.name for p, _ in summary.failed) == ["empty.png", "text.png", "truncated.jpg"]
         assert all(p.name in reason for p, reason in summary.failed)
         assert str(summary).endswith("; 3 failed")
-        assert sorted(p.name for p in out.iterdir()) == ["good.png", "good2.png", "good2_overlay.png", "good_overlay.png"]
+        assert sorted(p.name for p in out.iterdir()) == [
+            "good.png",
+            "good2.png",
+            "good2_overlay.png",
+            "good_overlay.png",
+        ]
     assert "truncated.jpg" in capsys.readouterr().err
 
 

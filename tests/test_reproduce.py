@@ -1,4 +1,5 @@
 """`vocseg reproduce`: planning, skip/resume, the manifest, seeds, failures, and its report."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from test_report import read_report, write_fake_run
+from helpers import read_report, write_fake_run
 from vocseg import experiments as X
 from vocseg import reproduce as R
 from vocseg.data.synthetic import generate_synthetic_voc
@@ -25,8 +26,19 @@ def tiny_data(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_quick(monkeypatch):
-    monkeypatch.setattr(X, "QUICK", dict(epochs=2, image_size=64, scale_range=None, max_train_images=None,
-                                         max_val_images=None, batch_size=4, num_workers=0))
+    monkeypatch.setattr(
+        X,
+        "QUICK",
+        dict(
+            epochs=2,
+            image_size=64,
+            scale_range=None,
+            max_train_images=None,
+            max_val_images=None,
+            batch_size=4,
+            num_workers=0,
+        ),
+    )
     monkeypatch.setattr(X, "QUICK_PER_EXPERIMENT", {})
 
 
@@ -70,7 +82,11 @@ def test_plans_go_seed_by_seed_and_check_finished_runs_against_the_recipe(tmp_pa
     exps = X.select_experiments(CHEAP)
     plans = R.plan_runs(tmp_path, exps, tiny_voc, False, "cpu", False, seeds=2)
     assert [(p.name, p.cfg.seed, p.action) for p in plans] == [
-        ("baseline", 0, "train"), ("cosine", 0, "train"), ("baseline-seed1", 1, "train"), ("cosine-seed1", 1, "train")]
+        ("baseline", 0, "train"),
+        ("cosine", 0, "train"),
+        ("baseline-seed1", 1, "train"),
+        ("cosine-seed1", 1, "train"),
+    ]
     # A finished run with another recipe in a folder the study would skip is refused, not mixed in.
     write_fake_run(tmp_path / "runs" / "cosine", tiny_voc)
     with pytest.raises(VocsegError, match=r"runs/cosine holds a run with a different config \(.*--overwrite"):
@@ -139,8 +155,9 @@ def test_seeds_train_each_experiment_again_and_report_mean_and_std(
     tmp_path, tiny_data, tiny_quick, vocseg_cache, torch_global_state
 ):
     out = tmp_path / "out"
-    result = R.reproduce(out, data_root=tiny_data, quick=True, only=["baseline"], seeds=2, progress=False,
-                         log=lambda s: None)
+    result = R.reproduce(
+        out, data_root=tiny_data, quick=True, only=["baseline"], seeds=2, progress=False, log=lambda s: None
+    )
     assert result.status == {"baseline": "trained", "baseline-seed1": "trained"}
     assert [RunDir(out / "runs" / n).read_config()["seed"] for n in result.status] == [0, 1]
     manifest = json.loads((out / R.MANIFEST).read_text())

@@ -1,4 +1,5 @@
 """RunDir: the one owner of a run folder's file names, status, reading and writing, and its failures."""
+
 from __future__ import annotations
 
 import errno
@@ -34,8 +35,17 @@ def test_status_follows_the_files(tmp_path: Path) -> None:
 
 def test_history_and_per_image_round_trip(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
-    rows = [{"epoch": 1, "train_loss": 1.5, "val_loss": 1.25, "val_miou": None, "val_pixel_accuracy": 0.5,
-             "lr": 0.001, "seconds": 2.0}]
+    rows = [
+        {
+            "epoch": 1,
+            "train_loss": 1.5,
+            "val_loss": 1.25,
+            "val_miou": None,
+            "val_pixel_accuracy": 0.5,
+            "lr": 0.001,
+            "seconds": 2.0,
+        }
+    ]
     run.write_history(rows)
     assert run.read_history() == rows
     inter, union = np.arange(6).reshape(2, 3), np.arange(6).reshape(2, 3) + 1

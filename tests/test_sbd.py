@@ -1,4 +1,5 @@
 """SBD (vocseg.data.sbd) on small hand-made SBD and VOC trees: .mat -> palette PNG, train_aug, offline download."""
+
 from __future__ import annotations
 
 import hashlib
@@ -87,7 +88,9 @@ def trees(tmp_path: Path, make_voc) -> tuple[Path, Path, dict[str, np.ndarray]]:
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -238,8 +241,11 @@ def test_prepare_sbd_end_to_end_and_an_idempotent_rerun(trees, tmp_path: Path, m
 
     shutil.rmtree(root / "benchmark_RELEASE")
     archive.rename(root / "benchmark.tgz")
-    monkeypatch.setattr(sbd, "sbd_archive_info", lambda: {"url": "https://example.invalid/benchmark.tgz",
-                                                          "filename": "benchmark.tgz", "md5": md5})
+    monkeypatch.setattr(
+        sbd,
+        "sbd_archive_info",
+        lambda: {"url": "https://example.invalid/benchmark.tgz", "filename": "benchmark.tgz", "md5": md5},
+    )
     monkeypatch.setattr(sbd, "_check_reachable", lambda *a, **k: pytest.fail("archive present: no network needed"))
     summary = sbd.prepare_sbd(root, progress=False)
     assert summary.train_aug_size == len(EXPECTED_AUG) and summary.voc_root == voc_root

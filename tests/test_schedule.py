@@ -1,4 +1,5 @@
 """vocseg.schedule: learning rates at chosen steps (by hand and against torch's schedulers), durations, budgets."""
+
 from __future__ import annotations
 
 import math
@@ -69,14 +70,18 @@ def test_none_is_constant_after_warmup() -> None:
 def test_cosine_matches_cosine_annealing_lr() -> None:
     total, base, floor = 50, 0.1, 0.001
     ours = [lr_at(s, total, base, kind="cosine", min_lr=floor) for s in range(total)]
-    theirs = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total, eta_min=floor), total, base)
+    theirs = _torch_lrs(
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total, eta_min=floor), total, base
+    )
     assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
 
 
 def test_poly_matches_polynomial_lr_without_a_floor() -> None:
     total, base = 40, 0.01
     ours = [lr_at(s, total, base, kind="poly", power=0.9) for s in range(total + 5)]
-    theirs = _torch_lrs(lambda o: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=total, power=0.9), total + 5, base)
+    theirs = _torch_lrs(
+        lambda o: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=total, power=0.9), total + 5, base
+    )
     assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
 
 
@@ -123,8 +128,19 @@ def test_bad_schedules_are_errors_naming_the_values() -> None:
 
 @pytest.mark.parametrize(
     "text, seconds",
-    [("900", 900), (900, 900), (90.5, 90.5), ("90s", 90), ("15m", 900), ("2h", 7200), ("1h30m", 5400),
-     ("1h 30m 10s", 5410), ("1.5h", 5400), (" 15M ", 900), ("2m30s", 150)],
+    [
+        ("900", 900),
+        (900, 900),
+        (90.5, 90.5),
+        ("90s", 90),
+        ("15m", 900),
+        ("2h", 7200),
+        ("1h30m", 5400),
+        ("1h 30m 10s", 5410),
+        ("1.5h", 5400),
+        (" 15M ", 900),
+        ("2m30s", 150),
+    ],
 )
 def test_parse_duration(text, seconds) -> None:
     assert parse_duration(text) == seconds
@@ -146,7 +162,9 @@ def test_parse_duration_must_be_positive(text) -> None:
 # ----------------------------------------------------------------------------- budgets
 
 
-def _run_seconds(total: int, sps: float, eval_s: float, every: int | None, final_s: float, elapsed: float, done: int) -> float:
+def _run_seconds(
+    total: int, sps: float, eval_s: float, every: int | None, final_s: float, elapsed: float, done: int
+) -> float:
     """What the run would really take: the floor(N / every) validations it makes."""
     evals = total // every if every else 0
     return elapsed + (total - done) * sps + evals * eval_s + final_s
@@ -167,11 +185,14 @@ def test_budget_reserves_validations_final_evaluation_and_time_spent() -> None:
     assert spent <= 900 * 0.95 and spent > 900 * 0.95 - 0.25 - 12.0  # ends inside the budget, nearly filling it
 
 
-@pytest.mark.parametrize("sps, eval_s, every, final_s", [(0.01, 5.0, 100, 3.0), (1.3, 60.0, 50, 120.0), (0.2, 0.0, None, 0.0)])
+@pytest.mark.parametrize(
+    "sps, eval_s, every, final_s", [(0.01, 5.0, 100, 3.0), (1.3, 60.0, 50, 120.0), (0.2, 0.0, None, 0.0)]
+)
 def test_budget_plans_always_end_within_the_budget(sps, eval_s, every, final_s) -> None:
     for budget in (600.0, 3600.0, 7200.0):
-        total = plan_budget(budget, sps, eval_s, eval_every=every, final_eval_seconds=final_s, elapsed_s=15.0,
-                            steps_done=10)
+        total = plan_budget(
+            budget, sps, eval_s, eval_every=every, final_eval_seconds=final_s, elapsed_s=15.0, steps_done=10
+        )
         assert _run_seconds(total, sps, eval_s, every, final_s, 15.0, 10) <= budget
 
 

@@ -1,4 +1,5 @@
 """Speed switches: channels-last gives the same logits, compile falls back to eager with a message."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Tests for the built-in synthetic VOC-format dataset (vocseg.data.synthetic)."""
+
 from __future__ import annotations
 
 import colorsys
@@ -123,8 +124,10 @@ def test_deterministic_and_worker_independent(voc: Path, tmp_path: Path) -> None
         jpg = f"JPEGImages/{name}.jpg"
         assert (voc / png).read_bytes() == (serial / png).read_bytes()
         assert np.array_equal(np.array(Image.open(voc / jpg)), np.array(Image.open(serial / jpg)))
-    assert any((voc / f"SegmentationClass/{n}.png").read_bytes() != (other / f"SegmentationClass/{n}.png").read_bytes()
-               for n in IDS)
+    assert any(
+        (voc / f"SegmentationClass/{n}.png").read_bytes() != (other / f"SegmentationClass/{n}.png").read_bytes()
+        for n in IDS
+    )
     assert sum(_mask(voc, n).shape != _mask(other, n).shape for n in IDS) > len(IDS) // 2
 
 
@@ -176,14 +179,16 @@ def test_default_dataset_root_generates_once(tmp_path: Path, small_default: list
     assert len(small_default) == 1 and trainval.stat().st_mtime_ns == mtime
 
 
-def test_default_dataset_root_env_var(tmp_path: Path, small_default: list[Path],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_dataset_root_env_var(
+    tmp_path: Path, small_default: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
     assert default_dataset_root().parent == tmp_path / "cache"
 
 
-def test_default_dataset_root_interrupted(tmp_path: Path, small_default: list[Path],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_dataset_root_interrupted(
+    tmp_path: Path, small_default: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(out: str | Path, **kw: int) -> Path:
         (Path(out) / "VOCdevkit").mkdir()
         raise KeyboardInterrupt
@@ -196,8 +201,7 @@ def test_default_dataset_root_interrupted(tmp_path: Path, small_default: list[Pa
     assert synthetic._is_complete(default_dataset_root(tmp_path))
 
 
-def test_default_dataset_root_race(tmp_path: Path, small_default: list[Path],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_dataset_root_race(tmp_path: Path, small_default: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Another process finishes first: ours is discarded and theirs is returned."""
     counting = synthetic.generate_synthetic_voc
     final = tmp_path / f"synthetic-v{synthetic.GENERATOR_VERSION}-4-2-s3-64"

@@ -1,4 +1,5 @@
 """Machine-dependent defaults (vocseg.system): loader workers per device and core count."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """--tensorboard: scalars, per-class IoU and sample overlays are in the event file, read back."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,17 @@ def test_event_file_holds_scalars_per_class_iou_and_overlays(tiny_voc, tmp_path,
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.setenv("VOCSEG_CACHE", str(tmp_path / "cache"))
-    cfg = Config(model="fcn", data_root=str(tiny_voc), out=str(tmp_path / "run"), epochs=2, batch_size=4,
-                 image_size=48, num_workers=0, amp="none", tensorboard=True)
+    cfg = Config(
+        model="fcn",
+        data_root=str(tiny_voc),
+        out=str(tmp_path / "run"),
+        epochs=2,
+        batch_size=4,
+        image_size=48,
+        num_workers=0,
+        amp="none",
+        tensorboard=True,
+    )
     train(cfg, progress=False, log=lambda *_: None)
     acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()

@@ -1,52 +1,26 @@
 """Tests of the torchvision segmentation models: pretrained weights from torch.hub's cache (made by the
 test), the offline error, the auxiliary-head convention, agreement with torchvision's own forward, and
 ``pretrained_model``. No network is used."""
+
 from __future__ import annotations
 
 import os
-import socket
 import time
-import urllib.request
 
 import pytest
 import torch
 import torchvision
 
+from helpers import IMAGENET_NORM
 from vocseg.errors import VocsegError
 from vocseg.models import create_model
 from vocseg.models.torchvision_models import SPECS, pretrained_model
 
-IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 COCO = "COCO_WITH_VOC_LABELS_V1"
 CHEAP = ["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]  # small enough to save and load
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: small workloads gain nothing from more on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty ``TORCH_HOME`` under ``tmp_path`` and a network that raises (and records) when touched."""
-    touched = []
-
-    def blocked(*args, **kwargs):
-        touched.append(args)
-        raise OSError("network access blocked by the test")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # in case someone called torch.hub.set_dir
-    monkeypatch.setattr(socket, "create_connection", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(urllib.request, "urlopen", blocked)
-    monkeypatch.setattr(torch.hub, "urlopen", blocked, raising=False)
-    return touched
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def randomise(model: torch.nn.Module, seed: int = 7) -> dict:

@@ -1,71 +1,23 @@
 """Tests of ``transfer_unet`` beyond the shared model contract: encoder weights (cache, local file, offline
 error), freeze_encoder, the ASPP variant's shapes and dilation, argument errors. No network is used."""
+
 from __future__ import annotations
 
 import os
-import socket
 import time
-import urllib.request
 
 import pytest
 import torch
 import torchvision
 
+from helpers import IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, random_resnet_state
 from vocseg.errors import VocsegError
 from vocseg.models import create_model
 
-IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-R18 = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
-R18_FILE = os.path.basename(R18.url)  # resnet18-f37072fd.pth
 R50_FILE = "resnet50-0676ba61.pth"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: small workloads gain nothing from more on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty ``TORCH_HOME`` under ``tmp_path`` and a network that raises (and records) when touched."""
-    touched = []
-
-    def blocked(*args, **kwargs):
-        touched.append(args)
-        raise OSError("network access blocked by the test")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # in case someone called torch.hub.set_dir
-    monkeypatch.setattr(socket, "create_connection", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(urllib.request, "urlopen", blocked)
-    monkeypatch.setattr(torch.hub, "urlopen", blocked, raising=False)
-    return touched
-
-
-def random_resnet_state(arch: str = "resnet18", seed: int = 7) -> dict:
-    """A torchvision ResNet state dict (fc included) that no fresh init matches."""
-    torch.manual_seed(seed)
-    model = getattr(torchvision.models, arch)()
-    for p in model.parameters():
-        torch.nn.init.normal_(p)
-    for _, b in model.named_buffers():
-        if b.is_floating_point():
-            b.uniform_(0.5, 1.5)
-    return model.state_dict()
-
-
-def assert_encoder_equals(model, state):
-    enc = model.encoder.state_dict()
-    expected = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    assert set(enc) == set(expected)
-    for k, v in expected.items():
-        assert torch.equal(enc[k], v), k
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ---------------------------------------------------------------- encoder weights
@@ -186,8 +138,11 @@ def test_aspp_dilation_matches_torchvision_resnet50():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ours = model.encode(x)[-1]
-        ref = reference.layer4(reference.layer3(reference.layer2(reference.layer1(
-            reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))))
+        ref = reference.layer4(
+            reference.layer3(
+                reference.layer2(reference.layer1(reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))
+            )
+        )
     torch.testing.assert_close(ours, ref)
 
 

@@ -5,6 +5,7 @@ column + 1, channel 2 = a code for the source pixel's label. Padding is 0 in eve
 after undoing the normalisation each output pixel says which input pixel (and label) it shows,
 and the output mask must agree with it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -330,6 +331,8 @@ def test_bad_shapes_and_normalisation_raise() -> None:
 def test_collate_stacks_equal_sizes_like_padding_would() -> None:
     batch = [(torch.rand(3, 6, 7), torch.randint(0, 21, (6, 7))) for _ in range(3)]
     images, masks = collate_pad(batch)
-    assert torch.equal(images, torch.stack([b[0] for b in batch])) and torch.equal(masks, torch.stack([b[1] for b in batch]))
+    assert torch.equal(images, torch.stack([b[0] for b in batch])) and torch.equal(
+        masks, torch.stack([b[1] for b in batch])
+    )
     with pytest.raises(VocsegError, match="sample 1"):
         collate_pad([batch[0], (torch.rand(3, 6, 7), torch.zeros(6, 8))])

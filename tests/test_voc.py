@@ -1,9 +1,13 @@
 """The VOC reader (vocseg.data.voc) on small hand-made VOC trees: root resolution, splits, images, masks, and
-which decoder reads what (torchvision.io for common 8-bit JPEG/PNG, PIL for the rest, same results)."""
+which decoder reads what (torchvision.io for common 8-bit JPEG/PNG, PIL for the rest, same results), and bad
+input (broken samples, decompression bombs, odd image modes, missing split files, wrong roots) named from the
+reader and through the CLI, as listed in docs/reliability.md."""
+
 from __future__ import annotations
 
 import re
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -13,6 +17,7 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
+from helpers import TRAIN_ARGS, cli
 from vocseg.data import voc as voc_mod
 from vocseg.data.classes import IGNORE_INDEX, voc_colormap, voc_palette
 from vocseg.data.voc import (
@@ -77,18 +82,6 @@ def test_root_given_the_folder_holding_vocdevkit_vocdevkit_or_voc2012(voc) -> No
         assert ds.ids == list(SIZES)[:2]
 
 
-def test_root_errors_name_the_path(tmp_path: Path) -> None:
-    missing = tmp_path / "nowhere"
-    with pytest.raises(VocsegError, match="does not exist") as e:
-        resolve_voc_root(missing)
-    assert str(missing) in str(e.value)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(VocsegError, match="no VOC tree") as e:
-        VOCSegmentation(empty, "train")
-    assert str(empty) in str(e.value) and "vocseg download" in str(e.value)
-
-
 # ----------------------------------------------------------------------------- splits
 
 
@@ -105,15 +98,6 @@ def test_split_file_whitespace_crlf_and_blank_lines(voc) -> None:
     path.write_bytes(b"2007_000039\r\n\r\n  2007_000032  \r\n\n2008_001234")  # no final newline either
     assert read_split(voc_root, "messy") == ["2007_000039", "2007_000032", "2008_001234"]
     assert VOCSegmentation(voc_root, "messy").ids == ["2007_000039", "2007_000032", "2008_001234"]
-
-
-def test_missing_split_lists_the_available_ones(voc) -> None:
-    voc_root, _ = voc
-    with pytest.raises(VocsegError, match="split file not found") as e:
-        read_split(voc_root, "test")
-    msg = str(e.value)
-    assert str(voc_root / "ImageSets" / "Segmentation" / "test.txt") in msg
-    assert "train, trainval, val" in msg
 
 
 def test_explicit_ids_override_the_split_file(voc) -> None:
@@ -306,7 +290,9 @@ def _palette_with_transparency(p: Path) -> Path:
 FALLBACK_IMAGES = {
     "cmyk.jpg": lambda p: _save(p, Image.new("CMYK", (17, 13), (0, 255, 255, 0)), quality=95),
     "i16.png": lambda p: _save(p, Image.fromarray((np.arange(13 * 17, dtype=np.uint16) * 300).reshape(13, 17))),
-    "rgba.png": lambda p: _save(p, Image.fromarray(np.dstack([_rgb(), np.tile([0, 255], (13, 9))[:, :17].astype(np.uint8)]))),
+    "rgba.png": lambda p: _save(
+        p, Image.fromarray(np.dstack([_rgb(), np.tile([0, 255], (13, 9))[:, :17].astype(np.uint8)]))
+    ),
     "la.png": _la,
     "palette_trns.png": _palette_with_transparency,
     "bilevel.png": lambda p: _save(p, Image.fromarray(_rgb()[..., 0] > 100)),
@@ -384,7 +370,11 @@ def _truncate(path: Path) -> None:
 
 
 BROKEN = {
-    "truncated jpeg": ("image", lambda p: _truncate(_save(p, Image.fromarray(_image(40, 50, 1)), quality=95)), "cannot be decoded"),
+    "truncated jpeg": (
+        "image",
+        lambda p: _truncate(_save(p, Image.fromarray(_image(40, 50, 1)), quality=95)),
+        "cannot be decoded",
+    ),
     "truncated png": ("mask", lambda p: _truncate(_save(p, _palette_mask(_mask(40, 50, 1)))), "cannot be decoded"),
     "html": ("image", lambda p: p.write_text("<html>404 not found</html>"), "cannot be decoded"),
     "zero bytes": ("mask", lambda p: p.write_bytes(b""), "empty (zero-byte) file"),
@@ -403,18 +393,6 @@ def test_decode_errors_name_the_file(case: str, tmp_path: Path) -> None:
     assert str(path) in str(e.value) and what in str(e.value)
 
 
-def test_oversized_header_is_refused_before_decoding(tmp_path: Path) -> None:
-    # A PNG header claiming 20000 x 20000 pixels with no pixel data: refused on the header alone.
-    ihdr = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 3, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    path = tmp_path / "bomb.png"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
-    for decode in (decode_image, decode_mask):
-        with pytest.raises(VocsegError, match=f"too large to decode safely \\(over {MAX_IMAGE_PIXELS} pixels\\)") as e:
-            decode(path)
-        assert str(path) in str(e.value)
-
-
 def test_load_tensors_and_numpy_views(voc) -> None:
     voc_root, samples = voc
     ds = VOCSegmentation(voc_root, "train")
@@ -423,3 +401,240 @@ def test_load_tensors_and_numpy_views(voc) -> None:
     image, mask = ds.load(0)
     assert image.shape == (23, 37, 3) and image.flags.c_contiguous and np.array_equal(mask, samples[ds.ids[0]][1])
     assert np.array_equal(image, image_t.permute(1, 2, 0).numpy())
+
+
+# ----------------------------------------------------------------------------- bad input (docs/reliability.md)
+# Each bad sample is checked on the reader, by checking that the good items still load, and through
+# `vocseg train`, which must stop before the first step naming the file (no traceback, no checkpoint).
+
+
+def _png_bomb(path: Path, width: int, height: int) -> Path:
+    """A valid 1-bit PNG of zeros: tens of KB on disk, ``width * height`` pixels once decoded."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def _good_samples(n: int = 5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    samples = {}
+    for i in range(n):
+        h, w = 33 + i, 45 - i
+        mask = np.zeros((h, w), np.uint8)
+        mask[5:20, 6:30] = 1 + i
+        mask[4, 6:30] = IGNORE_INDEX
+        samples[f"img_{i}"] = (rng.integers(0, 255, (h, w, 3), dtype=np.uint8), mask)
+    return samples
+
+
+def _corrupt(case: str, voc: Path) -> tuple[str, Path]:
+    """Break image/mask ``img_2`` of a good tree; return (expected message part, the file it must name)."""
+    image, mask = voc / "JPEGImages" / "img_2.jpg", voc / "SegmentationClass" / "img_2.png"
+    if case == "truncated-jpeg":
+        image.write_bytes(image.read_bytes()[: image.stat().st_size * 2 // 3])
+        return "cannot be decoded (truncated or corrupt?)", image
+    if case == "zero-byte-jpeg":
+        image.write_bytes(b"")
+        return "empty (zero-byte) file", image
+    if case == "not-an-image":
+        image.write_text("<html>404 not found</html>")
+        return "cannot be decoded", image
+    if case == "missing-mask":
+        mask.unlink()
+        return "not found", mask
+    if case == "missing-image":
+        image.unlink()
+        return "not found", image
+    if case == "size-mismatch":
+        Image.fromarray(np.zeros((20, 21), np.uint8)).save(mask)
+        return "but its mask", mask
+    if case == "mask-values":
+        bad = np.array(Image.open(mask))
+        bad[0, :3] = (21, 30, 254)
+        Image.fromarray(bad).save(mask)
+        return "values [21, 30, 254] outside 0..20 and 255", mask
+    if case == "decompression-bomb":
+        _png_bomb(image, 20_000, 20_000)  # 400 M pixels, > 2 x MAX_IMAGE_PIXELS: PIL's own error
+        return "too large to decode safely", image
+    if case == "decompression-bomb-warning-size":
+        _png_bomb(image, 10_000, 10_000)  # 100 M pixels: PIL would only warn; vocseg refuses too
+        return "too large to decode safely", image
+    raise AssertionError(case)
+
+
+BAD_INPUTS = [
+    "truncated-jpeg",
+    "zero-byte-jpeg",
+    "not-an-image",
+    "missing-mask",
+    "missing-image",
+    "size-mismatch",
+    "mask-values",
+    "decompression-bomb",
+    "decompression-bomb-warning-size",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+@pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
+def test_bad_sample_error_names_the_file(case: str, make_voc, tmp_path: Path, capsys) -> None:
+    samples = _good_samples()
+    voc = make_voc(samples, {"train": list(samples), "val": list(samples)[:2]})
+    expected, culprit = _corrupt(case, voc)
+    # The reader, on the broken item:
+    ds = VOCSegmentation(voc, "train")
+    with pytest.raises(VocsegError) as e:
+        if case.startswith("missing"):
+            ds.check()
+        else:
+            ds[2]
+    assert expected in str(e.value) and str(culprit) in str(e.value)
+    assert ds[1][0].shape[0] == 3  # the good items still load
+    # Training stops before the first step, naming the file, with no traceback.
+    rc, err = cli(
+        [
+            "train",
+            *TRAIN_ARGS,
+            "--data-root",
+            voc.parent.parent,
+            "--out",
+            tmp_path / "run",
+            "--epochs",
+            1,
+            "--workers",
+            0,
+        ],
+        capsys,
+    )
+    assert rc == 2 and str(culprit) in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that is only a header claiming ``width * height`` pixels, with no pixel data at all."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+    return path
+
+
+@pytest.mark.parametrize("make", [_png_bomb, _png_header_only], ids=["valid-1-bit-png", "header-only"])
+def test_decompression_bomb_is_refused_before_decoding(make, tmp_path: Path) -> None:
+    """Every reader refuses on the header's size alone (well under a second, no 400 MB buffer)."""
+    bomb = make(tmp_path / "bomb.png", 20_000, 20_000)
+    assert bomb.stat().st_size < 200_000
+    t0 = time.monotonic()
+    for loader in (decode_image, decode_mask, load_image, load_mask):
+        with pytest.raises(
+            VocsegError, match=re.escape(f"too large to decode safely (over {MAX_IMAGE_PIXELS} pixels)")
+        ) as e:
+            loader(bomb)
+        assert str(bomb) in str(e.value)
+    assert time.monotonic() - t0 < 1.0
+
+
+def _rgba(path: Path) -> np.ndarray:
+    arr = np.zeros((6, 7, 4), np.uint8)
+    arr[..., :3] = (200, 100, 50)
+    arr[:3, ..., 3] = 255  # top half opaque, bottom half transparent
+    Image.fromarray(arr).save(path)
+    want = np.zeros((6, 7, 3), np.uint8)
+    want[:3] = (200, 100, 50)  # transparent pixels become black, not their hidden colour
+    return want
+
+
+def _i16(path: Path) -> np.ndarray:
+    Image.fromarray(np.array([[0, 65535, 32768], [1000, 20000, 65535]], dtype=np.uint16)).save(path)
+    assert Image.open(path).mode == "I;16"
+    return np.repeat(np.array([[0, 255, 128], [4, 78, 255]], np.uint8)[..., None], 3, axis=2)  # scaled, not clipped
+
+
+def _gray(path: Path) -> np.ndarray:
+    Image.new("L", (9, 5), 77).save(path, quality=95)
+    return np.full((5, 9, 3), 77, np.uint8)
+
+
+def _cmyk(path: Path) -> np.ndarray:
+    Image.new("CMYK", (9, 5), (0, 255, 255, 0)).save(path, quality=95)
+    return np.broadcast_to(np.array([255, 0, 0], np.uint8), (5, 9, 3))
+
+
+def _palette(path: Path) -> np.ndarray:
+    img = Image.new("P", (4, 3), 1)
+    img.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    img.save(path)
+    return np.broadcast_to(np.array([10, 200, 30], np.uint8), (3, 4, 3))
+
+
+@pytest.mark.parametrize(
+    "make,name,mode",
+    [
+        (_rgba, "rgba.png", "RGBA"),
+        (_i16, "i16.png", "I;16"),
+        (_gray, "gray.jpg", "L"),
+        (_cmyk, "cmyk.jpg", "CMYK"),
+        (_palette, "palette.png", "P"),
+    ],
+    ids=["rgba", "16-bit", "grayscale-jpeg", "cmyk-jpeg", "palette"],
+)
+def test_other_image_modes_are_converted_to_rgb(make, name: str, mode: str, tmp_path: Path, make_voc) -> None:
+    path = tmp_path / name
+    want = make(path)
+    assert Image.open(path).mode == mode
+    got = load_image(path)
+    assert got.dtype == np.uint8 and got.shape == want.shape
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 3  # JPEG rounding at most
+    # And through the dataset (VOC names images .jpg whatever their format: PIL reads the content).
+    mask = np.zeros(want.shape[:2], np.uint8)
+    voc = make_voc({"odd": (np.zeros(want.shape, np.uint8), mask)})
+    (voc / "JPEGImages" / "odd.jpg").write_bytes(path.read_bytes())  # replace the placeholder
+    image, _ = VOCSegmentation(voc, "train")[0]
+    assert tuple(image.shape) == (3, *want.shape[:2])
+
+
+@pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
+@pytest.mark.parametrize("case", ["missing", "empty"])
+def test_missing_and_empty_split_files_name_the_file(case: str, make_voc, tmp_path: Path, capsys) -> None:
+    """From read_split and from `vocseg train` (which reads the val split): the file is named, and a missing
+    one also lists the splits there are."""
+    samples = _good_samples(2)
+    voc = make_voc(samples, {"train": list(samples), "trainval": list(samples)})
+    path = voc / "ImageSets" / "Segmentation" / "val.txt"
+    if case == "missing":
+        expected = f"split file not found: {path} (available splits: train, trainval)"
+    else:
+        path.write_text("\n  \n")  # only blank lines
+        expected = f"split file is empty: {path}"
+    with pytest.raises(VocsegError, match=re.escape(expected)):
+        read_split(voc, "val")
+    rc, err = cli(["train", *TRAIN_ARGS, "--data-root", voc, "--out", tmp_path / "run", "--epochs", 1], capsys)
+    assert rc == 2 and expected in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
+@pytest.mark.parametrize("case", ["missing", "empty-folder", "half-a-voc-tree"])
+def test_wrong_dataset_root_names_the_path(case: str, tmp_path: Path, capsys) -> None:
+    """From the reader and from the CLI (train and stats). A folder that holds no VOC tree gets the hint
+    to run `vocseg download`."""
+    root = tmp_path / "no" / "such" / "folder" if case == "missing" else tmp_path / "photos"
+    if case == "empty-folder":
+        root.mkdir()
+    elif case == "half-a-voc-tree":
+        (root / "JPEGImages").mkdir(parents=True)
+    expected = f"dataset root does not exist: {root}" if case == "missing" else f"no VOC tree under {root}"
+    for open_root in (resolve_voc_root, VOCSegmentation):
+        with pytest.raises(VocsegError, match=re.escape(expected)) as e:
+            open_root(root)
+        assert case == "missing" or "vocseg download" in str(e.value)
+    rc, err = cli(["train", *TRAIN_ARGS, "--data-root", root, "--out", tmp_path / "run", "--epochs", 1], capsys)
+    assert rc == 2 and expected in err and "Traceback" not in err
+    rc, err = cli(["stats", "--data-root", root], capsys)
+    assert rc == 2 and expected in err

@@ -1,0 +1,67 @@
+"""vocseg.config: YAML then command-line flags, YAML 1.1's scientific notation, and errors that name the key,
+the value and the file (unknown keys, values of the wrong type, a missing config file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import cli
+from vocseg.config import load_config
+from vocseg.errors import VocsegError
+
+
+def test_config_yaml_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": "fcn", "lr": 0.002, "epochs": 4, "model_kwargs": {"a": 1}}))
+    cfg = load_config(path, {"lr": 0.005, "model_kwargs": {"b": 2}, "patience": None})
+    assert (cfg.lr, cfg.epochs, cfg.model_kwargs, cfg.patience) == (0.005, 4, {"a": 1, "b": 2}, None)
+    with pytest.raises(VocsegError, match="optimizer"):
+        load_config(None, {"optimizer": "rmsprop"})
+
+
+@pytest.mark.parametrize(
+    "bad, key",
+    [
+        ({"epochs": "ten"}, "epochs"),
+        ({"image_size": "160"}, "image_size"),
+        ({"model_kwargs": None}, "model_kwargs"),
+        ({"scale_range": 1.5}, "scale_range"),
+        ({"hflip": 1.5}, "hflip"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"patience": "3"}, "patience"),
+        ({"deterministic": "yes"}, "deterministic"),
+    ],
+)
+def test_config_values_of_the_wrong_type_name_the_key(bad, key, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(VocsegError, match=key):
+        load_config(path)
+
+
+def test_config_accepts_yaml_scientific_notation(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nmin_lr: 1e-5\nepochs: 3.0\n")  # YAML 1.1 reads 1e-3 as a string
+    cfg = load_config(path)
+    assert (cfg.lr, cfg.min_lr, cfg.epochs) == (0.001, 1e-05, 3) and isinstance(cfg.epochs, int)
+
+
+@pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
+def test_unknown_config_key_is_named(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("model: fcn\nlearning_rate: 0.01\nepochs: 2\n")
+    with pytest.raises(VocsegError, match="unknown config key") as e:
+        load_config(path)
+    assert "'learning_rate'" in str(e.value) and str(path) in str(e.value) and "lr" in str(e.value)
+    rc, err = cli(["train", "--config", path, "--out", tmp_path / "run"], capsys)
+    assert rc == 2 and "'learning_rate'" in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    # Bad values name the key and value too.
+    path.write_text("optimizer: adagrad\n")
+    rc, err = cli(["train", "--config", path], capsys)
+    assert rc == 2 and "optimizer='adagrad'" in err
+    rc, err = cli(["train", "--config", tmp_path / "missing.yaml"], capsys)
+    assert rc == 2 and f"config file not found: {tmp_path / 'missing.yaml'}" in err

@@ -1,0 +1,76 @@
+"""vocseg.schedule_runtime: the per-step learning rate and the time budget while a run trains (the pure
+functions behind them are tested in test_schedule.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+import vocseg.schedule_runtime as sr
+import vocseg.train as train_mod
+from vocseg.config import Config
+from vocseg.schedule import lr_at
+from vocseg.train import train
+
+# Every test gets its own stats cache and leaves torch's global state (threads, RNGs, flags) as it found it.
+pytestmark = pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
+
+
+def test_poly_schedule_with_warmup_runs_per_step(tiny_voc, tmp_path):
+    """12 images, batch 4: 3 steps per epoch. The LR logged at each epoch's start is lr_at(step)."""
+    cfg = Config(
+        model="fcn",
+        data_root=str(tiny_voc),
+        out=str(tmp_path / "run"),
+        batch_size=4,
+        image_size=48,
+        num_workers=0,
+        amp="none",
+        lr=0.01,
+        scheduler="poly",
+        warmup_iters=2,
+        iters=7,
+        epochs=99,
+    )
+    result = train(cfg, progress=False, log=lambda *_: None)
+    steps = [0, 3, 6]
+    assert [r["lr"] for r in result.history] == pytest.approx(
+        [lr_at(s, 7, 0.01, kind="poly", warmup_steps=2, power=0.9) for s in steps]
+    )
+    assert result.metrics["steps"] == 7 and len(result.history) == 3  # ceil(7 / 3) epochs, the last one cut short
+
+
+def test_budget_fits_the_whole_run_on_a_simulated_clock(tiny_voc, tmp_path, monkeypatch):
+    """Each training step costs 1 s and each validation pass 2 s on a simulated clock, so the test is exact
+    whatever the machine: the run must plan its steps to end (final evaluation included) within 60 s."""
+    now = [0.0]
+    monkeypatch.setattr(sr, "clock", lambda: now[0])
+    real_after, real_eval = sr.StepSchedule.after_step, train_mod.evaluate
+
+    def step_costs_1s(self):
+        now[0] += 1.0
+        return real_after(self)
+
+    def eval_costs_2s(*args, **kwargs):
+        now[0] += 2.0
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(sr.StepSchedule, "after_step", step_costs_1s)
+    monkeypatch.setattr(train_mod, "evaluate", eval_costs_2s)
+    cfg = Config(
+        model="fcn",
+        data_root=str(tiny_voc),
+        out=str(tmp_path / "run"),
+        batch_size=4,
+        image_size=32,
+        num_workers=0,
+        amp="none",
+        scheduler="cosine",
+        warmup_iters=3,
+        budget="60s",
+    )
+    result = train_mod.train(cfg, progress=False, log=lambda *_: None)
+    m = result.metrics
+    assert now[0] <= 60.0, f"the run took {now[0]} simulated seconds of a 60 s budget"
+    assert now[0] >= 0.8 * 60, f"the plan left most of the budget unused ({now[0]} s)"
+    assert m["steps"] == m["planned_steps"] and m["budget_seconds"] == 60.0
+    assert result.history[-1]["lr"] < 0.3 * cfg.lr  # the cosine decayed over the planned steps
