@@ -6,6 +6,7 @@ Both run the same model over the same validation images at native size, batch 1,
 inference mode: "forward" calls the model and takes the argmax; "vocseg evaluate" is engine.evaluate
 (losses, the confusion matrix, per-image counts). Median of interleaved repeats; ratio printed.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,7 @@ the ceiling). Repeats interleave the configurations; medians are printed, with e
 share of the bare loop's img/s. Also printed: the loader alone (no training), img/s.
 Not a test: numbers depend on the machine (and on what else runs on it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,8 +94,15 @@ class OneThreadItems(torch.utils.data.Dataset):
 def make_loader(ds: torch.utils.data.Dataset, workers: int, seed: int) -> DataLoader:
     """As vocseg.train builds its training loader on a CPU."""
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=BATCH, sampler=RandomSampler(ds, generator=g), num_workers=workers,
-                      collate_fn=collate_pad, drop_last=True, generator=g)
+    return DataLoader(
+        ds,
+        batch_size=BATCH,
+        sampler=RandomSampler(ds, generator=g),
+        num_workers=workers,
+        collate_fn=collate_pad,
+        drop_last=True,
+        generator=g,
+    )
 
 
 def timed(fn: Epoch, seed: int, trainer: Trainer) -> tuple[float, float]:
@@ -152,8 +160,10 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"{platform.processor() or platform.machine()}, {cpu_count()} cores, {torch.get_num_threads()} torch "
-          f"threads, torch {torch.__version__}; {args.model}, batch {BATCH}, {CROP}px crops, bf16 autocast, AdamW")
+    print(
+        f"{platform.processor() or platform.machine()}, {cpu_count()} cores, {torch.get_num_threads()} torch "
+        f"threads, torch {torch.__version__}; {args.model}, batch {BATCH}, {CROP}px crops, bf16 autocast, AdamW"
+    )
     trainer = Trainer(args.model)
     train, alone = build_configs(trainer, args.workers, args.steps)
     train["bare loop (batches in memory)"](0)  # warm-up: allocator, autocast caches, file cache
@@ -170,6 +180,7 @@ def main() -> None:
     unit = f"{args.steps} steps" if args.steps else "one epoch (60 steps)"
     report(f"training, {unit} per repeat, median of {args.repeats}", got_train, bare)
     report("loader alone (no training)", got_alone, None)
+
 
 if __name__ == "__main__":
     main()

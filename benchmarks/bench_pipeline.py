@@ -11,6 +11,7 @@ written to a temporary folder. "vocseg, RAM cache" is the same with images decod
 (``cache: auto``/``ram``): the transforms alone. One torch thread, as in a DataLoader worker. Repeats interleave the
 pipelines and the medians are printed. Not a test: numbers depend on the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -132,7 +133,8 @@ def bench_set(name: str, root: Path, n: int, crop: int, repeats: int) -> None:
         "vocseg": lambda i: ds[i],
         "vocseg, RAM cache": lambda i: cached[i],
         "  decode only (PIL)": lambda i: (
-            np.array(Image.open(paths[i][0]).convert("RGB")), np.array(Image.open(paths[i][1]))
+            np.array(Image.open(paths[i][0]).convert("RGB")),
+            np.array(Image.open(paths[i][1])),
         ),
         "  decode only (vocseg)": lambda i: ds.decode(i),
     }
@@ -160,8 +162,10 @@ def main() -> None:
     torch.set_num_threads(1)  # as in a DataLoader worker
     torch.manual_seed(0)
     random.seed(0)
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread, torch "
-          f"{torch.__version__}, torchvision {torchvision.__version__}, Pillow {Image.__version__}")
+    print(
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread, torch "
+        f"{torch.__version__}, torchvision {torchvision.__version__}, Pillow {Image.__version__}"
+    )
     bench_set("synthetic (built-in, long side <= 192 px)", default_dataset_root(), args.images, args.crop, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         voc = write_voc_sized(Path(tmp), args.images)

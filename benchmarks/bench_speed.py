@@ -7,6 +7,7 @@ the median of --repeats windows of --steps steps, the variants interleaved windo
 noise hits them alike. Printed: images/s per variant and the ratio to fp32 eager. A variant that fails
 (e.g. compile without a working C++ toolchain) prints "failed".
 """
+
 from __future__ import annotations
 
 import argparse

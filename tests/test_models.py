@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import warnings
 
 import pytest
 import torch
@@ -167,27 +166,7 @@ class TestEveryModel:
             assert got.shape == (shape[0], NUM_CLASSES, *shape[2:])
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
-    def test_onnx_export_dynamic_hw(self, name, cache):
-        skip_if_covered(name)
-        ort = pytest.importorskip("onnxruntime")
-        pytest.importorskip("onnxscript")
-        model, ep = export_dynamic(name, cache)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(ep, dynamo=True, verbose=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        session = ort.InferenceSession(
-            program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-        input_name = session.get_inputs()[0].name
-        for shape in EXPORT_SIZES:
-            x = torch.randn(*shape)
-            with torch.no_grad():
-                expected = model(x).numpy()
-            got = session.run(None, {input_name: x.numpy()})[0]
-            assert got.shape == expected.shape
-            torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(expected), rtol=1e-3, atol=1e-4)
+    # ONNX: tests/test_export.py exports every registered model and runs it in onnxruntime at 333x517.
 
 
 # ---------------------------------------------------------------- parameter counts, from the tables

@@ -1,4 +1,5 @@
 """What the machine offers, and the defaults that suit it: loader workers and torch threads per device."""
+
 from __future__ import annotations
 
 import os

@@ -16,6 +16,7 @@ Modes (Config ``cache``):
 The built-in synthetic dataset (480 + 160 images, long side <= 192 px) takes 64 MB decoded;
 VOC 2012 train + val (2,913 images, ~500x375) about 2.2 GB.
 """
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ the source grid). Images are resampled bilinearly with antialiasing, masks with 
 (``nearest-exact``: the same pixel-centre mapping as bilinear), so no label values are invented.
 Normalisation is one fused multiply-add on the float image.
 """
+
 from __future__ import annotations
 
 import math
@@ -222,9 +223,7 @@ class SegmentationPresetEval:
         return _finish(image, mask, self.normalize)
 
 
-def collate_pad(
-    batch: Sequence[tuple[Tensor, Tensor]], ignore_index: int = IGNORE_INDEX
-) -> tuple[Tensor, Tensor]:
+def collate_pad(batch: Sequence[tuple[Tensor, Tensor]], ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor]:
     """Stack ``(image (C,H,W), mask (H,W))`` pairs of different sizes into ``(B,C,H,W)``, ``(B,H,W)``.
 
     Each sample is padded at the bottom/right to the largest H and W in the batch (image with 0,

@@ -11,6 +11,7 @@ else (CMYK JPEG, 16-bit, alpha or transparency, sub-8-bit PNGs, other formats) a
 torchvision refuses goes through PIL, whose error is then the one reported, naming the file.
 torchvision keeps palette PNGs as indices (``ImageReadMode.UNCHANGED``), so masks are exact.
 """
+
 from __future__ import annotations
 
 import struct
