@@ -240,3 +240,43 @@ def test_weights_none_string_means_no_weights(offline):
     """``--model-arg weights=none`` arrives as the string "none"."""
     model = create_model("lraspp_mobilenet_v3_large", weights="none", pretrained_backbone=False)
     assert model.input_normalization is None
+
+
+# ---------------------------------------------------------------- the CLI, without a checkpoint file
+
+
+def test_evaluate_and_predict_torchvisions_weights_without_a_checkpoint(offline, tmp_path, tiny_voc, capsys):
+    """`vocseg evaluate/predict --model NAME --weights COCO_WITH_VOC_LABELS_V1`: the weights file placed in
+    TORCH_HOME is what scores the split (checked against the model built from the same state dict)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from vocseg.cli import main
+    from vocseg.data.transforms import SegmentationPresetEval
+    from vocseg.data.voc import VOCSegmentation
+    from vocseg.metrics import ConfusionMatrix
+
+    name = "lraspp_mobilenet_v3_large"
+    state = save_random_coco_weights(name, tmp_path)
+    argv = ["--model", name, "--weights", COCO, "--device", "cpu"]
+    assert main(["evaluate", *argv, "--data-root", str(tiny_voc), "--json", "--amp", "none"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    reference = tv_model(name)
+    reference.load_state_dict(state)
+    reference.eval()
+    ds = VOCSegmentation(tiny_voc, "val", SegmentationPresetEval(*IMAGENET_NORM))
+    cm = ConfusionMatrix(21)
+    with torch.no_grad():
+        for i in range(len(ds)):
+            x, y = ds[i]
+            cm.update(reference(x[None])["out"].argmax(1), y[None])
+    assert got["mean_iou"] == pytest.approx(cm.compute()["mean_iou"], abs=1e-6)
+    assert got["model"] == name and got["num_images"] == len(ds)
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.full((41, 57, 3), 120, np.uint8)).save(image)
+    assert main(["predict", *argv, str(image), "--out", str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "photo.png").size == (57, 41)
+    assert offline == []
