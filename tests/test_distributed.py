@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -50,6 +51,11 @@ def test_torchrun_two_processes_matches_single_process_eval(tmp_path, monkeypatc
         "none",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # Known intermittent gloo teardown abort on a loaded 2-core machine (about 1 run in 10 inside the
+        # suite, never in 10 standalone runs; see the closing note): one fresh retry, the same assertions.
+        shutil.rmtree(run, ignore_errors=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("done:") == 1  # only rank 0 reports
     metrics = json.loads((run / "metrics.json").read_text())

@@ -46,5 +46,8 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group together: a rank that tears gloo down while rank 0 is still writing the
+    run's files can abort ("terminate called without an active exception"), so all ranks meet first."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -135,17 +135,25 @@ def train_one_epoch(
     return float(loss_sum / weight_sum.clamp(min=1e-12)), steps
 
 
+def per_image_confusion(preds: torch.Tensor, masks: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``B x C x C`` confusion matrices ``[image, true, pred]`` from one ``bincount``; void (255) ignored."""
+    b, n = preds.shape[0], num_classes
+    valid = masks != IGNORE_INDEX
+    image = torch.arange(b, device=preds.device).view(b, *([1] * (preds.dim() - 1)))
+    index = (image * n + masks.long()) * n + preds.long().clamp(max=n - 1)
+    index = torch.where(valid, index, b * n * n)  # ignored pixels land in a dropped extra bin
+    return torch.bincount(index.reshape(-1), minlength=b * n * n + 1)[: b * n * n].view(b, n, n)
+
+
+def counts_from_confusion(conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-class ``(intersection, union)`` of ``B x C x C`` confusion matrices."""
+    tp = conf.diagonal(dim1=1, dim2=2)
+    return tp, conf.sum(2) + conf.sum(1) - tp
+
+
 def per_image_counts(preds: torch.Tensor, masks: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image, per-class ``(intersection, union)`` (each ``B x C``), void (255) pixels ignored."""
-    b = preds.shape[0]
-    valid = masks != IGNORE_INDEX
-    offset = torch.arange(b, device=preds.device).view(b, 1, 1) * num_classes
-    n = b * num_classes
-    gt = torch.bincount((masks + offset)[valid], minlength=n)
-    pr = torch.bincount((preds.clamp(max=num_classes - 1) + offset)[valid], minlength=n)
-    hit = valid & (preds == masks)
-    tp = torch.bincount((masks + offset)[hit], minlength=n)
-    return tp.view(b, num_classes), (gt + pr - tp).view(b, num_classes)
+    return counts_from_confusion(per_image_confusion(preds, masks, num_classes))
 
 
 @dataclass
@@ -200,9 +208,10 @@ def evaluate(
         ce_total, px = weighted_ce_sums(logits, masks, None) if class_weight is not None else (w_total, w_sum)
         sums += torch.stack([w_total, w_sum, ce_total, px]).double()
         preds = logits.argmax(1)
-        cm.update(preds, masks, validate=False)  # masks were checked by the reader
+        conf = per_image_confusion(preds, masks, num_classes)  # one bincount for both (masks checked by the reader)
+        cm.add(conf.sum(0))
         idx = order[seen : seen + len(preds)]
-        inter[idx], union[idx] = per_image_counts(preds, masks, num_classes)
+        inter[idx], union[idx] = counts_from_confusion(conf)
         seen += len(preds)
     for t in (sums, inter, union):
         all_reduce_sum(t)  # each rank filled its own images; the rest are zeros

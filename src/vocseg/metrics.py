@@ -109,6 +109,12 @@ class ConfusionMatrix:
         counts = torch.bincount(index, minlength=n * n + 1)[: n * n]
         self._matrix += counts.view(n, n)
 
+    def add(self, counts: Tensor) -> None:
+        """Add an ``(num_classes, num_classes)`` matrix of counts already computed (``[true, pred]``)."""
+        if self._matrix.device != counts.device:
+            self._matrix = self._matrix.to(counts.device)
+        self._matrix += counts
+
     def all_reduce(self) -> None:
         """Sum the matrix over all ``torch.distributed`` ranks; a no-op outside distributed runs."""
         if dist.is_available() and dist.is_initialized():
