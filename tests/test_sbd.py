@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vocseg.data import sbd
+from vocseg.data import download, sbd
 from vocseg.data.classes import IGNORE_INDEX, voc_palette
 from vocseg.data.voc import load_mask, read_split
 from vocseg.errors import VocsegError
@@ -206,8 +206,8 @@ def test_offline_download_fails_at_once_naming_archive_md5_url_and_folder(tmp_pa
     def no_download(*args, **kwargs):
         raise AssertionError("download_url must not be tried when the host is unreachable")
 
-    monkeypatch.setattr(sbd, "_check_reachable", unreachable)
-    monkeypatch.setattr(sbd, "download_url", no_download)
+    monkeypatch.setattr(download, "_check_reachable", unreachable)
+    monkeypatch.setattr(download, "download_url", no_download)
     with pytest.raises(VocsegError) as e:
         sbd.download_sbd(tmp_path)
     msg = str(e.value)
@@ -246,7 +246,7 @@ def test_prepare_sbd_end_to_end_and_an_idempotent_rerun(trees, tmp_path: Path, m
         "sbd_archive_info",
         lambda: {"url": "https://example.invalid/benchmark.tgz", "filename": "benchmark.tgz", "md5": md5},
     )
-    monkeypatch.setattr(sbd, "_check_reachable", lambda *a, **k: pytest.fail("archive present: no network needed"))
+    monkeypatch.setattr(download, "_check_reachable", lambda *a, **k: pytest.fail("archive present: no network needed"))
     summary = sbd.prepare_sbd(root, progress=False)
     assert summary.train_aug_size == len(EXPECTED_AUG) and summary.voc_root == voc_root
     assert summary.sbd_root == root / "benchmark_RELEASE" / "dataset"

@@ -6,6 +6,7 @@ import shutil
 import socket
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -83,6 +84,33 @@ def _merge_new(src: Path, dst: Path) -> None:
             _merge_new(item, target)
 
 
+def fetch_verified_archive(
+    root: Path, info: dict[str, str], offline_message: Callable[[Path, dict[str, str], str], str], command: str
+) -> Path:
+    """``root/info["filename"]``, md5-checked: a pre-placed archive is verified, a missing one downloaded
+    (failing at once offline with ``offline_message``). A corrupt file is left where it is and named."""
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / info["filename"]
+    if archive.exists():
+        if not check_integrity(str(archive), info["md5"]):
+            raise VocsegError(
+                f"{archive} exists but its md5 is not {info['md5']}: the file is incomplete or corrupt. "
+                f"Move it away and run `{command}` again."
+            )
+        return archive
+    try:
+        _check_reachable(info["url"])
+    except OSError as e:
+        raise VocsegError(offline_message(root, info, f"no network: {e}")) from None
+    try:
+        download_url(info["url"], str(root), info["filename"], info["md5"])
+    except Exception as e:  # noqa: BLE001 - urllib, http and checksum errors all end the same way for the user
+        raise VocsegError(offline_message(root, info, f"download failed: {e}")) from None
+    if not check_integrity(str(archive), info["md5"]):
+        raise VocsegError(f"downloaded {archive} does not match md5 {info['md5']}; delete it and retry")
+    return archive
+
+
 def download_voc(root: str | Path, year: str = "2012") -> Path:
     """Download (if needed), verify and extract VOC ``year`` under ``root``; return the VOC2012 folder."""
     root = Path(root).expanduser()
@@ -90,25 +118,7 @@ def download_voc(root: str | Path, year: str = "2012") -> Path:
     voc_dir = root / info["base_dir"]
     if (voc_dir / "JPEGImages").is_dir() and (voc_dir / "SegmentationClass").is_dir():
         return voc_dir
-    root.mkdir(parents=True, exist_ok=True)
-    archive = root / info["filename"]
-    if archive.exists():
-        if not check_integrity(str(archive), info["md5"]):
-            raise VocsegError(
-                f"{archive} exists but its md5 is not {info['md5']}: the file is incomplete or corrupt. "
-                f"Move it away and run `vocseg download --root {root}` again."
-            )
-    else:
-        try:
-            _check_reachable(info["url"])
-        except OSError as e:
-            raise VocsegError(_offline_message(root, info, f"no network: {e}")) from None
-        try:
-            download_url(info["url"], str(root), info["filename"], info["md5"])
-        except Exception as e:  # noqa: BLE001 - urllib, http and checksum errors all end the same way for the user
-            raise VocsegError(_offline_message(root, info, f"download failed: {e}")) from None
-        if not check_integrity(str(archive), info["md5"]):
-            raise VocsegError(f"downloaded {archive} does not match md5 {info['md5']}; delete it and retry")
+    archive = fetch_verified_archive(root, info, _offline_message, f"vocseg download --root {root}")
     safe_extract(archive, root)
     if not voc_dir.is_dir():
         raise VocsegError(f"{archive} did not contain {info['base_dir']}")

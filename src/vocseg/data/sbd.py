@@ -30,11 +30,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from torchvision.datasets import SBDataset
-from torchvision.datasets.utils import check_integrity, download_url
 
 from ..errors import VocsegError
 from .classes import IGNORE_INDEX, NUM_CLASSES, voc_palette
-from .download import _check_reachable, safe_extract
+from .download import fetch_verified_archive, safe_extract
 from .voc import AUG_MASK_DIR, IMAGE_DIR, MASK_DIR, SPLIT_DIR, read_split, resolve_voc_root
 
 TRAIN_AUG_SPLIT = "train_aug"
@@ -86,25 +85,7 @@ def download_sbd(root: str | Path) -> Path:
     if _is_sbd_dataset(root / SBD_DATASET_DIR):
         return root / SBD_DATASET_DIR
     info = sbd_archive_info()
-    root.mkdir(parents=True, exist_ok=True)
-    archive = root / info["filename"]
-    if archive.exists():
-        if not check_integrity(str(archive), info["md5"]):
-            raise VocsegError(
-                f"{archive} exists but its md5 is not {info['md5']}: the file is incomplete or corrupt. "
-                f"Move it away and run `vocseg download --sbd --root {root}` again."
-            )
-    else:
-        try:
-            _check_reachable(info["url"])
-        except OSError as e:
-            raise VocsegError(_offline_message(root, info, f"no network: {e}")) from None
-        try:
-            download_url(info["url"], str(root), info["filename"], info["md5"])
-        except Exception as e:  # noqa: BLE001 -- urllib, http and checksum errors all end the same way for the user
-            raise VocsegError(_offline_message(root, info, f"download failed: {e}")) from None
-        if not check_integrity(str(archive), info["md5"]):
-            raise VocsegError(f"downloaded {archive} does not match md5 {info['md5']}; delete it and retry")
+    archive = fetch_verified_archive(root, info, _offline_message, f"vocseg download --sbd --root {root}")
     safe_extract(archive, root)
     if not _is_sbd_dataset(root / SBD_DATASET_DIR):
         raise VocsegError(f"{archive} did not contain {SBD_DATASET_DIR}/{{cls,img,train.txt}}")
