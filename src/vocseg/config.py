@@ -216,10 +216,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return config_from_dict(data, source)
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
 def parse_value(text: str) -> Any:
     """Parse a CLI ``key=value`` value with YAML rules (``false`` -> False, ``3`` -> 3, ``null`` -> None)."""
     return yaml.safe_load(text)
