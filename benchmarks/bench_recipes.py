@@ -5,10 +5,12 @@
 
 Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the synthetic val split):
 
-* ``strong/transfer_unet`` and ``strong/unpool``: the same recipe (strong.yaml adapted to the built-in
-  data, see bench_peer.VOCSEG_ARGS) for the new ResNet-34 U-Net and the paper's best model (issue 11);
+* ``strong_cpu/transfer_unet``: vocseg's best recipe for a small machine (configs/strong_cpu.yaml: the
+  ResNet-18 U-Net with strong.yaml's pieces sized for 2 CPU cores);
+* ``strong_cpu-unweighted/transfer_unet``: the same without class weights (what they add);
 * ``paper/transfer_unet``: the paper's final recipe (configs/weighted.yaml: Adam, native size, flips,
-  class weights, cosine) for the same model as ``strong/transfer_unet`` (issue 12);
+  class weights, cosine) for the same model with the same speed switches (issue 12);
+* ``strong_cpu/unpool``: strong_cpu.yaml for the paper's best model (issue 11);
 * ``peer-fp32`` and ``peer-bf16``: segmentation_models_pytorch's Unet-R34 plain loop (bench_peer.py).
 
 With ``--cores-per-run N`` every run is pinned to its own N cores (``os.sched_setaffinity``) and given N
@@ -27,27 +29,23 @@ from pathlib import Path
 
 from bench_peer import VOCSEG_ARGS
 
-SCRATCH = ["--model-arg", "pretrained=false"]
 DEVICE = "cpu"  # the comparison is on CPU cores (the peer loop runs on the CPU too); --device changes it
+STRONG_CPU = ["train", *VOCSEG_ARGS]
 RUNS: dict[str, list[str]] = {
-    "strong/transfer_unet": ["train", *VOCSEG_ARGS, "--model", "transfer_unet"],
-    "strong/unpool": ["train", *VOCSEG_ARGS, "--model", "unpool"],  # config rewritten: see command()
-    # The built-in data's classes are defined partly by colour (paired hue ranges): photometric distortion
-    # (hue shifts of +-18 degrees) destroys label information there, so it is also measured without.
-    "strong-nophoto/transfer_unet": ["train", *VOCSEG_ARGS, "--model", "transfer_unet", "--no-photometric"],
-    "strong-nophoto/unpool": ["train", *VOCSEG_ARGS, "--model", "unpool", "--no-photometric"],
+    "strong_cpu/transfer_unet": STRONG_CPU,
+    "strong_cpu-unweighted/transfer_unet": [*STRONG_CPU, "--class-weighting", "none"],
     "paper/transfer_unet": [
         "train",
         "--config",
         "configs/weighted.yaml",
         "--model",
         "transfer_unet",
-        "--model-arg",
-        "encoder=resnet34",
-        *SCRATCH,
+        *("--model-arg", "encoder=resnet18", "--model-arg", "pretrained=false", "--model-arg", "aspp=false"),
+        "--channels-last",  # the same speed switches as strong_cpu.yaml: only the recipe differs
         "--patience",
         "null",
     ],
+    "strong_cpu/unpool": [*STRONG_CPU, "--model", "unpool"],  # config rewritten: see command()
     "peer-fp32": ["peer-fp32"],
     "peer-bf16": ["peer-bf16"],
 }
@@ -68,8 +66,8 @@ def command(name: str, budget: str, out: Path, threads: int | None) -> list[str]
         ]
         return cmd + (["--threads", str(threads)] if threads else [])
     args = list(spec)
-    if "unpool" in spec:  # unpool takes no encoder arguments: strong.yaml without its model_kwargs
-        args = _without_model_args(args, _strong_without_model_kwargs(out))
+    if "unpool" in spec:  # unpool takes no encoder arguments: strong_cpu.yaml without its model_kwargs
+        args = _with_config(args, _strong_cpu_without_model_kwargs(out))
     return [
         sys.executable,
         "-m",
@@ -86,27 +84,18 @@ def command(name: str, budget: str, out: Path, threads: int | None) -> list[str]
     ]
 
 
-def _strong_without_model_kwargs(out: Path) -> Path:
+def _strong_cpu_without_model_kwargs(out: Path) -> Path:
     import yaml
 
-    cfg = yaml.safe_load(Path("configs/strong.yaml").read_text())
+    cfg = yaml.safe_load(Path("configs/strong_cpu.yaml").read_text())
     cfg["model_kwargs"] = {}
-    path = out / "strong-no-model-kwargs.yaml"
+    path = out / "strong_cpu-no-model-kwargs.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-def _without_model_args(args: list[str], config: Path) -> list[str]:
-    """``args`` with every ``--model-arg K=V`` dropped and the config replaced by ``config``."""
-    kept, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-        elif a == "--model-arg":
-            skip = True
-        else:
-            kept.append(a)
-    return [str(config) if a == "configs/strong.yaml" else a for a in kept]
+def _with_config(args: list[str], config: Path) -> list[str]:
+    return [str(config) if a == "configs/strong_cpu.yaml" else a for a in args]
 
 
 def launch(name: str, cmd: list[str], cores: list[int] | None, log: Path) -> subprocess.Popen:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vocseg import inference
 from vocseg.cli import main
 from vocseg.evaluation_report import per_image_iou
 
@@ -50,6 +51,9 @@ def test_save_dir_writes_every_artifact(tiny_voc, tmp_path, monkeypatch, capsys,
     )
     out = tmp_path / "eval"
     capsys.readouterr()
+    forwards = []
+    real = inference.predict_logits
+    monkeypatch.setattr(inference, "predict_logits", lambda *a, **k: forwards.append(1) or real(*a, **k))
     assert main(["evaluate", str(run / "best.pt"), "--save-dir", str(out), "--json", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
     masks = sorted((out / "masks").glob("*.png"))
@@ -62,6 +66,20 @@ def test_save_dir_writes_every_artifact(tiny_voc, tmp_path, monkeypatch, capsys,
     rows = list(csv.DictReader((out / "per_image.csv").read_text().splitlines()))
     values = [float(r["miou"]) for r in rows]
     assert values == sorted(values)  # worst first
+    # One inference pass: the masks are the scoring pass's own predictions (4 images, 4 forwards), and
+    # each saved mask, scored by hand against its own truth, gives the per-image mIoU in the table.
+    assert len(forwards) == 4
+    truth_dir = tiny_voc / "VOCdevkit" / "VOC2012" / "SegmentationClass"
+    for r in rows:
+        pred = np.asarray(Image.open(out / "masks" / f"{r['id']}.png")).astype(int)
+        truth = np.asarray(Image.open(truth_dir / f"{r['id']}.png")).astype(int)
+        valid = truth != 255
+        ious = [
+            ((pred == c) & (truth == c) & valid).sum() / ((pred == c) | (truth == c))[valid].sum()
+            for c in range(21)
+            if ((pred == c) | (truth == c))[valid].any()
+        ]
+        assert float(r["miou"]) == pytest.approx(np.mean(ious), abs=1e-5), r["id"]
     # Nothing is overwritten: a second run into the same folder is refused.
     assert main(["evaluate", str(run / "best.pt"), "--save-dir", str(out), "--device", "cpu"]) == 2
     assert "not empty" in capsys.readouterr().err

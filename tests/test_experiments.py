@@ -64,6 +64,44 @@ def test_configs_follow_the_papers_recipes():
     assert n.model_kwargs.get("base_channels", 64) == 64
 
 
+def test_strong_configs_hold_the_fields_recipe():
+    """strong.yaml is mmsegmentation's voc12aug recipe; strong_cpu.yaml keeps its pieces at a CPU's size."""
+    s = load_config(X.config_dir() / "strong.yaml")
+    assert (s.train_split, s.val_split, s.val_holdout, s.image_size, list(s.scale_range)) == (
+        "train_aug",
+        "val",
+        0.0,
+        512,
+        [0.5, 2.0],
+    )
+    assert (s.hflip, s.vflip, s.photometric, s.eval_batch_size, s.amp, s.aux_weight) == (0.5, 0.0, True, 1, "auto", 0.4)
+    assert (s.optimizer, s.lr, s.momentum, s.weight_decay, s.scheduler, s.poly_power, s.min_lr) == (
+        "sgd",
+        0.01,
+        0.9,
+        0.0005,
+        "poly",
+        0.9,
+        0.0001,
+    )
+    assert (s.iters, s.batch_size, s.warmup_iters, s.model_kwargs) == (
+        20000,
+        16,
+        1000,
+        {"encoder": "resnet50", "aspp": True},
+    )
+    c = load_config(X.config_dir() / "strong_cpu.yaml")
+    assert (list(c.scale_range), c.hflip, c.vflip, c.eval_batch_size, c.amp) == ([0.5, 2.0], 0.5, 0.0, 1, "auto")
+    assert (c.optimizer, c.scheduler, c.warmup_iters, c.budget, c.class_weighting) == (
+        "adamw",
+        "cosine",
+        100,
+        "15m",
+        "paper",
+    )
+    assert c.model == "transfer_unet" and c.model_kwargs["pretrained"] is False  # runs offline as shipped
+
+
 def test_experiments_hold_the_papers_numbers_and_names():
     assert [e.name for e in X.EXPERIMENTS] == [
         "baseline",

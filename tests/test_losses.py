@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vocseg.losses import class_weights, weighted_ce_sums
+from vocseg.engine import training_loss
+from vocseg.losses import _lovasz_grad, class_weights, lovasz_softmax_loss, soft_dice_loss, weighted_ce_sums
 
 
 def test_paper_class_weights_hand_computed():
@@ -37,3 +38,70 @@ def test_weighted_ce_sums_equals_torch_cross_entropy(use_weight):
     total, n = weighted_ce_sums(logits, target, weight)
     ref = F.cross_entropy(logits, target, weight=weight, ignore_index=255)
     assert torch.allclose(total / n, ref, atol=1e-6)
+
+
+def _one_hot_logits(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Logits whose softmax is one-hot at ``pred`` to float precision."""
+    return F.one_hot(pred, num_classes).permute(0, 3, 1, 2).float() * 100.0
+
+
+def _hand_scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(mean IoU, mean Dice) over the classes present in ``truth``, void (255) ignored: by hand."""
+    valid = truth != 255
+    ious, dices = [], []
+    for c in np.unique(truth[valid]):
+        p, g = (pred == c) & valid, (truth == c) & valid
+        ious.append((p & g).sum() / (p | g).sum())
+        dices.append(2 * (p & g).sum() / (p.sum() + g.sum()))
+    return float(np.mean(ious)), float(np.mean(dices))
+
+
+def _random_case(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.randint(0, 4, (2, 9, 11), generator=g)
+    truth[:, 0, :] = 255  # a void band
+    pred = torch.where(
+        torch.rand(truth.shape, generator=g) < 0.7, truth.clamp(max=3), torch.randint(0, 5, truth.shape, generator=g)
+    )
+    return pred, truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_region_losses_on_hard_predictions_are_one_minus_the_metric(seed):
+    """On one-hot probabilities Lovasz-softmax is exactly 1 - mean IoU and soft Dice 1 - mean Dice, over
+    the classes present in the truth, void ignored (the defining property of both)."""
+    pred, truth = _random_case(seed)
+    logits = _one_hot_logits(pred, 5)
+    miou, mdice = _hand_scores(pred.numpy(), truth.numpy())
+    assert lovasz_softmax_loss(logits, truth).item() == pytest.approx(1 - miou, abs=1e-5)
+    assert soft_dice_loss(logits, truth).item() == pytest.approx(1 - mdice, abs=1e-5)
+
+
+def test_lovasz_gradient_hand_computed():
+    """Errors sorted with truth [1, 0, 1]: Jaccard losses 1 - I/U = 1/2, 2/3, 1; their differences."""
+    assert _lovasz_grad(torch.tensor([1.0, 0.0, 1.0])).tolist() == pytest.approx([0.5, 1 / 6, 1 / 3])
+
+
+@pytest.mark.parametrize("loss", [lovasz_softmax_loss, soft_dice_loss])
+def test_region_losses_ignore_void_and_give_gradients(loss):
+    _, truth = _random_case(3)
+    logits = torch.randn(2, 5, 9, 11, requires_grad=True)
+    value = loss(logits, truth)
+    value.backward()
+    assert 0 < value.item() < 1 and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    assert logits.grad[:, :, 0, :].abs().max() == 0  # void pixels get no gradient
+    changed = logits.detach().clone()
+    changed[:, :, 0, :] = 50.0
+    assert loss(changed, truth).item() == pytest.approx(value.item())
+    assert loss(logits, torch.full_like(truth, 255)).item() == 0.0  # an all-void batch
+
+
+def test_training_loss_adds_the_region_loss_to_the_cross_entropy():
+    pred, truth = _random_case(4)
+    logits = torch.randn(2, 5, 9, 11)
+    ce, _, _ = training_loss(logits, truth, None, 0.0, "ce")
+    both, total, weight = training_loss(logits, truth, None, 0.0, "ce+lovasz")
+    assert both.item() == pytest.approx(ce.item() + lovasz_softmax_loss(logits, truth).item(), rel=1e-6)
+    assert (total / weight).item() == pytest.approx(ce.item())  # the logged loss stays the cross-entropy
+    dice, _, _ = training_loss(logits, truth, None, 0.0, "ce+dice")
+    assert dice.item() == pytest.approx(ce.item() + soft_dice_loss(logits, truth).item(), rel=1e-6)

@@ -68,9 +68,12 @@ def test_budget_fits_the_whole_run_on_a_simulated_clock(tiny_voc, tmp_path, monk
         warmup_iters=3,
         budget="60s",
     )
-    result = train_mod.train(cfg, progress=False, log=lambda *_: None)
+    lines: list[str] = []
+    result = train_mod.train(cfg, progress=False, log=lines.append)
     m = result.metrics
     assert now[0] <= 60.0, f"the run took {now[0]} simulated seconds of a 60 s budget"
     assert now[0] >= 0.8 * 60, f"the plan left most of the budget unused ({now[0]} s)"
     assert m["steps"] == m["planned_steps"] and m["budget_seconds"] == 60.0
     assert result.history[-1]["lr"] < 0.3 * cfg.lr  # the cosine decayed over the planned steps
+    n = len(result.history)  # the log shows the budget's plan, which ends on the epochs that ran
+    assert any(line.startswith(f"epoch {n}/~{n} ") for line in lines), [x for x in lines if x.startswith("epoch")]

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import vocseg.speed as speed
 from vocseg.config import Config
-from vocseg.models import create_model
+from vocseg.models import create_model, get_model_entry, list_models
+
+CHANNELS_LAST_MODELS = [n for n in list_models() if get_model_entry(n).channels_last]
 
 
-def test_channels_last_model_gives_the_same_logits():
+@pytest.mark.parametrize("name", CHANNELS_LAST_MODELS)
+def test_channels_last_model_gives_the_same_logits(name):
+    """Every model that trains channels-last by default computes what it computes in contiguous memory."""
     torch.manual_seed(0)
-    model = create_model("fcn").eval()
+    model = create_model(name, offline=True).eval()
     x = torch.randn(1, 3, 37, 45)
-    ref = model(x)
-    wrapped = speed.wrap_for_speed(model, Config(channels_last=True), torch.device("cpu"), 1, None)
-    out = wrapped(x.contiguous(memory_format=torch.channels_last))
-    assert torch.allclose(ref, out, atol=1e-4)
+    with torch.no_grad():
+        ref = model(x)
+        wrapped = speed.wrap_for_speed(model, Config(channels_last=True), torch.device("cpu"), 1, None)
+        out = wrapped(x.contiguous(memory_format=torch.channels_last))
+    # float rounding differs with the memory layout: errors relative to the logits' scale (deep random nets
+    # give logits in the hundreds)
+    err = (ref - out).abs().max() / ref.abs().max()
+    assert err < 1e-5, err
+
+
+def test_channels_last_null_takes_the_models_measured_choice():
+    assert speed.resolve_channels_last(Config(model="transfer_unet")).channels_last is True
+    assert speed.resolve_channels_last(Config(model="unet")).channels_last is False
+    assert speed.resolve_channels_last(Config(model="unet", channels_last=True)).channels_last is True
+    assert speed.resolve_channels_last(Config(model="fcn", channels_last=False)).channels_last is False
 
 
 def test_compile_failure_falls_back_to_eager_with_one_message(monkeypatch):

@@ -72,6 +72,11 @@ class Config:
     budget: str | float | None = _field(None, "wall-clock budget for the whole run, e.g. 15m, 90s, 1h30m")
     aux_weight: float = _field(0.4, "weight of an auxiliary head's loss (models that have one)")
     min_lr: float = _field(0.0, "final learning rate of cosine/poly")
+    loss: str = _field(
+        "ce",
+        "training loss: cross-entropy, or cross-entropy plus a region loss (soft Dice, Lovasz-softmax)",
+        ("ce", "ce+dice", "ce+lovasz"),
+    )
     class_weighting: str = _field(
         "none", "class weights in the loss", ("none", "paper", "median_frequency", "inverse_sqrt")
     )
@@ -87,7 +92,9 @@ class Config:
     deterministic: bool = _field(False, "deterministic algorithms (slower)")
     out: str | None = _field(None, "run folder (default runs/<model>)")
     tensorboard: bool = _field(False, "write TensorBoard logs to RUN/tensorboard")
-    channels_last: bool = _field(False, "channels-last memory format")
+    channels_last: bool | None = _field(
+        None, "channels-last memory format; null: the model's measured choice (`vocseg models`)"
+    )
     compile: bool = _field(False, "torch.compile the model (eager with a message when it cannot)")
     sync_bn: bool = _field(False, "SyncBatchNorm across processes (torchrun)")
 

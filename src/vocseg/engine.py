@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .data.classes import IGNORE_INDEX
 from .distributed import all_reduce_sum
 from .errors import VocsegError
-from .losses import weighted_ce_sums
+from .losses import region_loss, weighted_ce_sums
 from .metrics import ConfusionMatrix
 
 
@@ -69,14 +69,18 @@ def training_loss(
     masks: torch.Tensor,
     class_weight: torch.Tensor | None,
     aux_weight: float,
+    loss_kind: str = "ce",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, weighted CE sum, weight sum)`` of one batch. Models with an auxiliary head return
-    ``{"out", "aux"}`` in training mode; the aux loss adds ``aux_weight`` times its mean CE."""
+    ``{"out", "aux"}`` in training mode; the aux loss adds ``aux_weight`` times its mean CE.
+    ``loss_kind`` ``ce+dice`` or ``ce+lovasz`` adds that region loss of the main output, weight 1."""
     aux = None
     if isinstance(output, dict):
         output, aux = output["out"], output.get("aux")
     total, weight = weighted_ce_sums(output, masks, class_weight)
     loss = total / weight.clamp(min=1e-12)
+    if loss_kind != "ce":
+        loss = loss + region_loss(loss_kind.removeprefix("ce+"), output, masks)
     if aux is not None and aux_weight > 0:
         aux_total, aux_w = weighted_ce_sums(aux, masks, class_weight)
         loss = loss + aux_weight * aux_total / aux_w.clamp(min=1e-12)
@@ -95,10 +99,12 @@ def train_one_epoch(
     progress: bool = True,
     *,
     aux_weight: float = 0.0,
+    loss_kind: str = "ce",
     channels_last: bool = False,
     after_step: Callable[[], bool] | None = None,
 ) -> tuple[float, int]:
-    """Train for one pass over ``loader``; returns (mean class-weighted loss over its pixels, steps taken).
+    """Train for one pass over ``loader``; returns (mean class-weighted cross-entropy over its pixels,
+    steps taken). A region loss (``loss_kind``) is trained on but not part of that mean.
 
     ``after_step`` runs after every optimizer step (a per-step LR schedule, a time budget); returning
     True ends the epoch early. A non-finite loss stops training before the optimizer step can spread
@@ -113,7 +119,7 @@ def train_one_epoch(
         masks = masks.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             output = model(images)
-        loss, total, weight = training_loss(output, masks, class_weight, aux_weight)
+        loss, total, weight = training_loss(output, masks, class_weight, aux_weight, loss_kind)
         loss_value = loss.item()  # one sync per step: cheap next to a segmentation forward/backward
         if not math.isfinite(loss_value):
             raise VocsegError(
@@ -182,6 +188,7 @@ def evaluate(
     channels_last: bool = False,
     tta: str = "none",
     slide: tuple[int, int] | None = None,
+    on_predictions: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> Evaluation:
     """Loss and confusion-matrix metrics over the whole split (one matrix, not an average of batches).
 
@@ -189,6 +196,8 @@ def evaluate(
     ``ce_loss`` is the plain cross-entropy, comparable across experiments. Logits come from
     :func:`vocseg.inference.predict_logits` (the function ``predict`` and the report use too), with
     test-time augmentation ``tta`` and sliding-window inference ``slide=(crop, stride)`` when asked.
+    ``on_predictions(indices, preds)`` sees every batch's argmax with the images' dataset indices (the
+    masks ``evaluate --save-dir`` writes come from this one pass).
     """
     from .inference import predict_logits
 
@@ -212,6 +221,8 @@ def evaluate(
         cm.add(conf.sum(0))
         idx = order[seen : seen + len(preds)]
         inter[idx], union[idx] = counts_from_confusion(conf)
+        if on_predictions is not None:
+            on_predictions(idx, preds)
         seen += len(preds)
     for t in (sums, inter, union):
         all_reduce_sum(t)  # each rank filled its own images; the rest are zeros

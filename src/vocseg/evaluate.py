@@ -17,6 +17,7 @@ from .data.builder import class_names_for, resolve_data_root
 from .data.transforms import SegmentationPresetEval
 from .data.voc import VOCSegmentation
 from .engine import Evaluation, evaluate, resolve_amp, resolve_device
+from .evaluation_report import MaskWriter, write_evaluation_artifacts
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -74,16 +75,16 @@ def evaluate_checkpoint(
     # The loss is reported with the training criterion (class-weighted if training was), as during training.
     weight = ckpt.get("class_weight")
     weight = weight.to(dev) if weight is not None else None
-    # Flips and rescales would move a padded batch's padding into the image: TTA runs image by image.
-    batch = 1 if tta != "none" or slide else (batch_size or cfg.eval_batch_size)
+    # Flips and rescales would move a padded batch's padding into the image: TTA runs image by image, and
+    # so does --save-dir (each mask is saved at its image's native size).
+    batch = 1 if tta != "none" or slide or save_dir is not None else (batch_size or cfg.eval_batch_size)
     cfg = dc_replace(cfg, eval_batch_size=batch, num_workers=cfg.num_workers if num_workers is None else num_workers)
     amp_dtype = resolve_amp(amp or cfg.amp, dev)
+    masks = MaskWriter(Path(save_dir), ds) if save_dir is not None else None
     ev = evaluate(model, eval_loader(ds, cfg, dev), cfg.num_classes, ckpt["class_names"], weight, dev, amp_dtype,
-                  progress, f"eval {split}", tta=tta, slide=slide)  # fmt: skip
-    if save_dir is not None:
-        from .evaluation_report import write_evaluation_artifacts
-
-        write_evaluation_artifacts(Path(save_dir), model, ds, ev, ckpt, dev, tta=tta, slide=slide, amp_dtype=amp_dtype)
+                  progress, f"eval {split}", tta=tta, slide=slide, on_predictions=masks)  # fmt: skip
+    if masks is not None:
+        write_evaluation_artifacts(Path(save_dir), masks, ds, ev, ckpt)
     source = str(checkpoint or f"{model_name}:{weights}")
     return dict(ev.metrics, split=split, num_images=len(ds), checkpoint=source, model=ckpt["model_name"], tta=tta,
                 slide=list(slide) if slide else None)  # fmt: skip

@@ -9,7 +9,8 @@
     DIR/metrics.json            the metrics printed by the command
 
 Per-image IoU is the mean over the classes present in the image's truth or prediction, from the same
-per-image intersections and unions the evaluation accumulated (no second scoring pass).
+per-image intersections and unions the evaluation accumulated, and the masks are that evaluation's own
+predictions (one inference pass in all).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from .data.classes import voc_palette
 from .data.voc import VOCSegmentation
@@ -40,27 +40,40 @@ def per_image_iou(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
     return np.divide(iou.sum(1), counts, out=np.full(len(counts), np.nan), where=counts > 0)
 
 
+class MaskWriter:
+    """Receives the evaluation's predictions (``engine.evaluate(on_predictions=...)``) and saves each as a
+    palette PNG in ``save_dir/masks``: the masks come from the scoring pass itself, not a second one. The
+    evaluation must run one image at a time, so that every prediction is at its image's native size."""
+
+    def __init__(self, save_dir: Path, ds: VOCSegmentation) -> None:
+        _prepare(save_dir)  # before the evaluation: a bad folder fails at once
+        self.folder, self.ids, self.palette = save_dir / "masks", ds.ids, voc_palette()
+
+    def __call__(self, indices: torch.Tensor, preds: torch.Tensor) -> None:
+        for i, pred in zip(indices.tolist(), preds.to(torch.uint8).cpu().numpy()):
+            img = Image.fromarray(pred, mode="P")
+            img.putpalette(self.palette)
+            img.save(self.path(i))
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{self.ids[index]}.png"
+
+    def read(self, index: int) -> np.ndarray:
+        with Image.open(self.path(index)) as img:
+            return np.asarray(img)
+
+
 def write_evaluation_artifacts(
-    save_dir: Path,
-    model: nn.Module,
-    ds: VOCSegmentation,
-    ev: Evaluation,
-    ckpt: dict[str, Any],
-    device: torch.device,
-    *,
-    tta: str = "none",
-    slide: tuple[int, int] | None = None,
-    amp_dtype=None,
+    save_dir: Path, masks: MaskWriter, ds: VOCSegmentation, ev: Evaluation, ckpt: dict[str, Any]
 ) -> None:
-    """Write everything listed in the module docstring into ``save_dir`` (created; existing files refused)."""
+    """Write everything listed in the module docstring but the masks (``masks`` wrote them during ``ev``)."""
     from .plots import confusion_figure, per_class_iou_figure
 
-    _prepare(save_dir)
     names = list(ckpt["class_names"])
     ious = per_image_iou(ev.intersection.numpy(), ev.union.numpy())
     order = [i for i in np.argsort(ious) if not np.isnan(ious[i])]  # worst first
     worst, best = order[:PANELS], order[::-1][:PANELS]
-    preds = _write_masks(save_dir / "masks", model, ds, device, tta, slide, amp_dtype, keep={*worst, *best})
+    preds = {int(i): masks.read(int(i)) for i in {*worst, *best}}  # PNGs are lossless: no second forward
     _write_panels(save_dir / "worst", worst, ds, preds, ious, names)
     _write_panels(save_dir / "best", best, ds, preds, ious, names)
     _write_per_image_csv(save_dir / "per_image.csv", order, ds, ev, ious)
@@ -86,26 +99,6 @@ def _prepare(save_dir: Path) -> None:
             (save_dir / sub).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VocsegError(f"cannot create {save_dir}: {e.strerror or e}") from None
-
-
-@torch.inference_mode()
-def _write_masks(folder: Path, model, ds, device, tta, slide, amp_dtype, keep: set) -> dict[int, np.ndarray]:
-    """Predict every image again (one at a time, native size) and save its palette mask; return the
-    predictions of the images in ``keep`` (the panels')."""
-    from .inference import predict_logits
-
-    palette = voc_palette()
-    preds = {}
-    for i in range(len(ds)):
-        x, _ = ds[i]
-        logits = predict_logits(model, x[None].to(device), tta=tta, slide=slide, amp_dtype=amp_dtype)
-        pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        img = Image.fromarray(pred, mode="P")
-        img.putpalette(palette)
-        img.save(folder / f"{ds.ids[i]}.png")
-        if i in keep:
-            preds[i] = pred
-    return preds
 
 
 def _write_panels(folder: Path, indices, ds, preds, ious, names) -> None:

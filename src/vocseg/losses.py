@@ -1,4 +1,5 @@
-"""Class weights for the cross-entropy loss and the loss itself."""
+"""Class weights for the cross-entropy loss, the loss itself, and the region losses that can be added to it
+(``loss: ce+dice`` or ``ce+lovasz``), which act on the classes' overlap rather than on each pixel."""
 
 from __future__ import annotations
 
@@ -49,3 +50,59 @@ def weighted_ce_sums(
     else:
         w = weight[target.clamp(max=weight.numel() - 1)] * valid
     return (ce * w).sum(), w.sum()
+
+
+REGION_LOSSES = ("dice", "lovasz")
+
+
+def region_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``dice`` or ``lovasz`` of a batch, averaged over the classes present in its truth; void ignored."""
+    if kind == "dice":
+        return soft_dice_loss(logits, target)
+    if kind == "lovasz":
+        return lovasz_softmax_loss(logits, target)
+    raise ValueError(f"unknown region loss {kind!r}; valid: {', '.join(REGION_LOSSES)}")
+
+
+def _valid_probs(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N x C softmax probabilities, N labels)`` of the batch's non-void pixels."""
+    c = logits.shape[1]
+    probs = logits.float().softmax(1).permute(0, 2, 3, 1).reshape(-1, c)
+    labels = target.reshape(-1)
+    valid = labels != IGNORE_INDEX
+    return probs[valid], labels[valid]
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice, 2 sum(p g) / (sum p + sum g), over the classes present in the batch's truth
+    (Milletari et al., V-Net, 2016, without squares). On one-hot probabilities it is 1 - mean Dice."""
+    probs, labels = _valid_probs(logits, target)
+    if labels.numel() == 0:
+        return logits.sum() * 0.0
+    onehot = F.one_hot(labels, probs.shape[1]).to(probs.dtype)
+    inter, total = (probs * onehot).sum(0), probs.sum(0) + onehot.sum(0)
+    present = onehot.sum(0) > 0
+    return 1.0 - (2 * inter[present] / total[present]).mean()
+
+
+def lovasz_softmax_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The Lovasz-softmax loss (Berman, Rannen Triki, Blaschko, CVPR 2018): for each class present in the
+    batch's truth, the Lovasz extension of its Jaccard loss at the pixels' errors |g - p|, then the mean.
+    On one-hot probabilities it equals 1 - mean IoU over those classes, the metric itself."""
+    probs, labels = _valid_probs(logits, target)
+    losses = []
+    for c in labels.unique():
+        fg = (labels == c).to(probs.dtype)
+        errors, order = (fg - probs[:, c]).abs().sort(descending=True)
+        losses.append(errors @ _lovasz_grad(fg[order]))
+    return torch.stack(losses).mean() if losses else logits.sum() * 0.0
+
+
+def _lovasz_grad(fg_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss at the errors' sort order (the paper's Alg. 1)."""
+    gts = fg_sorted.sum()
+    intersection = gts - fg_sorted.cumsum(0)
+    union = gts + (1 - fg_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    jaccard[1:] = jaccard[1:] - jaccard[:-1]
+    return jaccard

@@ -75,6 +75,12 @@ class StepSchedule:
             return math.ceil(self.cfg.iters / self.spe)
         return self.cfg.epochs
 
+    def epochs_label(self) -> str:
+        """The planned number of epochs for the log: ``~N`` under a budget (the current plan), else N."""
+        if self.budget_s is not None:
+            return f"~{max(1, math.ceil(self.total_steps / self.spe))}"
+        return str(self.epochs)
+
     @property
     def finished(self) -> bool:
         return self.per_step and self.step >= self.total_steps

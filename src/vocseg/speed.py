@@ -1,7 +1,8 @@
 """Speed switches applied to a built model: channels-last, SyncBatchNorm, DDP and torch.compile.
 
 Each is a config key (``channels_last``, ``sync_bn``, ``compile``); their measured effect per model and
-device is in docs/benchmarks.md, which is why they are off by default on a CPU.
+device is in docs/benchmarks.md. ``channels_last: null`` (the default) takes the model's measured choice
+from its registry entry; the others are off unless asked for.
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, replace
+from .models import get_model_entry
+
+
+def resolve_channels_last(cfg: Config) -> Config:
+    """``cfg`` with ``channels_last: null`` replaced by the model's measured choice, so that a run's
+    config.yaml records the memory format it trained in."""
+    if cfg.channels_last is not None:
+        return cfg
+    return replace(cfg, channels_last=get_model_entry(cfg.model).channels_last)
 
 
 def wrap_for_speed(

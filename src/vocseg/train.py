@@ -30,6 +30,7 @@ from .losses import class_weights
 from .models import count_parameters
 from .rundir import HISTORY_FIELDS, RunDir
 from .schedule_runtime import StepSchedule, build_step_schedule
+from .speed import resolve_channels_last
 
 __all__ = ["EarlyStopping", "HISTORY_FIELDS", "RESUMABLE_KEYS", "TrainResult", "cosine_lr", "train"]
 
@@ -213,6 +214,7 @@ def start_session(
     cfg: Config, run: RunDir, saved: dict[str, Any] | None, overwrite: bool, log, started: float
 ) -> Session:
     """Build the run's model, data, optimizer and schedule, restoring them from ``saved`` when resuming."""
+    cfg = resolve_channels_last(cfg)
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     main = is_main_process()
@@ -311,6 +313,7 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         epoch,
         progress,
         aux_weight=s.cfg.aux_weight,
+        loss_kind=s.cfg.loss,
         channels_last=s.cfg.channels_last,
         after_step=s.steps.after_step,
     )
@@ -419,7 +422,7 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation, imp
 
         log_epoch(s.writer, row, val.metrics, s, epoch + 1)
     s.log(
-        f"epoch {epoch + 1}/{s.steps.epochs}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
+        f"epoch {epoch + 1}/{s.steps.epochs_label()}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
         f"mIoU {row['val_miou'] or 0:.4f}  acc {row['val_pixel_accuracy'] or 0:.4f}  "
         f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + _memory_note(s.device) + ("  *" if improved else "")
     )

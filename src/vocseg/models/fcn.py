@@ -27,7 +27,12 @@ def _deconv_relu_bn(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-@register_model("fcn", source="paper Table 1", description="Baseline FCN: 5 stride-2 convs, 5 transposed convs")
+@register_model(
+    "fcn",
+    source="paper Table 1",
+    description="Baseline FCN: 5 stride-2 convs, 5 transposed convs",
+    channels_last=True,  # 1.12x on CPU (bf16)
+)
 class FCN(SegmentationModel):
     """Baseline FCN of the paper (Table 1): five stride-2 conv stages down, five transposed convs up.
 

@@ -27,6 +27,9 @@ class ModelEntry:
     # Arguments that build the model without fetching pretrained weights (the weights then come from a
     # checkpoint, or the model is only counted): e.g. {"pretrained": False, "weights": None}.
     offline_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Whether training runs faster in channels-last memory: measured per model on CPU and GPU
+    # (docs/benchmarks.md, "Precision, channels-last and compile per model"); ``channels_last: null`` uses it.
+    channels_last: bool = False
 
     @property
     def paper_table(self) -> str:
@@ -38,7 +41,12 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, source: str, description: str = "", offline_kwargs: dict[str, Any] | None = None
+    name: str,
+    *,
+    source: str,
+    description: str = "",
+    offline_kwargs: dict[str, Any] | None = None,
+    channels_last: bool = False,
 ) -> Callable:
     """Decorator registering a model class or builder function under ``name``."""
 
@@ -46,7 +54,7 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         doc = description or (inspect.getdoc(builder) or "").split("\n")[0]
-        _REGISTRY[name] = ModelEntry(name, builder, source, doc, dict(offline_kwargs or {}))
+        _REGISTRY[name] = ModelEntry(name, builder, source, doc, dict(offline_kwargs or {}), channels_last)
         return builder
 
     return wrap

@@ -33,7 +33,8 @@ def _count(name: str, image_size: int) -> tuple[int, float]:
 
 def model_table(image_size: int = 512) -> list[dict]:
     """One row per registered model: name, params, gflops (one forward at ``image_size`` x ``image_size``),
-    source, paper_table, description. Models are built offline (no pretrained weights needed), on the
+    source, channels_last (the memory format
+    training uses by default), paper_table, description. Models are built offline (no pretrained weights needed), on the
     ``meta`` device. For models with an auxiliary training head (torchvision's FCN and DeepLabV3) the
     parameters include that head, as their checkpoints do; the GFLOPs are of the eval forward, which skips it."""
     rows = []
@@ -46,6 +47,7 @@ def model_table(image_size: int = 512) -> list[dict]:
                 "params": params,
                 "gflops": gflops,
                 "source": entry.source,
+                "channels_last": entry.channels_last,
                 "paper_table": entry.paper_table,
                 "description": entry.description,
             }
@@ -55,8 +57,18 @@ def model_table(image_size: int = 512) -> list[dict]:
 
 def format_model_table(rows: list[dict]) -> str:
     """The rows of :func:`model_table` as an aligned plain-text table."""
-    headers = ("name", "params", "GFLOPs", "source", "description")
-    body = [(r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}", r["source"], r["description"]) for r in rows]
+    headers = ("name", "params", "GFLOPs", "memory", "source", "description")
+    body = [
+        (
+            r["name"],
+            f"{r['params']:,}",
+            f"{r['gflops']:.2f}",
+            "chan-last" if r["channels_last"] else "contig",
+            r["source"],
+            r["description"],
+        )
+        for r in rows
+    ]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
     right = {1, 2}  # numbers are right-aligned
 

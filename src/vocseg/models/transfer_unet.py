@@ -129,6 +129,7 @@ def _check_options(encoder: str, upsample_mode: str, **flags: bool) -> None:
     "transfer_unet",
     source="vocseg (U-Net + ResNet)",
     offline_kwargs={"pretrained": False, "weights": None},
+    channels_last=True,  # 1.08x on CPU (bf16), 2.3x on the GPU
     description="U-Net decoder, skips from every stage of an ImageNet ResNet-18/34/50; aspp=true: DeepLabV3+-like",
 )
 class TransferUNet(SegmentationModel):
