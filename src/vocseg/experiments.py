@@ -142,8 +142,9 @@ QUICK_PER_EXPERIMENT: dict[str, dict[str, Any]] = {
 }
 
 # Config keys that say where and how fast a run ran, not what it trained: two configs differing only in
-# these are the same recipe (and an old run folder may be resumed under new values of them).
-RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "tensorboard", "cache"})
+# these are the same recipe (and an old run folder may be resumed under new values of them). The memory
+# format and compilation change results only by float rounding.
+RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "tensorboard", "cache", "channels_last", "compile"})
 
 
 # ----------------------------------------------------------------------------- looking experiments up
@@ -196,9 +197,11 @@ def run_name(exp: Experiment, seed_index: int = 0) -> str:
 
 
 def recipe(cfg: Mapping[str, Any], *, with_seed: bool = True) -> dict[str, Any]:
-    """A config without its runtime keys (and without ``seed`` unless ``with_seed``): what was trained."""
+    """A config without its runtime keys (and without ``seed`` unless ``with_seed``): what was trained.
+    Keys an older version did not write take their defaults (e.g. ``loss: ce``, what it trained with)."""
     drop = RUNTIME_KEYS if with_seed else RUNTIME_KEYS | {"seed"}
-    return {k: v for k, v in cfg.items() if k not in drop}
+    full = {**Config().to_dict(), **cfg}
+    return {k: v for k, v in full.items() if k not in drop}
 
 
 # ----------------------------------------------------------------------------- pretrained weights
