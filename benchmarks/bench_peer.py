@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-# vocseg's best recipe for a small machine and a time budget: strong.yaml's pieces sized for 2 CPU cores
+# vocseg's recipe for a small machine and a time budget: strong.yaml's pieces sized for 2 CPU cores
 # (configs/strong_cpu.yaml says what changed and why). --budget on the command line replaces its 15m.
 VOCSEG_ARGS = ["--config", "configs/strong_cpu.yaml"]
 PEER_CROP, PEER_BATCH, PEER_LR = 128, 8, 1e-3

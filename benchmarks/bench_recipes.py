@@ -2,11 +2,12 @@
 
     python benchmarks/bench_recipes.py --budget 15m                      # one after another
     python benchmarks/bench_recipes.py --budget 15m --cores-per-run 2    # side by side, each on its own cores
+    python benchmarks/bench_recipes.py --budget 15m --seed 1 --runs strong_cpu/transfer_unet paper/transfer_unet
 
 Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the synthetic val split):
 
-* ``strong_cpu/transfer_unet``: vocseg's best recipe for a small machine (configs/strong_cpu.yaml: the
-  ResNet-18 U-Net with strong.yaml's pieces sized for 2 CPU cores);
+* ``strong_cpu/transfer_unet``: strong.yaml's recipe sized for a small machine (configs/strong_cpu.yaml:
+  the ResNet-18 U-Net with strong.yaml's pieces sized for 2 CPU cores);
 * ``strong_cpu-unweighted/transfer_unet``: the same without class weights (what they add);
 * ``paper/transfer_unet``: the paper's final recipe (configs/weighted.yaml: Adam, native size, flips,
   class weights, cosine) for the same model with the same speed switches (issue 12);
@@ -51,7 +52,7 @@ RUNS: dict[str, list[str]] = {
 }
 
 
-def command(name: str, budget: str, out: Path, threads: int | None) -> list[str]:
+def command(name: str, budget: str, out: Path, threads: int | None, seed: int = 0) -> list[str]:
     spec = RUNS[name]
     if spec[0].startswith("peer"):
         cmd = [
@@ -81,6 +82,8 @@ def command(name: str, budget: str, out: Path, threads: int | None) -> list[str]
         "--overwrite",
         "--device",
         DEVICE,
+        "--seed",
+        str(seed),
     ]
 
 
@@ -123,6 +126,7 @@ def main() -> None:
     p.add_argument("--cores-per-run", type=int, default=None, help="run side by side, each pinned to N cores")
     p.add_argument("--first-core", type=int, default=0)
     p.add_argument("--device", default="cpu", help="device of the vocseg runs (the peer runs on the CPU)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the vocseg runs (the peer loop always uses 0)")
     args = p.parse_args()
     global DEVICE
     DEVICE = args.device
@@ -134,7 +138,7 @@ def main() -> None:
         if args.cores_per_run:
             start = args.first_core + i * args.cores_per_run
             cores = list(range(start, start + args.cores_per_run))
-        cmd = command(name, args.budget, out, args.cores_per_run)
+        cmd = command(name, args.budget, out, args.cores_per_run, args.seed)
         print(f"{name}: {' '.join(cmd)}" + (f"  [cores {cores}]" if cores else ""), flush=True)
         procs[name] = launch(name, cmd, cores, out / f"{name.replace('/', '_')}.log")
         if not args.cores_per_run:

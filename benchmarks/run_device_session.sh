@@ -20,7 +20,7 @@ if [ "$1" = start ]; then
   taskset -c 10-15 python3 benchmarks/bench_models.py --device cuda --train-size 512 --batch 16 --peak-tflops 989 > $OUT/models_gpu.txt 2>&1
   taskset -c 10-15 python3 benchmarks/bench_models.py --device cuda --train-size 512 --batch 16 --peak-tflops 989 --channels-last --models transfer_unet unet deeplabv3_resnet50 fcn_resnet50 > $OUT/models_gpu_channels_last.txt 2>&1
   taskset -c 10-15 python3 -m vocseg synth /tmp/synth500 --train 800 --val 40 --max-side 500 --workers 6 > /dev/null
-  taskset -c 10-15 python3 -m vocseg train --config configs/strong.yaml --data-root /tmp/synth500 --train-split train --iters 150 --warmup-iters 20 --max-val-images 20 --out /tmp/strong-gpu --no-progress > $OUT/strong_gpu.log 2>&1
+  taskset -c 10-15 python3 -m vocseg train --config configs/strong.yaml --model-arg pretrained=false --data-root /tmp/synth500 --train-split train --iters 150 --warmup-iters 20 --max-val-images 20 --out /tmp/strong-gpu --no-progress > $OUT/strong_gpu.log 2>&1
   cat /tmp/strong-gpu/history.csv >> $OUT/strong_gpu.log
   cat $RES/recipes.log
 fi
