@@ -320,18 +320,7 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
     if not s.steps.per_step:
         s.scheduler.step()
     t_train = schedule_runtime.clock()
-    val = evaluate(
-        s.model,
-        eval_loader(s.data.val, s.cfg, s.device, s.rank, s.world),
-        s.cfg.num_classes,
-        s.data.class_names,
-        s.weight,
-        s.device,
-        s.amp_dtype,
-        progress,
-        f"epoch {epoch + 1} val",
-        channels_last=s.cfg.channels_last,
-    )
+    val = score(s, s.data.val, progress, f"epoch {epoch + 1} val")
     seconds = schedule_runtime.clock() - t0
     s.steps.end_epoch(seconds - (t_train - t0))
     m = val.metrics
@@ -348,6 +337,22 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
 
 
 @torch.inference_mode()
+def score(s: Session, dataset, progress: bool, desc: str) -> Evaluation:
+    """The run's model scored on ``dataset`` with the training criterion (validation and final evaluation)."""
+    return evaluate(
+        s.model,
+        eval_loader(dataset, s.cfg, s.device, s.rank, s.world),
+        s.cfg.num_classes,
+        s.data.class_names,
+        s.weight,
+        s.device,
+        s.amp_dtype,
+        progress,
+        desc,
+        channels_last=s.cfg.channels_last,
+    )
+
+
 def eval_seconds_per_image(s: Session, images: int = 3) -> float:
     """Seconds one validation image takes (forward at native size), timed on the first few: the time
     budget's first plan needs it before any validation pass has run."""
@@ -439,18 +444,7 @@ def final_evaluation(s: Session, progress: bool) -> dict[str, Any]:
     barrier()  # every rank waits until rank 0 has written the last best.pt
     unwrap(s.model).load_state_dict(s.run.load_best(map_location=s.device)["model"])
     final_set = s.data.test if s.data.test is not None else s.data.val
-    ev = evaluate(
-        s.model,
-        eval_loader(final_set, s.cfg, s.device, s.rank, s.world),
-        s.cfg.num_classes,
-        s.data.class_names,
-        s.weight,
-        s.device,
-        s.amp_dtype,
-        progress,
-        "final eval",
-        channels_last=s.cfg.channels_last,
-    )
+    ev = score(s, final_set, progress, "final eval")
     history = s.history
     metrics = {
         **ev.metrics,
