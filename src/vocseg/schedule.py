@@ -172,17 +172,9 @@ def plan_budget(
     ``warmup_steps`` is an error naming the numbers, raised before the run wastes its time. Re-planning
     later with better measurements (``replan=True``, e.g. after each validation pass, now timed), a budget
     already used up returns ``steps_done``: stop now and evaluate, rather than fail mid-run."""
-    if budget_s <= 0 or seconds_per_step <= 0 or eval_seconds < 0 or final_eval_seconds < 0 or elapsed_s < 0:
-        raise VocsegError(
-            f"plan_budget needs budget_s > 0, seconds_per_step > 0 and non-negative times; got budget_s={budget_s}, "
-            f"seconds_per_step={seconds_per_step}, eval_seconds={eval_seconds}, "
-            f"final_eval_seconds={final_eval_seconds}, elapsed_s={elapsed_s}"
-        )
-    if not 0.0 <= margin < 1.0 or (eval_every is not None and eval_every < 1) or steps_done < 0:
-        raise VocsegError(
-            f"plan_budget needs 0 <= margin < 1, eval_every >= 1 and steps_done >= 0; got "
-            f"margin={margin}, eval_every={eval_every}, steps_done={steps_done}"
-        )
+    _check_plan_args(
+        budget_s, seconds_per_step, eval_seconds, final_eval_seconds, elapsed_s, margin, eval_every, steps_done
+    )
     # The steps already done, and their validation passes, are inside elapsed_s: only the rest is planned.
     available = budget_s * (1.0 - margin) - elapsed_s - final_eval_seconds
     per_step = seconds_per_step + (eval_seconds / eval_every if eval_every else 0.0)
@@ -200,3 +192,27 @@ def plan_budget(
             f"already done or needed for warmup. Raise the budget or lower warmup_iters."
         )
     return total
+
+
+def _check_plan_args(
+    budget_s: float,
+    seconds_per_step: float,
+    eval_seconds: float,
+    final_eval_seconds: float,
+    elapsed_s: float,
+    margin: float,
+    eval_every: int | None,
+    steps_done: int,
+) -> None:
+    """Reject times and counts ``plan_budget`` cannot plan with, naming every value."""
+    if budget_s <= 0 or seconds_per_step <= 0 or eval_seconds < 0 or final_eval_seconds < 0 or elapsed_s < 0:
+        raise VocsegError(
+            f"plan_budget needs budget_s > 0, seconds_per_step > 0 and non-negative times; got budget_s={budget_s}, "
+            f"seconds_per_step={seconds_per_step}, eval_seconds={eval_seconds}, "
+            f"final_eval_seconds={final_eval_seconds}, elapsed_s={elapsed_s}"
+        )
+    if not 0.0 <= margin < 1.0 or (eval_every is not None and eval_every < 1) or steps_done < 0:
+        raise VocsegError(
+            f"plan_budget needs 0 <= margin < 1, eval_every >= 1 and steps_done >= 0; got "
+            f"margin={margin}, eval_every={eval_every}, steps_done={steps_done}"
+        )

@@ -444,28 +444,12 @@ def _shape_mask(rng: np.random.Generator, shape: str, u: np.ndarray, v: np.ndarr
 
     Shape parameters (arm widths, number of points, ...) are drawn from ``rng`` so every instance differs.
     """
+    if shape in _RADIAL_SHAPES:
+        return _radial_mask(rng, shape, u, v)
+    if shape in _FIGURE_SHAPES:
+        return _figure_mask(rng, shape, u, v)
     au, av = np.abs(u), np.abs(v)
     inside_box = (au <= 1) & (av <= 1)
-    if shape in ("ellipse", "ring", "star5", "spiky", "gear", "hexagon"):
-        rr = u * u + v * v
-        if shape == "ellipse":
-            return rr <= 1
-        if shape == "ring":
-            return (rr <= 1) & (rr >= rng.uniform(0.4, 0.65) ** 2)
-        theta = np.arctan2(v, u)
-        rad = np.sqrt(rr)
-        if shape in ("star5", "spiky"):
-            k = 5 if shape == "star5" else int(rng.integers(9, 14))
-            inner = rng.uniform(0.35, 0.55) if shape == "star5" else rng.uniform(0.25, 0.45)
-            t = (theta * np.float32(k / (2 * math.pi)) + np.float32(rng.random())) % 1
-            return rad <= inner + (1 - inner) * np.abs(2 * t - 1)
-        if shape == "gear":
-            k = int(rng.integers(6, 11))
-            teeth = np.cos(theta * k + np.float32(rng.uniform(0, 2 * math.pi))) > 0
-            return (rad >= rng.uniform(0.2, 0.35)) & ((rad <= 0.75) | (teeth & (rad <= 1)))
-        # Regular hexagon: distance to the nearest edge normal.
-        sector = (theta + np.float32(rng.uniform(0, math.pi))) % np.float32(math.pi / 3) - np.float32(math.pi / 6)
-        return rad * np.cos(sector) <= math.cos(math.pi / 6)
     if shape in ("rect", "bar"):
         return inside_box
     if shape == "roundrect":
@@ -486,12 +470,6 @@ def _shape_mask(rng: np.random.Generator, shape: str, u: np.ndarray, v: np.ndarr
     if shape == "bottle":  # body plus a narrow neck on top
         neck = rng.uniform(-0.55, -0.3)
         return ((au <= 1) & (v >= neck) & (v <= 1)) | ((au <= rng.uniform(0.3, 0.5)) & (v >= -1) & (v < neck))
-    if shape == "plane":  # fuselage along u, swept wings, small tail plane
-        body = (av <= rng.uniform(0.12, 0.2)) & (au <= 1)
-        wc = rng.uniform(-0.1, 0.15)
-        wing = (np.abs(u - wc + 0.3 * av) <= rng.uniform(0.1, 0.18)) & (av <= 1)
-        tail = (np.abs(u + 0.85) <= 0.08) & (av <= rng.uniform(0.3, 0.45))
-        return body | wing | tail
     if shape == "lshape":  # vertical bar on the left, foot along the bottom
         t = rng.uniform(0.3, 0.45) * 2
         return inside_box & ~((u > -1 + t) & (v < 1 - t))
@@ -502,6 +480,45 @@ def _shape_mask(rng: np.random.Generator, shape: str, u: np.ndarray, v: np.ndarr
         t = rng.uniform(0.2, 0.35)
         leg = rng.uniform(0.12, 0.2)
         return inside_box & ((v <= -1 + t) | ((au >= 0.95 - leg) & (au <= 0.95)))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+_RADIAL_SHAPES = ("ellipse", "ring", "star5", "spiky", "gear", "hexagon")
+_FIGURE_SHAPES = ("plane", "crescent", "arrow", "heart", "blob")
+
+
+def _radial_mask(rng: np.random.Generator, shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Shapes defined by the radius and angle around the box centre."""
+    rr = u * u + v * v
+    if shape == "ellipse":
+        return rr <= 1
+    if shape == "ring":
+        return (rr <= 1) & (rr >= rng.uniform(0.4, 0.65) ** 2)
+    theta = np.arctan2(v, u)
+    rad = np.sqrt(rr)
+    if shape in ("star5", "spiky"):
+        k = 5 if shape == "star5" else int(rng.integers(9, 14))
+        inner = rng.uniform(0.35, 0.55) if shape == "star5" else rng.uniform(0.25, 0.45)
+        t = (theta * np.float32(k / (2 * math.pi)) + np.float32(rng.random())) % 1
+        return rad <= inner + (1 - inner) * np.abs(2 * t - 1)
+    if shape == "gear":
+        k = int(rng.integers(6, 11))
+        teeth = np.cos(theta * k + np.float32(rng.uniform(0, 2 * math.pi))) > 0
+        return (rad >= rng.uniform(0.2, 0.35)) & ((rad <= 0.75) | (teeth & (rad <= 1)))
+    # Regular hexagon: distance to the nearest edge normal.
+    sector = (theta + np.float32(rng.uniform(0, math.pi))) % np.float32(math.pi / 3) - np.float32(math.pi / 6)
+    return rad * np.cos(sector) <= math.cos(math.pi / 6)
+
+
+def _figure_mask(rng: np.random.Generator, shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Composite or curved figures: plane, crescent, arrow, heart, and the distractors' noisy blob."""
+    au, av = np.abs(u), np.abs(v)
+    if shape == "plane":  # fuselage along u, swept wings, small tail plane
+        body = (av <= rng.uniform(0.12, 0.2)) & (au <= 1)
+        wc = rng.uniform(-0.1, 0.15)
+        wing = (np.abs(u - wc + 0.3 * av) <= rng.uniform(0.1, 0.18)) & (av <= 1)
+        tail = (np.abs(u + 0.85) <= 0.08) & (av <= rng.uniform(0.3, 0.45))
+        return body | wing | tail
     if shape == "crescent":
         d = rng.uniform(0.35, 0.6)
         return (u * u + v * v <= 1) & ((u - d) ** 2 + v * v > rng.uniform(0.75, 0.95) ** 2)
@@ -514,10 +531,9 @@ def _shape_mask(rng: np.random.Generator, shape: str, u: np.ndarray, v: np.ndarr
         x, y = u * 1.15, -v * 1.15 + 0.1
         q = x * x + y * y - 1
         return q * q * q - x * x * y * y * y <= 0
-    if shape == "blob":  # irregular: an ellipse carved by thresholded low-frequency noise
-        n = _smooth_noise(rng, u.shape[0], u.shape[1], max(2, min(u.shape) // 4))
-        return (u * u + v * v <= 1) & (n > rng.uniform(0.3, 0.5))
-    raise ValueError(f"unknown shape {shape!r}")
+    # blob: irregular, an ellipse carved by thresholded low-frequency noise
+    n = _smooth_noise(rng, u.shape[0], u.shape[1], max(2, min(u.shape) // 4))
+    return (u * u + v * v <= 1) & (n > rng.uniform(0.3, 0.5))
 
 
 def _boundary(label: np.ndarray) -> np.ndarray:
