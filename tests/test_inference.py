@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vocseg.errors import VocsegError
-from vocseg.inference import MULTISCALE_SCALES, predict_logits, window_starts
+from vocseg.inference import MULTISCALE_SCALES, predict_logits, tta_cost, window_starts
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -126,6 +126,19 @@ def test_windows_cover_every_pixel_and_stay_inside(size, crop, stride):
         covered[s : s + crop] += 1
     assert (covered > 0).all()
     assert starts == sorted(set(starts))
+
+
+@pytest.mark.parametrize("tta", ["none", "flip", "multiscale"])
+def test_tta_cost_is_the_pixels_the_views_push_through_the_model(tta):
+    """tta_cost (what a time budget reserves) against the views predict_logits really runs."""
+    rec = ShapeRecorder().eval()
+    h, w = 333, 517
+    predict_logits(rec, torch.randn(1, 3, h, w), tta=tta)
+    pixels = sum(s[2] * s[3] for s in rec.shapes) / (h * w)
+    assert tta_cost(tta) == pytest.approx(pixels, rel=0.01)
+    assert tta_cost("flip") == 2.0 and tta_cost("multiscale") == pytest.approx(2 * 8.6875)  # 2 x sum(s^2)
+    with pytest.raises(VocsegError, match="unknown tta 'hflip'.*none, flip, multiscale"):
+        tta_cost("hflip")
 
 
 def test_tta_and_slide_compose():

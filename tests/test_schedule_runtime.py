@@ -8,6 +8,7 @@ import pytest
 import vocseg.schedule_runtime as sr
 import vocseg.train as train_mod
 from vocseg.config import Config
+from vocseg.inference import tta_cost
 from vocseg.schedule import lr_at
 from vocseg.train import train
 
@@ -39,9 +40,12 @@ def test_poly_schedule_with_warmup_runs_per_step(tiny_voc, tmp_path):
     assert result.metrics["steps"] == 7 and len(result.history) == 3  # ceil(7 / 3) epochs, the last one cut short
 
 
-def test_budget_fits_the_whole_run_on_a_simulated_clock(tiny_voc, tmp_path, monkeypatch):
+@pytest.mark.parametrize("tta, budget_s", [("none", 60.0), ("multiscale", 90.0)])
+def test_budget_fits_the_whole_run_on_a_simulated_clock(tta, budget_s, tiny_voc, tmp_path, monkeypatch):
     """Each training step costs 1 s and each validation pass 2 s on a simulated clock, so the test is exact
-    whatever the machine: the run must plan its steps to end (final evaluation included) within 60 s."""
+    whatever the machine: the run must plan its steps to end (final evaluation included) within the budget.
+    A final evaluation with test-time augmentation costs 2 s x tta_cost (multiscale: ~35 s), which the
+    plan must reserve: planned as a plain pass, the run would overshoot 90 s by half a minute."""
     now = [0.0]
     monkeypatch.setattr(sr, "clock", lambda: now[0])
     real_after, real_eval = sr.StepSchedule.after_step, train_mod.evaluate
@@ -51,7 +55,7 @@ def test_budget_fits_the_whole_run_on_a_simulated_clock(tiny_voc, tmp_path, monk
         return real_after(self)
 
     def eval_costs_2s(*args, **kwargs):
-        now[0] += 2.0
+        now[0] += 2.0 * tta_cost(kwargs.get("tta", "none"))
         return real_eval(*args, **kwargs)
 
     monkeypatch.setattr(sr.StepSchedule, "after_step", step_costs_1s)
@@ -66,14 +70,15 @@ def test_budget_fits_the_whole_run_on_a_simulated_clock(tiny_voc, tmp_path, monk
         amp="none",
         scheduler="cosine",
         warmup_iters=3,
-        budget="60s",
+        budget=f"{budget_s:.0f}s",
+        tta=tta,
     )
     lines: list[str] = []
     result = train_mod.train(cfg, progress=False, log=lines.append)
     m = result.metrics
-    assert now[0] <= 60.0, f"the run took {now[0]} simulated seconds of a 60 s budget"
-    assert now[0] >= 0.8 * 60, f"the plan left most of the budget unused ({now[0]} s)"
-    assert m["steps"] == m["planned_steps"] and m["budget_seconds"] == 60.0
+    assert now[0] <= budget_s, f"the run took {now[0]} simulated seconds of a {budget_s} s budget"
+    assert now[0] >= 0.8 * budget_s, f"the plan left most of the budget unused ({now[0]} s)"
+    assert m["steps"] == m["planned_steps"] and m["budget_seconds"] == budget_s and m["tta"] == tta
     assert result.history[-1]["lr"] < 0.3 * cfg.lr  # the cosine decayed over the planned steps
     n = len(result.history)  # the log shows the budget's plan, which ends on the epochs that ran
     assert any(line.startswith(f"epoch {n}/~{n} ") for line in lines), [x for x in lines if x.startswith("epoch")]

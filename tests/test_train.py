@@ -212,6 +212,23 @@ def test_new_models_train_and_evaluate_through_the_cli(model, args, tiny_voc, tm
     assert evaluated["model"] == model and evaluated["tta"] == "flip" and 0.0 <= evaluated["mean_iou"] <= 1.0
 
 
+def test_final_evaluation_applies_the_configs_tta(tiny_voc, tmp_path, capsys):
+    """metrics.json of a run with ``tta: flip`` equals ``vocseg evaluate --tta flip`` on its best.pt, and
+    differs from the plain evaluation (the augmentation really ran)."""
+    run = tmp_path / "tta"
+    assert main(_tiny_args(tiny_voc, run, "--epochs", 1, "--tta", "flip")) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    evaluated = {}
+    for tta in ("flip", "none"):
+        assert main(["evaluate", str(run / "best.pt"), "--json", "--device", "cpu", "--tta", tta]) == 0
+        evaluated[tta] = json.loads(capsys.readouterr().out)
+    assert metrics["tta"] == "flip" and metrics["num_images"] == evaluated["flip"]["num_images"]
+    for key in ("loss", "mean_iou", "pixel_accuracy"):
+        assert metrics[key] == pytest.approx(evaluated["flip"][key], rel=1e-6), key
+    assert metrics["loss"] != pytest.approx(evaluated["none"]["loss"], rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- resume with changes, run-folder failures
 
 

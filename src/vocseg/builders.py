@@ -72,10 +72,13 @@ def train_loader(data: DataBundle, cfg: Config, epoch: int, device: torch.device
     )
 
 
-def eval_loader(dataset: Dataset, cfg: Config, device: torch.device, rank: int = 0, world: int = 1) -> DataLoader:
+def eval_loader(
+    dataset: Dataset, cfg: Config, device: torch.device, rank: int = 0, world: int = 1, batch_size: int | None = None
+) -> DataLoader:
+    """Evaluation batches of ``cfg.eval_batch_size`` images (``batch_size`` overrides it)."""
     return DataLoader(
         dataset,
-        batch_size=cfg.eval_batch_size,
+        batch_size=batch_size or cfg.eval_batch_size,
         sampler=StridedSampler(len(dataset), rank, world),
         collate_fn=collate_pad,
         **_loader_options(cfg, device),

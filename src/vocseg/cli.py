@@ -121,7 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     m = result.metrics
     print(
         f"done: {m['split']} mIoU {_fmt(m['mean_iou'])}  pixel acc {_fmt(m['pixel_accuracy'])}  "
-        f"loss {_fmt(m['loss'])}  (best epoch {m['best_epoch']}) -> {result.run_dir}"
+        f"loss {_fmt(m['loss'])}  (best epoch {m['best_epoch']}"
+        f"{'' if m.get('tta', 'none') == 'none' else ', tta ' + m['tta']}) -> {result.run_dir}"
     )
     return 0
 

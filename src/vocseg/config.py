@@ -55,6 +55,11 @@ class Config:
     num_workers: int | str = _field("auto", "data-loader processes; auto: chosen per device (docs/benchmarks.md)")
     cache: str = _field("auto", "keep decoded images in RAM: auto (when they fit), ram, none", ("auto", "ram", "none"))
     eval_batch_size: int = _field(1, "evaluation batch size (padded images; 1 is exact native resolution)")
+    tta: str = _field(
+        "none",
+        "test-time augmentation of the final evaluation (validation passes stay plain; the budget pays for it)",
+        ("none", "flip", "multiscale"),
+    )
 
     # --- optimisation
     epochs: int = _field(30, "training epochs")

@@ -37,6 +37,16 @@ MULTISCALE_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 Model = Callable[[Tensor], Tensor]
 
 
+def tta_cost(tta: str, scales: Sequence[float] = MULTISCALE_SCALES) -> float:
+    """Pixels ``tta`` pushes through the model, relative to one plain forward: what a time budget reserves
+    for a final evaluation with it (``flip``: 2; ``multiscale``: both flips at every scale, ``2 * sum(s^2)``)."""
+    if tta not in TTA_MODES:
+        raise VocsegError(f"unknown tta {tta!r}; valid choices: {', '.join(TTA_MODES)}")
+    if tta == "none":
+        return 1.0
+    return 2.0 * (sum(float(s) ** 2 for s in scales) if tta == "multiscale" else 1.0)
+
+
 def predict_logits(
     model: Model,
     images: Tensor,

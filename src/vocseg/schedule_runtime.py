@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .config import Config
+from .inference import tta_cost
 from .schedule import lr_at, parse_duration, plan_budget
 
 # The clock every budget decision reads (a module attribute so tests can run training on a simulated clock).
@@ -57,7 +58,7 @@ class StepSchedule:
         self.total_steps = cfg.iters if cfg.iters is not None else cfg.epochs * spe
         self.num_eval_images = num_eval_images
         self.started = clock() if started is None else started  # the budget counts from the run's start
-        self.final_eval_ratio = final_eval_ratio  # test-split images / validation images
+        self.final_eval_ratio = final_eval_ratio  # final evaluation's cost / a validation pass's
         self.eval_probe = eval_probe  # seconds to evaluate one validation image, measured when called
         self.elapsed_before = 0.0  # seconds spent before a resume
         self.step_seconds: float | None = None
@@ -196,7 +197,8 @@ def build_step_schedule(
         optimizer,
         steps_per_epoch(num_train, cfg.batch_size, world),
         num_val,
-        final_eval_ratio=num_test / max(num_val, 1),
+        # The final evaluation: the test split, with the config's test-time augmentation.
+        final_eval_ratio=num_test / max(num_val, 1) * tta_cost(cfg.tta),
         started=started,
         eval_probe=eval_probe,
     )

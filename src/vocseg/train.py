@@ -337,11 +337,12 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
 
 
 @torch.inference_mode()
-def score(s: Session, dataset, progress: bool, desc: str) -> Evaluation:
-    """The run's model scored on ``dataset`` with the training criterion (validation and final evaluation)."""
+def score(s: Session, dataset, progress: bool, desc: str, tta: str = "none") -> Evaluation:
+    """The run's model scored on ``dataset`` with the training criterion (validation and final evaluation).
+    Test-time augmentation flips and rescales each image on its own, so it evaluates one image at a time."""
     return evaluate(
         s.model,
-        eval_loader(dataset, s.cfg, s.device, s.rank, s.world),
+        eval_loader(dataset, s.cfg, s.device, s.rank, s.world, batch_size=1 if tta != "none" else None),
         s.cfg.num_classes,
         s.data.class_names,
         s.weight,
@@ -350,6 +351,7 @@ def score(s: Session, dataset, progress: bool, desc: str) -> Evaluation:
         progress,
         desc,
         channels_last=s.cfg.channels_last,
+        tta=tta,
     )
 
 
@@ -440,16 +442,18 @@ def _memory_note(device: torch.device) -> str:
 
 
 def final_evaluation(s: Session, progress: bool) -> dict[str, Any]:
-    """Reload best.pt and score it on the test split (val when there is none); write metrics.json."""
+    """Reload best.pt and score it on the test split (val when there is none), with the config's test-time
+    augmentation; write metrics.json."""
     barrier()  # every rank waits until rank 0 has written the last best.pt
     unwrap(s.model).load_state_dict(s.run.load_best(map_location=s.device)["model"])
     final_set = s.data.test if s.data.test is not None else s.data.val
-    ev = score(s, final_set, progress, "final eval")
+    ev = score(s, final_set, progress, "final eval", tta=s.cfg.tta)
     history = s.history
     metrics = {
         **ev.metrics,
         "split": s.data.ids.test_name or s.data.ids.val_name,
         "num_images": len(final_set),
+        "tta": s.cfg.tta,
         "best_epoch": s.stopper.best_epoch,
         "epochs_run": len(history),
         "stopped_early": s.stopped_early,
