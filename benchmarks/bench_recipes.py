@@ -9,6 +9,8 @@ Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the sy
 * ``strong_cpu/transfer_unet``: strong.yaml's recipe sized for a small machine (configs/strong_cpu.yaml:
   the ResNet-18 U-Net with strong.yaml's pieces sized for 2 CPU cores);
 * ``strong_cpu-unweighted/transfer_unet``: the same without class weights (what they add);
+* ``strong_cpu-no-tta/transfer_unet``: the same scored single-scale (what multi-scale testing adds);
+* ``strong_cpu-v1/transfer_unet``: strong_cpu.yaml's first version (128 crops, rescale 0.5-2.0, no TTA);
 * ``paper/transfer_unet``: the paper's final recipe (configs/weighted.yaml: Adam, native size, flips,
   class weights, cosine) for the same model with the same speed switches (issue 12);
 * ``strong_cpu/unpool``: strong_cpu.yaml for the paper's best model (issue 11);
@@ -35,6 +37,9 @@ STRONG_CPU = ["train", *VOCSEG_ARGS]
 RUNS: dict[str, list[str]] = {
     "strong_cpu/transfer_unet": STRONG_CPU,
     "strong_cpu-unweighted/transfer_unet": [*STRONG_CPU, "--class-weighting", "none"],
+    "strong_cpu-no-tta/transfer_unet": [*STRONG_CPU, "--tta", "none"],
+    # strong_cpu.yaml's first version: strong.yaml's rescale 0.5-2.0 with 128-pixel crops, single-scale test
+    "strong_cpu-v1/transfer_unet": [*STRONG_CPU, "--image-size", "128", "--scale-range", "0.5", "2.0", "--tta", "none"],
     "paper/transfer_unet": [
         "train",
         "--config",

@@ -62,6 +62,18 @@ def test_report_without_paper_experiments_has_no_paper_columns(tmp_path, tiny_vo
         ("all-background predictor", "computed on val"),
     ]
     assert "Paper:" not in page.all_text and "Tables 5–11" not in page.all_text
+    assert "best checkpoint by validation loss" in page.all_text and "test-time augmentation" not in page.all_text
+
+
+def test_report_says_how_its_runs_were_scored(tmp_path, tiny_voc, vocseg_cache):
+    """The results' intro names what picked each checkpoint and the final evaluation's test-time augmentation,
+    read from the runs themselves."""
+    run = write_fake_run(tmp_path / "a", tiny_voc, error_rate=0.1, monitor="val_miou", tta="multiscale")
+    run.write_metrics({**run.read_metrics(), "tta": "multiscale"})
+    md, html = write_report(tmp_path / "report", [ReportRun("a", run)], title="One run", intro="Test.", device="cpu")
+    text = read_report(md, html).all_text
+    assert "native resolution, test-time augmentation: multiscale" in text
+    assert "best checkpoint by validation mIoU" in text
 
 
 def test_all_background_metrics_hand_computed():

@@ -60,10 +60,21 @@ def header(doc: Doc, ctx: ReportContext) -> None:
 # ----------------------------------------------------------------------------- results
 
 
+def _scoring(ctx: ReportContext) -> tuple[str, str]:
+    """How the runs were scored, from their own config and metrics: the test-time augmentation of the final
+    evaluation, and what picked the checkpoint (``monitor``)."""
+    ttas = sorted({(r.metrics or {}).get("tta", "none") for r in ctx.done} - {"none"})
+    tta = f", test-time augmentation: {', '.join(f'`{t}`' for t in ttas)}" if ttas else ""
+    monitors = sorted({(r.cfg or {}).get("monitor", "val_loss") for r in ctx.done} or {"val_loss"})
+    picked = {"val_loss": "loss", "val_miou": "mIoU"}
+    return tta, " or ".join(f"validation {picked.get(m, m)}" for m in monitors)
+
+
 def _results_intro(ctx: ReportContext) -> str:
+    tta, picked_by = _scoring(ctx)
     ours = (
         f"every metric from one confusion matrix accumulated over the whole test split (`{ctx.split}`, "
-        "native resolution, void pixels ignored), using the best checkpoint by early-stopping holdout loss. "
+        f"native resolution{tta}, void pixels ignored), using the best checkpoint by {picked_by}. "
         "`loss` is the training criterion (class-weighted for weighted runs"
         + (", as the paper's Tables 8–11 seem to report it" if ctx.paper else "")
         + "); `CE` is the plain cross-entropy, comparable across all runs."
