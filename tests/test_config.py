@@ -33,6 +33,7 @@ def test_config_yaml_then_flags(tmp_path):
         ({"num_workers": -1}, "num_workers"),
         ({"patience": "3"}, "patience"),
         ({"deterministic": "yes"}, "deterministic"),
+        ({"tta": "hflip"}, "tta='hflip' is not one of none, flip, multiscale"),
     ],
 )
 def test_config_values_of_the_wrong_type_name_the_key(bad, key, tmp_path):
