@@ -34,6 +34,7 @@ def test_config_yaml_then_flags(tmp_path):
         ({"patience": "3"}, "patience"),
         ({"deterministic": "yes"}, "deterministic"),
         ({"tta": "hflip"}, "tta='hflip' is not one of none, flip, multiscale"),
+        ({"tta_scales": [0.5, -1.0]}, "tta_scales must be positive numbers"),
     ],
 )
 def test_config_values_of_the_wrong_type_name_the_key(bad, key, tmp_path):

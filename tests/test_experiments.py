@@ -91,8 +91,8 @@ def test_strong_configs_hold_the_fields_recipe():
         {"encoder": "resnet50", "aspp": True},
     )
     c = load_config(X.config_dir() / "strong_cpu.yaml")
-    assert (list(c.scale_range), c.hflip, c.vflip, c.eval_batch_size, c.amp) == ([0.75, 1.5], 0.5, 0.0, 1, "auto")
-    assert (c.image_size, c.tta) == (192, "multiscale")  # whole images at native scale; multi-scale testing
+    assert (list(c.scale_range), c.hflip, c.vflip, c.eval_batch_size, c.amp) == ([0.5, 1.0], 0.5, 0.0, 1, "auto")
+    assert (c.image_size, c.tta, c.tta_scales) == (128, "multiscale", [0.5, 0.75, 1.0])  # tested at its train scales
     assert (c.optimizer, c.scheduler, c.warmup_iters, c.budget, c.class_weighting) == (
         "adamw",
         "cosine",

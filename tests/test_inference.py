@@ -137,6 +137,7 @@ def test_tta_cost_is_the_pixels_the_views_push_through_the_model(tta):
     pixels = sum(s[2] * s[3] for s in rec.shapes) / (h * w)
     assert tta_cost(tta) == pytest.approx(pixels, rel=0.01)
     assert tta_cost("flip") == 2.0 and tta_cost("multiscale") == pytest.approx(2 * 8.6875)  # 2 x sum(s^2)
+    assert tta_cost("multiscale", (0.5, 1.0)) == pytest.approx(2 * 1.25)
     with pytest.raises(VocsegError, match="unknown tta 'hflip'.*none, flip, multiscale"):
         tta_cost("hflip")
 

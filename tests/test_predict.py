@@ -213,6 +213,32 @@ def test_tta_and_slide_options(checkpoint, tmp_path):
         assert summary.ok and Image.open(tmp_path / "out" / "odd.png").size == (53, 37)
 
 
+def test_multiscale_at_scale_one_is_flip_and_a_runs_scales_are_its_default(checkpoint, tmp_path):
+    """``tta_scales=(1.0,)`` is the image and its mirror: the same masks as ``tta="flip"``. A checkpoint whose
+    config has ``tta_scales`` predicts with them unless told otherwise."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_rgb(37 + i, 53, seed=i)).save(folder / f"img{i}.png")
+    flip = predict(checkpoint, folder, tmp_path / "flip", tta="flip", device="cpu", progress=False)
+    one = predict(
+        checkpoint, folder, tmp_path / "one", tta="multiscale", tta_scales=[1.0], device="cpu", progress=False
+    )
+    ckpt = torch.load(checkpoint, weights_only=True)
+    own = tmp_path / "own.pt"
+    save_checkpoint({**ckpt, "config": {**ckpt["config"], "tta_scales": [1.0]}}, own)
+    default = predict(own, folder, tmp_path / "own", tta="multiscale", device="cpu", progress=False)
+    wide = predict(checkpoint, folder, tmp_path / "wide", tta="multiscale", device="cpu", progress=False)
+    assert flip.ok and one.ok and default.ok and wide.ok
+    differ = 0
+    for i in range(3):
+        a = read_mask(tmp_path / "flip" / f"img{i}.png")
+        np.testing.assert_array_equal(a, read_mask(tmp_path / "one" / f"img{i}.png"))
+        np.testing.assert_array_equal(a, read_mask(tmp_path / "own" / f"img{i}.png"))
+        differ += int((a != read_mask(tmp_path / "wide" / f"img{i}.png")).sum())
+    assert differ > 0  # the default six scales are a different prediction: the scales really were used
+
+
 def test_argument_errors(checkpoint, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -224,6 +250,8 @@ def test_argument_errors(checkpoint, tmp_path):
         predict(checkpoint, str(tmp_path / "*.webp"), out, progress=False)
     with pytest.raises(VocsegError, match="none, flip, multiscale"):
         predict(checkpoint, folder, out, tta="hflip", progress=False)
+    with pytest.raises(VocsegError, match=r"tta_scales \[0.5\] need tta 'multiscale', got tta 'flip'"):
+        predict(checkpoint, folder, out, tta="flip", tta_scales=[0.5], progress=False)
     weird = tmp_path / "model.bin"
     weird.write_bytes(b"x")
     with pytest.raises(VocsegError, match=r"\.onnx"):

@@ -229,6 +229,25 @@ def test_final_evaluation_applies_the_configs_tta(tiny_voc, tmp_path, capsys):
     assert metrics["loss"] != pytest.approx(evaluated["none"]["loss"], rel=1e-6)
 
 
+def test_a_runs_tta_scales_score_it_and_are_evaluates_default(tiny_voc, tmp_path, capsys):
+    """``tta: multiscale`` at the run's ``tta_scales``: metrics.json records them, ``vocseg evaluate`` uses
+    them by default (same numbers), and other scales give other numbers."""
+    run = tmp_path / "ms"
+    args = ("--epochs", 1, "--tta", "multiscale", "--tta-scales", 0.75, 1.0)
+    assert main(_tiny_args(tiny_voc, run, *args)) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    evaluated = {}
+    for name, extra in (("own", []), ("wide", ["--tta-scales", "0.5", "1.0", "1.5"])):
+        cmd = ["evaluate", str(run / "best.pt"), "--json", "--device", "cpu", "--tta", "multiscale", *extra]
+        assert main(cmd) == 0
+        evaluated[name] = json.loads(capsys.readouterr().out)
+    assert metrics["tta_scales"] == evaluated["own"]["tta_scales"] == [0.75, 1.0]
+    assert evaluated["wide"]["tta_scales"] == [0.5, 1.0, 1.5]
+    assert metrics["loss"] == pytest.approx(evaluated["own"]["loss"], rel=1e-6)
+    assert metrics["loss"] != pytest.approx(evaluated["wide"]["loss"], rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- resume with changes, run-folder failures
 
 

@@ -160,6 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model_name=args.model,
         weights=args.weights,
         tta=args.tta,
+        tta_scales=args.tta_scales,
         slide=_slide(args.slide),
         save_dir=args.save_dir,
     )
@@ -188,6 +189,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.out,
         batch_size=args.batch_size,
         tta=args.tta,
+        tta_scales=args.tta_scales,
         slide=_slide(args.slide),
         device=args.device,
         amp=args.amp,
@@ -287,6 +289,13 @@ TTA_CHOICES = ("none", "flip", "multiscale")
 
 def _add_inference_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation (default: none)")
+    p.add_argument(
+        "--tta-scales",
+        type=float,
+        nargs="+",
+        metavar="SCALE",
+        help="scales of --tta multiscale (default: the run's own, else 0.5 0.75 1.0 1.25 1.5 1.75)",
+    )
     p.add_argument("--slide", metavar="CROP,STRIDE", help="sliding-window inference for images larger than CROP")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--model", help="a registry model with pretrained --weights instead of a checkpoint")

@@ -60,6 +60,9 @@ class Config:
         "test-time augmentation of the final evaluation (validation passes stay plain; the budget pays for it)",
         ("none", "flip", "multiscale"),
     )
+    tta_scales: list[float] | None = _field(
+        None, "scales of tta: multiscale, e.g. 0.5 0.75 1.0; null: 0.5-1.75 by 0.25 (mmsegmentation's)"
+    )
 
     # --- optimisation
     epochs: int = _field(30, "training epochs")
@@ -112,6 +115,8 @@ class Config:
                 raise VocsegError(f"config {key} must be >= 1, got {getattr(self, key)!r}")
         if self.lr <= 0:
             raise VocsegError(f"config lr must be > 0, got {self.lr!r}")
+        if self.tta_scales is not None and (not self.tta_scales or any(not s > 0 for s in self.tta_scales)):
+            raise VocsegError(f"config tta_scales must be positive numbers, got {self.tta_scales!r}")
         if not 0.0 <= self.val_holdout < 1.0:
             raise VocsegError(f"config val_holdout must be in [0, 1), got {self.val_holdout!r}")
         if self.image_size is not None and self.image_size < 8:

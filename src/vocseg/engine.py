@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,6 +187,7 @@ def evaluate(
     *,
     channels_last: bool = False,
     tta: str = "none",
+    tta_scales: Sequence[float] | None = None,
     slide: tuple[int, int] | None = None,
     on_predictions: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> Evaluation:
@@ -195,7 +196,7 @@ def evaluate(
     ``loss`` uses the training criterion (class-weighted when training is, as the paper reports it);
     ``ce_loss`` is the plain cross-entropy, comparable across experiments. Logits come from
     :func:`vocseg.inference.predict_logits` (the function ``predict`` and the report use too), with
-    test-time augmentation ``tta`` and sliding-window inference ``slide=(crop, stride)`` when asked.
+    test-time augmentation ``tta`` (at ``tta_scales`` for multiscale) and sliding-window inference ``slide=(crop, stride)`` when asked.
     ``on_predictions(indices, preds)`` sees every batch's argmax with the images' dataset indices (the
     masks ``evaluate --save-dir`` writes come from this one pass).
     """
@@ -212,7 +213,7 @@ def evaluate(
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         images = _as_input(images, device, channels_last)
         masks = masks.to(device, non_blocking=True)
-        logits = predict_logits(model, images, tta=tta, slide=slide, amp_dtype=amp_dtype)
+        logits = predict_logits(model, images, tta=tta, scales=tta_scales, slide=slide, amp_dtype=amp_dtype)
         w_total, w_sum = weighted_ce_sums(logits, masks, class_weight)
         ce_total, px = weighted_ce_sums(logits, masks, None) if class_weight is not None else (w_total, w_sum)
         sums += torch.stack([w_total, w_sum, ce_total, px]).double()

@@ -3,6 +3,7 @@ at each image's native resolution, optionally with test-time augmentation and sl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from .data.builder import class_names_for, resolve_data_root
 from .data.transforms import SegmentationPresetEval
 from .data.voc import VOCSegmentation
 from .engine import Evaluation, evaluate, resolve_amp, resolve_device
+from .errors import VocsegError
 from .evaluation_report import MaskWriter, write_evaluation_artifacts
+from .inference import MULTISCALE_SCALES
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -62,11 +65,15 @@ def evaluate_checkpoint(
     model_name: str | None = None,
     weights: str | None = None,
     tta: str = "none",
+    tta_scales: Sequence[float] | None = None,
     slide: tuple[int, int] | None = None,
     save_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score a checkpoint (or ``model_name`` with pretrained ``weights``) on ``split``; with ``save_dir``
-    also write predicted masks, best/worst panels, a per-class IoU chart and the confusion matrix."""
+    also write predicted masks, best/worst panels, a per-class IoU chart and the confusion matrix.
+    ``tta_scales`` None: the run's own (its config's ``tta_scales``), else mmsegmentation's 0.5-1.75."""
+    if tta_scales is not None and tta != "multiscale":
+        raise VocsegError(f"tta_scales {list(tta_scales)} need tta 'multiscale', got tta {tta!r}")
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev) if checkpoint is not None else pretrained_checkpoint(model_name, weights)
     model = model.to(dev)
@@ -80,14 +87,15 @@ def evaluate_checkpoint(
     batch = 1 if tta != "none" or slide or save_dir is not None else (batch_size or cfg.eval_batch_size)
     cfg = dc_replace(cfg, eval_batch_size=batch, num_workers=cfg.num_workers if num_workers is None else num_workers)
     amp_dtype = resolve_amp(amp or cfg.amp, dev)
+    scales = tuple(tta_scales or cfg.tta_scales or MULTISCALE_SCALES)
     masks = MaskWriter(Path(save_dir), ds) if save_dir is not None else None
     ev = evaluate(model, eval_loader(ds, cfg, dev), cfg.num_classes, ckpt["class_names"], weight, dev, amp_dtype,
-                  progress, f"eval {split}", tta=tta, slide=slide, on_predictions=masks)  # fmt: skip
+                  progress, f"eval {split}", tta=tta, tta_scales=scales, slide=slide, on_predictions=masks)  # fmt: skip
     if masks is not None:
         write_evaluation_artifacts(Path(save_dir), masks, ds, ev, ckpt)
     source = str(checkpoint or f"{model_name}:{weights}")
     return dict(ev.metrics, split=split, num_images=len(ds), checkpoint=source, model=ckpt["model_name"], tta=tta,
-                slide=list(slide) if slide else None)  # fmt: skip
+                tta_scales=list(scales) if tta == "multiscale" else None, slide=list(slide) if slide else None)  # fmt: skip
 
 
 def _split_dataset(ckpt: dict[str, Any], cfg: Config, data_root, split: str) -> VOCSegmentation:

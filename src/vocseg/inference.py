@@ -37,13 +37,15 @@ MULTISCALE_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 Model = Callable[[Tensor], Tensor]
 
 
-def tta_cost(tta: str, scales: Sequence[float] = MULTISCALE_SCALES) -> float:
+def tta_cost(tta: str, scales: Sequence[float] | None = None) -> float:
     """Pixels ``tta`` pushes through the model, relative to one plain forward: what a time budget reserves
-    for a final evaluation with it (``flip``: 2; ``multiscale``: both flips at every scale, ``2 * sum(s^2)``)."""
+    for a final evaluation with it (``flip``: 2; ``multiscale``: both flips at every scale, ``2 * sum(s^2)``;
+    ``scales`` None: :data:`MULTISCALE_SCALES`)."""
     if tta not in TTA_MODES:
         raise VocsegError(f"unknown tta {tta!r}; valid choices: {', '.join(TTA_MODES)}")
     if tta == "none":
         return 1.0
+    scales = MULTISCALE_SCALES if scales is None else scales
     return 2.0 * (sum(float(s) ** 2 for s in scales) if tta == "multiscale" else 1.0)
 
 
@@ -52,17 +54,18 @@ def predict_logits(
     images: Tensor,
     *,
     tta: str = "none",
-    scales: Sequence[float] = MULTISCALE_SCALES,
+    scales: Sequence[float] | None = None,
     slide: tuple[int, int] | None = None,
     amp_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Scores ``(B, C, H, W)`` (float32) for normalised images ``(B, 3, H, W)``, under ``inference_mode``.
 
     ``tta``: ``"none"``, ``"flip"`` (the image and its horizontal mirror) or ``"multiscale"`` (every
-    scale in ``scales``, each with its mirror). ``slide=(crop, stride)`` runs each view in windows.
+    scale in ``scales``, each with its mirror; None: :data:`MULTISCALE_SCALES`). ``slide=(crop, stride)`` runs each view in windows.
     ``amp_dtype`` runs the model under autocast (scores are still returned as float32). ``model`` is any
     callable mapping images to logits of the same size (an ``nn.Module`` must be in eval mode).
     See the module docstring for how views and windows are averaged."""
+    scales = MULTISCALE_SCALES if scales is None else tuple(scales)
     _check_args(model, images, tta, scales, slide)
     with torch.inference_mode():
         if tta == "none":

@@ -86,6 +86,7 @@ class Predictor:
     std: list[float]
     device: torch.device
     kind: str  # "checkpoint", "onnx" or "torchscript"
+    tta_scales: tuple[float, ...] | None = None  # a run's own multiscale test scales (its config's)
 
 
 @dataclass
@@ -113,6 +114,7 @@ def predict(
     *,
     batch_size: int | None = None,
     tta: str = "none",
+    tta_scales: Sequence[float] | None = None,
     slide: tuple[int, int] | None = None,
     device: str = "auto",
     amp: str = "none",
@@ -125,10 +127,13 @@ def predict(
     an exported ``.onnx`` or TorchScript file) and write masks and overlays to ``out``.
 
     ``batch_size`` None: 1 on CPU, ``GPU_BATCH_SIZE`` on a GPU (only same-size images share a batch).
+    ``tta_scales`` None: a checkpoint's own multiscale test scales, else mmsegmentation's 0.5-1.75.
     Unreadable images are reported on stderr, skipped and listed in the summary's ``failed``; problems
     with the arguments, the model or the output folder raise ``VocsegError`` before anything is written."""
     start = time.perf_counter()
     _check_options(batch_size, tta, slide, amp)
+    if tta_scales is not None and tta != "multiscale":
+        raise VocsegError(f"tta_scales {list(tta_scales)} need tta 'multiscale', got tta {tta!r}")
     out = Path(out)
     jobs = plan_jobs(find_images(inputs), out)
     check_targets(jobs, out, overwrite)
@@ -143,7 +148,8 @@ def predict(
     with tqdm(total=len(jobs), desc="predict", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         batches = plan_batches(jobs, batch_size, summary)
         bar.update(len(jobs) - sum(len(b) for b in batches))  # images whose header could not be read
-        _run(predictor, batches, summary, bar, tta=tta, slide=slide, amp_dtype=amp_dtype)
+        scales = tuple(tta_scales) if tta_scales else predictor.tta_scales
+        _run(predictor, batches, summary, bar, tta=tta, tta_scales=scales, slide=slide, amp_dtype=amp_dtype)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -268,6 +274,7 @@ def load_predictor(source: str | Path, device: str = "auto") -> Predictor:
     elif path.suffix.lower() in CHECKPOINT_SUFFIXES:
         model, ckpt = load_checkpoint_model(path, dev)
         meta, kind = checkpoint_metadata(ckpt), "checkpoint"
+        scales = (ckpt.get("config") or {}).get("tta_scales")
     else:
         raise VocsegError(
             f"cannot tell what {path} is: expected a vocseg checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}), "
@@ -276,7 +283,8 @@ def load_predictor(source: str | Path, device: str = "auto") -> Predictor:
     if int(meta["num_classes"]) > 256:
         raise VocsegError(f"{path} predicts {meta['num_classes']} classes; palette PNG masks hold at most 256")
     norm = meta["normalization"]
-    return Predictor(model, list(meta["class_names"]), list(norm["mean"]), list(norm["std"]), dev, kind)
+    scales = tuple(scales) if kind == "checkpoint" and scales else None
+    return Predictor(model, list(meta["class_names"]), list(norm["mean"]), list(norm["std"]), dev, kind, scales)
 
 
 def pretrained_predictor(model_name: str, weights: str | None, device: str = "auto") -> Predictor:
@@ -413,6 +421,7 @@ def _run(
     bar: tqdm,
     *,
     tta: str,
+    tta_scales: Sequence[float] | None,
     slide: tuple[int, int] | None,
     amp_dtype: torch.dtype | None,
 ) -> None:
@@ -426,7 +435,8 @@ def _run(
                 _fail(summary, image_path, reason)
             for group in decoded.groups:
                 try:
-                    masks = segment(predictor, [img for _, img in group], tta=tta, slide=slide, amp_dtype=amp_dtype)
+                    images = [img for _, img in group]
+                    masks = segment(predictor, images, tta=tta, tta_scales=tta_scales, slide=slide, amp_dtype=amp_dtype)
                 except torch.OutOfMemoryError:
                     for job, _ in group:
                         _fail(
@@ -458,6 +468,7 @@ def segment(
     images: Sequence[np.ndarray],
     *,
     tta: str = "none",
+    tta_scales: Sequence[float] | None = None,
     slide: tuple[int, int] | None = None,
     amp_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
@@ -465,7 +476,9 @@ def segment(
     x = torch.from_numpy(np.stack(images)).to(predictor.device).permute(0, 3, 1, 2).float().div_(255)
     mean = torch.tensor(predictor.mean, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(predictor.std, device=x.device).view(1, -1, 1, 1)
-    logits = predict_logits(predictor.model, (x - mean) / std, tta=tta, slide=slide, amp_dtype=amp_dtype)
+    logits = predict_logits(
+        predictor.model, (x - mean) / std, tta=tta, scales=tta_scales, slide=slide, amp_dtype=amp_dtype
+    )
     return logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
 
 

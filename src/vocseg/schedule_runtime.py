@@ -198,7 +198,7 @@ def build_step_schedule(
         steps_per_epoch(num_train, cfg.batch_size, world),
         num_val,
         # The final evaluation: the test split, with the config's test-time augmentation.
-        final_eval_ratio=num_test / max(num_val, 1) * tta_cost(cfg.tta),
+        final_eval_ratio=num_test / max(num_val, 1) * tta_cost(cfg.tta, cfg.tta_scales),
         started=started,
         eval_probe=eval_probe,
     )

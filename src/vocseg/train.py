@@ -26,6 +26,7 @@ from .data.builder import DataBundle, build_datasets
 from .distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
 from .engine import Evaluation, evaluate, resolve_amp, resolve_device, train_one_epoch
 from .errors import VocsegError
+from .inference import MULTISCALE_SCALES
 from .losses import class_weights
 from .models import count_parameters
 from .rundir import HISTORY_FIELDS, RunDir
@@ -352,6 +353,7 @@ def score(s: Session, dataset, progress: bool, desc: str, tta: str = "none") -> 
         desc,
         channels_last=s.cfg.channels_last,
         tta=tta,
+        tta_scales=s.cfg.tta_scales,
     )
 
 
@@ -454,6 +456,7 @@ def final_evaluation(s: Session, progress: bool) -> dict[str, Any]:
         "split": s.data.ids.test_name or s.data.ids.val_name,
         "num_images": len(final_set),
         "tta": s.cfg.tta,
+        "tta_scales": list(s.cfg.tta_scales or MULTISCALE_SCALES) if s.cfg.tta == "multiscale" else None,
         "best_epoch": s.stopper.best_epoch,
         "epochs_run": len(history),
         "stopped_early": s.stopped_early,
