@@ -10,7 +10,7 @@ Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the sy
   the ResNet-18 U-Net with strong.yaml's pieces sized for 2 CPU cores);
 * ``strong_cpu-unweighted/transfer_unet``: the same without class weights (what they add);
 * ``strong_cpu-no-tta/transfer_unet``: the same scored single-scale (what multi-scale testing adds);
-* ``strong_cpu-v1/transfer_unet``: strong_cpu.yaml's first version (128 crops, rescale 0.5-2.0, no TTA);
+* ``strong_cpu-v1/transfer_unet``, ``strong_cpu-v2/transfer_unet``: strong_cpu.yaml's earlier versions;
 * ``paper/transfer_unet``: the paper's final recipe (configs/weighted.yaml: Adam, native size, flips,
   class weights, cosine) for the same model with the same speed switches (issue 12);
 * ``strong_cpu/unpool``: strong_cpu.yaml for the paper's best model (issue 11);
@@ -38,8 +38,14 @@ RUNS: dict[str, list[str]] = {
     "strong_cpu/transfer_unet": STRONG_CPU,
     "strong_cpu-unweighted/transfer_unet": [*STRONG_CPU, "--class-weighting", "none"],
     "strong_cpu-no-tta/transfer_unet": [*STRONG_CPU, "--tta", "none"],
-    # strong_cpu.yaml's first version: strong.yaml's rescale 0.5-2.0 with 128-pixel crops, single-scale test
+    # strong_cpu.yaml's earlier versions (docs/results.md): v1, strong.yaml's rescale 0.5-2.0 with 128 crops
+    # and single-scale testing; v2, 192 crops at 0.75-1.5 tested at mmsegmentation's six scales
     "strong_cpu-v1/transfer_unet": [*STRONG_CPU, "--image-size", "128", "--scale-range", "0.5", "2.0", "--tta", "none"],
+    "strong_cpu-v2/transfer_unet": [
+        *STRONG_CPU,
+        *("--image-size", "192", "--scale-range", "0.75", "1.5"),
+        *("--tta-scales", "0.5", "0.75", "1.0", "1.25", "1.5", "1.75"),
+    ],
     "paper/transfer_unet": [
         "train",
         "--config",

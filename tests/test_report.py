@@ -74,6 +74,12 @@ def test_report_says_how_its_runs_were_scored(tmp_path, tiny_voc, vocseg_cache):
     text = read_report(md, html).all_text
     assert "native resolution, test-time augmentation: multiscale" in text
     assert "best checkpoint by validation mIoU" in text
+    plain = write_fake_run(tmp_path / "b", tiny_voc, error_rate=0.2)  # a second run, scored without TTA
+    runs = [ReportRun("a", run), ReportRun("b", plain)]
+    md, html = write_report(tmp_path / "report2", runs, title="Two runs", intro="Test.", device="cpu")
+    text = read_report(md, html).all_text
+    assert "test-time augmentation as each run's tta says (multiscale, none)" in text
+    assert "best checkpoint by validation loss or validation mIoU" in text
 
 
 def test_all_background_metrics_hand_computed():

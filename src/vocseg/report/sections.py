@@ -63,8 +63,10 @@ def header(doc: Doc, ctx: ReportContext) -> None:
 def _scoring(ctx: ReportContext) -> tuple[str, str]:
     """How the runs were scored, from their own config and metrics: the test-time augmentation of the final
     evaluation, and what picked the checkpoint (``monitor``)."""
-    ttas = sorted({(r.metrics or {}).get("tta", "none") for r in ctx.done} - {"none"})
-    tta = f", test-time augmentation: {', '.join(f'`{t}`' for t in ttas)}" if ttas else ""
+    ttas = sorted({(r.metrics or {}).get("tta", "none") for r in ctx.done})
+    tta = "" if ttas in ([], ["none"]) else f", test-time augmentation: {', '.join(ttas)}"
+    if len(ttas) > 1:
+        tta = f", test-time augmentation as each run's `tta` says ({', '.join(ttas)})"
     monitors = sorted({(r.cfg or {}).get("monitor", "val_loss") for r in ctx.done} or {"val_loss"})
     picked = {"val_loss": "loss", "val_miou": "mIoU"}
     return tta, " or ".join(f"validation {picked.get(m, m)}" for m in monitors)
