@@ -18,9 +18,8 @@ from .data.builder import class_names_for, resolve_data_root
 from .data.transforms import SegmentationPresetEval
 from .data.voc import VOCSegmentation
 from .engine import Evaluation, evaluate, resolve_amp, resolve_device
-from .errors import VocsegError
 from .evaluation_report import MaskWriter, write_evaluation_artifacts
-from .inference import MULTISCALE_SCALES
+from .inference import MULTISCALE_SCALES, check_tta_scales
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -72,8 +71,7 @@ def evaluate_checkpoint(
     """Score a checkpoint (or ``model_name`` with pretrained ``weights``) on ``split``; with ``save_dir``
     also write predicted masks, best/worst panels, a per-class IoU chart and the confusion matrix.
     ``tta_scales`` None: the run's own (its config's ``tta_scales``), else mmsegmentation's 0.5-1.75."""
-    if tta_scales is not None and tta != "multiscale":
-        raise VocsegError(f"tta_scales {list(tta_scales)} need tta 'multiscale', got tta {tta!r}")
+    check_tta_scales(tta, tta_scales)
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev) if checkpoint is not None else pretrained_checkpoint(model_name, weights)
     model = model.to(dev)

@@ -37,6 +37,12 @@ MULTISCALE_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 Model = Callable[[Tensor], Tensor]
 
 
+def check_tta_scales(tta: str, tta_scales: Sequence[float] | None) -> None:
+    """Explicit ``tta_scales`` only mean something to ``tta="multiscale"``: refuse them with any other."""
+    if tta_scales is not None and tta != "multiscale":
+        raise VocsegError(f"tta_scales {list(tta_scales)} need tta 'multiscale', got tta {tta!r}")
+
+
 def tta_cost(tta: str, scales: Sequence[float] | None = None) -> float:
     """Pixels ``tta`` pushes through the model, relative to one plain forward: what a time budget reserves
     for a final evaluation with it (``flip``: 2; ``multiscale``: both flips at every scale, ``2 * sum(s^2)``;

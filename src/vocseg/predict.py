@@ -52,7 +52,7 @@ from .export import (
     load_onnx_model,
     load_torchscript_model,
 )
-from .inference import TTA_MODES, check_slide, predict_logits
+from .inference import TTA_MODES, check_slide, check_tta_scales, predict_logits
 from .plots import overlay
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what a folder is searched for (any letter case)
@@ -132,8 +132,7 @@ def predict(
     with the arguments, the model or the output folder raise ``VocsegError`` before anything is written."""
     start = time.perf_counter()
     _check_options(batch_size, tta, slide, amp)
-    if tta_scales is not None and tta != "multiscale":
-        raise VocsegError(f"tta_scales {list(tta_scales)} need tta 'multiscale', got tta {tta!r}")
+    check_tta_scales(tta, tta_scales)
     out = Path(out)
     jobs = plan_jobs(find_images(inputs), out)
     check_targets(jobs, out, overwrite)
@@ -264,6 +263,7 @@ def load_predictor(source: str | Path, device: str = "auto") -> Predictor:
     if not path.is_file():
         raise VocsegError(f"model file not found: {path}")
     dev = resolve_device(device)
+    scales = None  # a checkpoint's own multiscale test scales; exported files carry none
     if path.suffix.lower() == ".onnx":
         model, meta = load_onnx_model(path, dev)
         dev = torch.device("cpu")  # onnxruntime takes host arrays; it copies to the GPU itself
@@ -283,7 +283,7 @@ def load_predictor(source: str | Path, device: str = "auto") -> Predictor:
     if int(meta["num_classes"]) > 256:
         raise VocsegError(f"{path} predicts {meta['num_classes']} classes; palette PNG masks hold at most 256")
     norm = meta["normalization"]
-    scales = tuple(scales) if kind == "checkpoint" and scales else None
+    scales = tuple(scales) if scales else None
     return Predictor(model, list(meta["class_names"]), list(norm["mean"]), list(norm["std"]), dev, kind, scales)
 
 
