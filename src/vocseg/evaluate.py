@@ -19,7 +19,7 @@ from .data.transforms import SegmentationPresetEval
 from .data.voc import VOCSegmentation
 from .engine import Evaluation, evaluate, resolve_amp, resolve_device
 from .evaluation_report import MaskWriter, write_evaluation_artifacts
-from .inference import MULTISCALE_SCALES, check_tta_scales
+from .inference import check_tta_scales, multiscale_views
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -85,7 +85,7 @@ def evaluate_checkpoint(
     batch = 1 if tta != "none" or slide or save_dir is not None else (batch_size or cfg.eval_batch_size)
     cfg = dc_replace(cfg, eval_batch_size=batch, num_workers=cfg.num_workers if num_workers is None else num_workers)
     amp_dtype = resolve_amp(amp or cfg.amp, dev)
-    scales = tuple(tta_scales or cfg.tta_scales or MULTISCALE_SCALES)
+    scales = tta_scales if tta_scales is not None else cfg.tta_scales  # None: the default scales
     masks = MaskWriter(Path(save_dir), ds) if save_dir is not None else None
     ev = evaluate(model, eval_loader(ds, cfg, dev), cfg.num_classes, ckpt["class_names"], weight, dev, amp_dtype,
                   progress, f"eval {split}", tta=tta, tta_scales=scales, slide=slide, on_predictions=masks)  # fmt: skip
@@ -93,7 +93,7 @@ def evaluate_checkpoint(
         write_evaluation_artifacts(Path(save_dir), masks, ds, ev, ckpt)
     source = str(checkpoint or f"{model_name}:{weights}")
     return dict(ev.metrics, split=split, num_images=len(ds), checkpoint=source, model=ckpt["model_name"], tta=tta,
-                tta_scales=list(scales) if tta == "multiscale" else None, slide=list(slide) if slide else None)  # fmt: skip
+                tta_scales=multiscale_views(tta, scales), slide=list(slide) if slide else None)  # fmt: skip
 
 
 def _split_dataset(ckpt: dict[str, Any], cfg: Config, data_root, split: str) -> VOCSegmentation:

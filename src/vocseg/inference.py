@@ -43,6 +43,14 @@ def check_tta_scales(tta: str, tta_scales: Sequence[float] | None) -> None:
         raise VocsegError(f"tta_scales {list(tta_scales)} need tta 'multiscale', got tta {tta!r}")
 
 
+def multiscale_views(tta: str, scales: Sequence[float] | None) -> list[float] | None:
+    """The scales ``tta`` runs at: ``scales`` (None: :data:`MULTISCALE_SCALES`) for multiscale, else None
+    (what metrics and results record)."""
+    if tta != "multiscale":
+        return None
+    return [float(s) for s in (MULTISCALE_SCALES if scales is None else scales)]
+
+
 def tta_cost(tta: str, scales: Sequence[float] | None = None) -> float:
     """Pixels ``tta`` pushes through the model, relative to one plain forward: what a time budget reserves
     for a final evaluation with it (``flip``: 2; ``multiscale``: both flips at every scale, ``2 * sum(s^2)``;
@@ -51,8 +59,7 @@ def tta_cost(tta: str, scales: Sequence[float] | None = None) -> float:
         raise VocsegError(f"unknown tta {tta!r}; valid choices: {', '.join(TTA_MODES)}")
     if tta == "none":
         return 1.0
-    scales = MULTISCALE_SCALES if scales is None else scales
-    return 2.0 * (sum(float(s) ** 2 for s in scales) if tta == "multiscale" else 1.0)
+    return 2.0 * sum(s**2 for s in multiscale_views(tta, scales) or [1.0])
 
 
 def predict_logits(
@@ -71,7 +78,7 @@ def predict_logits(
     ``amp_dtype`` runs the model under autocast (scores are still returned as float32). ``model`` is any
     callable mapping images to logits of the same size (an ``nn.Module`` must be in eval mode).
     See the module docstring for how views and windows are averaged."""
-    scales = MULTISCALE_SCALES if scales is None else tuple(scales)
+    scales = multiscale_views("multiscale", scales)
     _check_args(model, images, tta, scales, slide)
     with torch.inference_mode():
         if tta == "none":

@@ -26,7 +26,7 @@ from .data.builder import DataBundle, build_datasets
 from .distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
 from .engine import Evaluation, evaluate, resolve_amp, resolve_device, train_one_epoch
 from .errors import VocsegError
-from .inference import MULTISCALE_SCALES
+from .inference import multiscale_views
 from .losses import class_weights
 from .models import count_parameters
 from .rundir import HISTORY_FIELDS, RunDir
@@ -456,7 +456,7 @@ def final_evaluation(s: Session, progress: bool) -> dict[str, Any]:
         "split": s.data.ids.test_name or s.data.ids.val_name,
         "num_images": len(final_set),
         "tta": s.cfg.tta,
-        "tta_scales": list(s.cfg.tta_scales or MULTISCALE_SCALES) if s.cfg.tta == "multiscale" else None,
+        "tta_scales": multiscale_views(s.cfg.tta, s.cfg.tta_scales),
         "best_epoch": s.stopper.best_epoch,
         "epochs_run": len(history),
         "stopped_early": s.stopped_early,
