@@ -89,7 +89,7 @@ def score(model, val) -> dict:
     return cm.compute()
 
 
-def run_peer(budget_s: float, bf16: bool) -> dict:
+def run_peer(budget_s: float, bf16: bool, seed: int = 0) -> dict:
     """The plain loop: train until the budget minus the time the final scoring took last time (measured
     once on 10 images and scaled), then score."""
     import segmentation_models_pytorch as smp
@@ -98,7 +98,7 @@ def run_peer(budget_s: float, bf16: bool) -> dict:
     from vocseg.data.transforms import collate_pad
 
     t0 = time.perf_counter()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)  # the weights' init and the loader's shuffles and crops
     train, val = peer_data()
     model = smp.Unet("resnet34", encoder_weights=None, classes=21)
     opt = torch.optim.AdamW(model.parameters(), lr=PEER_LR)
@@ -161,6 +161,7 @@ def main() -> None:
     )
     p.add_argument("--out", default="bench-peer")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the peer loop (init, shuffles, crops)")
     p.add_argument("--vocseg-args", nargs=argparse.REMAINDER, default=[], help="extra flags for vocseg train")
     args = p.parse_args()
     if args.threads:
@@ -178,7 +179,7 @@ def main() -> None:
         if which == "vocseg":
             rows.append(run_vocseg(out, args.budget, args.vocseg_args))
         elif which.startswith("peer"):
-            rows.append(run_peer(budget_s, bf16=which == "peer-bf16"))
+            rows.append(run_peer(budget_s, bf16=which == "peer-bf16", seed=args.seed))
         (out / f"{which}.json").write_text(json.dumps(rows[-1]))
     base = next((r["miou"] for r in rows if r["name"].startswith("smp") and "fp32" in r["name"]), None)
     print(f"\n{'run':<24} {'mIoU':>7} {'pixel acc':>9} {'steps':>7} {'wall s':>7} {'vs peer fp32':>12}")

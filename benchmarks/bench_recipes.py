@@ -75,6 +75,8 @@ def command(name: str, budget: str, out: Path, threads: int | None, seed: int = 
             budget,
             "--out",
             str(out / name.replace("/", "_")),
+            "--seed",
+            str(seed),
         ]
         return cmd + (["--threads", str(threads)] if threads else [])
     args = list(spec)
@@ -137,7 +139,7 @@ def main() -> None:
     p.add_argument("--cores-per-run", type=int, default=None, help="run side by side, each pinned to N cores")
     p.add_argument("--first-core", type=int, default=0)
     p.add_argument("--device", default="cpu", help="device of the vocseg runs (the peer runs on the CPU)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the vocseg runs (the peer loop always uses 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run (the peer loop's too)")
     args = p.parse_args()
     global DEVICE
     DEVICE = args.device

@@ -35,6 +35,9 @@ def test_config_yaml_then_flags(tmp_path):
         ({"deterministic": "yes"}, "deterministic"),
         ({"tta": "hflip"}, "tta='hflip' is not one of none, flip, multiscale"),
         ({"tta_scales": [0.5, -1.0]}, "tta_scales must be positive numbers"),
+        ({"monitor": "last", "patience": 3}, "patience=3 needs monitor val_loss or val_miou"),
+        ({"copy_paste": 0.5, "image_size": None}, "copy_paste=0.5 needs image_size"),
+        ({"copy_paste": 2.0}, "copy_paste is a probability"),
     ],
 )
 def test_config_values_of_the_wrong_type_name_the_key(bad, key, tmp_path):

@@ -80,6 +80,10 @@ def test_report_says_how_its_runs_were_scored(tmp_path, tiny_voc, vocseg_cache):
     text = read_report(md, html).all_text
     assert "test-time augmentation as each run's tta says (multiscale, none)" in text
     assert "best checkpoint by validation loss or validation mIoU" in text
+    fixed = write_fake_run(tmp_path / "c", tiny_voc, error_rate=0.2, monitor="last")  # no choice: the last epoch
+    md, html = write_report(tmp_path / "report3", [ReportRun("c", fixed)], title="Fixed", intro="Test.", device="cpu")
+    text = read_report(md, html).all_text
+    assert "using the last epoch's weights ( monitor: last )" in text and "best checkpoint" not in text
 
 
 def test_all_background_metrics_hand_computed():

@@ -29,7 +29,7 @@ from helpers import TRAIN_ARGS, cli, history_rows, quiet_train, snapshot, subpro
 from vocseg.checkpoint import load_checkpoint
 from vocseg.cli import main
 from vocseg.errors import VocsegError
-from vocseg.train import HISTORY_FIELDS, EarlyStopping, cosine_lr
+from vocseg.train import HISTORY_FIELDS, MONITOR_MODES, EarlyStopping, cosine_lr
 
 # Every test gets its own stats cache and leaves torch's global state (threads, RNGs, flags) as it found it.
 pytestmark = pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
@@ -57,6 +57,23 @@ def test_early_stopping_patience():
     for e in range(10):
         up.step(0.0, e)
     assert not up.should_stop
+
+
+def test_monitor_last_keeps_every_epoch_whatever_its_value():
+    """``monitor: last`` makes no choice: each epoch replaces best.pt, even when its value got worse."""
+    last = EarlyStopping(patience=None, mode=MONITOR_MODES["last"])
+    assert all(last.step(loss, epoch) for epoch, loss in enumerate([1.0, 2.0, 0.5, 3.0], start=1))
+    assert last.best_epoch == 4 and last.bad_epochs == 0 and not last.should_stop
+
+
+def test_monitor_last_trains_to_the_last_epochs_weights(tiny_voc, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_tiny_args(tiny_voc, run, "--epochs", 3, "--lr", 0.1, "--monitor", "last")) == 0
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert best["epoch"] == last["epoch"] == 3
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert json.loads((run / "metrics.json").read_text())["best_epoch"] == 3
+    capsys.readouterr()
 
 
 def _tiny_args(tiny_voc, run, *extra):

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import Config
 from .data.builder import DataBundle
+from .data.copy_paste import CopyPasteCollate
 from .data.transforms import collate_pad
 from .models import create_model
 from .system import resolve_workers
@@ -65,7 +66,7 @@ def train_loader(data: DataBundle, cfg: Config, epoch: int, device: torch.device
         data.train,
         batch_size=cfg.batch_size,
         sampler=sampler,
-        collate_fn=collate_pad,
+        collate_fn=CopyPasteCollate(cfg.copy_paste) if cfg.copy_paste else collate_pad,
         drop_last=len(data.train) // world > cfg.batch_size,  # BN needs >1 sample; keep tiny sets usable
         generator=g,
         **_loader_options(cfg, device),

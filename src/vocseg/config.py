@@ -50,6 +50,9 @@ class Config:
     hflip: float = _field(0.5, "probability of a horizontal flip")
     vflip: float = _field(0.5, "probability of a vertical flip")
     photometric: bool = _field(False, "random brightness, contrast, saturation and hue (mmsegmentation's)")
+    copy_paste: float = _field(
+        0.0, "probability that a training crop gets another crop's objects pasted on it (needs image_size)"
+    )
     max_train_images: int | None = _field(None, "use at most this many training images (smoke runs)")
     max_val_images: int | None = _field(None, "use at most this many validation/test images")
     num_workers: int | str = _field("auto", "data-loader processes; auto: chosen per device (docs/benchmarks.md)")
@@ -89,7 +92,11 @@ class Config:
         "none", "class weights in the loss", ("none", "paper", "median_frequency", "inverse_sqrt")
     )
     patience: int | None = _field(None, "early-stopping patience in epochs; null: off")
-    monitor: str = _field("val_loss", "what early stopping and best.pt follow", ("val_loss", "val_miou"))
+    monitor: str = _field(
+        "val_loss",
+        "what early stopping and best.pt follow; last: no choice, best.pt is the last epoch (a fixed schedule)",
+        ("val_loss", "val_miou", "last"),
+    )
 
     # --- system
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -121,7 +128,11 @@ class Config:
             raise VocsegError(f"config val_holdout must be in [0, 1), got {self.val_holdout!r}")
         if self.image_size is not None and self.image_size < 8:
             raise VocsegError(f"config image_size must be >= 8 or null, got {self.image_size!r}")
-        for key in ("hflip", "vflip"):
+        if self.copy_paste and self.image_size is None:
+            raise VocsegError(
+                f"config copy_paste={self.copy_paste!r} needs image_size: it pastes between crops of one size"
+            )
+        for key in ("hflip", "vflip", "copy_paste"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise VocsegError(f"config {key} is a probability in [0, 1], got {getattr(self, key)!r}")
         if not (self.num_workers == "auto" or (isinstance(self.num_workers, int) and self.num_workers >= 0)):
@@ -140,6 +151,10 @@ class Config:
                 raise VocsegError(f"config {key} must be >= 0, got {getattr(self, key)!r}")
         if self.patience is not None and self.patience < 0:
             raise VocsegError(f"config patience must be >= 0 or null, got {self.patience!r}")
+        if self.monitor == "last" and self.patience:
+            raise VocsegError(
+                f"config patience={self.patience!r} needs monitor val_loss or val_miou: monitor last never stops early"
+            )
         if self.scale_range is not None and (
             len(self.scale_range) != 2
             or not all(isinstance(v, (int, float)) and v > 0 for v in self.scale_range)

@@ -57,6 +57,10 @@ TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "step_schedule
 # ----------------------------------------------------------------------------- small pure pieces
 
 
+# How EarlyStopping compares each config ``monitor``: "last" keeps every epoch, so best.pt is the final one.
+MONITOR_MODES = {"val_loss": "min", "val_miou": "max", "last": "last"}
+
+
 def cosine_lr(epoch: int, base_lr: float, min_lr: float, t_max: int) -> float:
     """The paper's eq. (1): the LR CosineAnnealingLR gives at ``epoch`` (for reading and tests)."""
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * epoch / t_max))
@@ -67,14 +71,16 @@ class EarlyStopping:
     """Stop after ``patience`` epochs without improvement of the monitored value."""
 
     patience: int | None
-    mode: str = "min"  # "min" for a loss, "max" for mIoU
+    mode: str = "min"  # "min" for a loss, "max" for mIoU, "last" for no choice (every epoch is the best)
     best: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
 
     def step(self, value: float, epoch: int) -> bool:
         """Record ``value``; return True when it is the best so far."""
-        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        better = (
+            self.mode == "last" or self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        )
         if better:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
         else:
@@ -247,7 +253,7 @@ def start_session(
         build_step_schedule(cfg, optimizer, len(data.train), len(data.val), len(data.test or data.val), world, started),
         amp_dtype,
         torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-        EarlyStopping(cfg.patience, "min" if cfg.monitor == "val_loss" else "max"),
+        EarlyStopping(cfg.patience, MONITOR_MODES[cfg.monitor]),
         log,
     )
     s.steps.eval_probe = lambda: eval_seconds_per_image(s)
@@ -375,7 +381,8 @@ def eval_seconds_per_image(s: Session, images: int = 3) -> float:
 
 
 def monitored_value(cfg: Config, metrics: dict[str, Any]) -> float:
-    return metrics["loss"] if cfg.monitor == "val_loss" else (metrics["mean_iou"] or 0.0)
+    """The value best.pt follows (recorded, not compared, with ``monitor: last``)."""
+    return (metrics["mean_iou"] or 0.0) if cfg.monitor == "val_miou" else metrics["loss"]
 
 
 def check_finite(s: Session, metrics: dict[str, Any], epoch: int) -> None:

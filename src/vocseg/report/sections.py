@@ -69,14 +69,18 @@ def _scoring(ctx: ReportContext) -> tuple[str, str]:
         tta = f", test-time augmentation as each run's `tta` says ({', '.join(ttas)})"
     monitors = sorted({(r.cfg or {}).get("monitor", "val_loss") for r in ctx.done} or {"val_loss"})
     picked = {"val_loss": "loss", "val_miou": "mIoU"}
-    return tta, " or ".join(f"validation {picked.get(m, m)}" for m in monitors)
+    chosen = [f"validation {picked.get(m, m)}" for m in monitors if m != "last"]
+    kept = ([f"the best checkpoint by {' or '.join(chosen)}"] if chosen else []) + (
+        ["the last epoch's weights (`monitor: last`)"] if "last" in monitors else []
+    )
+    return tta, " or ".join(kept)
 
 
 def _results_intro(ctx: ReportContext) -> str:
     tta, picked_by = _scoring(ctx)
     ours = (
         f"every metric from one confusion matrix accumulated over the whole test split (`{ctx.split}`, "
-        f"native resolution{tta}, void pixels ignored), using the best checkpoint by {picked_by}. "
+        f"native resolution{tta}, void pixels ignored), using {picked_by}. "
         "`loss` is the training criterion (class-weighted for weighted runs"
         + (", as the paper's Tables 8–11 seem to report it" if ctx.paper else "")
         + "); `CE` is the plain cross-entropy, comparable across all runs."
