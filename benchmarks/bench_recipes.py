@@ -11,6 +11,8 @@ Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the sy
 * ``strong_cpu-unweighted/transfer_unet``: the same without class weights (what they add);
 * ``strong_cpu-no-tta/transfer_unet``: the same scored single-scale (what multi-scale testing adds);
 * ``strong_cpu-v1/transfer_unet``, ``strong_cpu-v2/transfer_unet``: strong_cpu.yaml's earlier versions;
+* ``strong_cpu-wd0.05``, ``-copy-paste``, ``-dice``, ``-aspp`` (each ``/transfer_unet``): strong_cpu.yaml plus
+  weight decay 0.05, copy-paste 0.5, ce+dice or ASPP (what each adds at equal time);
 * ``paper/transfer_unet``: the paper's final recipe (configs/weighted.yaml: Adam, native size, flips,
   class weights, cosine) for the same model with the same speed switches (issue 12);
 * ``strong_cpu/unpool``: strong_cpu.yaml for the paper's best model (issue 11);
@@ -46,6 +48,11 @@ RUNS: dict[str, list[str]] = {
         *("--image-size", "192", "--scale-range", "0.75", "1.5"),
         *("--tta-scales", "0.5", "0.75", "1.0", "1.25", "1.5", "1.75"),
     ],
+    # strong_cpu.yaml with one more piece each (docs/results.md, "tried on top of strong_cpu.yaml")
+    "strong_cpu-wd0.05/transfer_unet": [*STRONG_CPU, "--weight-decay", "0.05"],
+    "strong_cpu-copy-paste/transfer_unet": [*STRONG_CPU, "--copy-paste", "0.5"],
+    "strong_cpu-dice/transfer_unet": [*STRONG_CPU, "--loss", "ce+dice"],
+    "strong_cpu-aspp/transfer_unet": [*STRONG_CPU, "--model-arg", "aspp=true"],
     "paper/transfer_unet": [
         "train",
         "--config",
