@@ -84,6 +84,7 @@ def test_report_says_how_its_runs_were_scored(tmp_path, tiny_voc, vocseg_cache):
     md, html = write_report(tmp_path / "report3", [ReportRun("c", fixed)], title="Fixed", intro="Test.", device="cpu")
     text = read_report(md, html).all_text
     assert "using the last epoch's weights ( monitor: last )" in text and "best checkpoint" not in text
+    assert "the scores above use the last epoch's weights" in text  # the curves' caption says it too
 
 
 def test_all_background_metrics_hand_computed():

@@ -235,8 +235,9 @@ def _curves_figure(run: ReportRun, path, title: str) -> bool:
 def curves(doc: Doc, ctx: ReportContext) -> None:
     doc.h(2, "Loss curves (paper Figures 2–8)" if ctx.paper else "Loss curves")
     doc.p(
-        "Train and early-stopping-holdout loss per epoch (left axis) and holdout mIoU (right axis) of each "
-        "run; the checkpoint reported above is the epoch with the lowest holdout loss."
+        "Train and validation loss per epoch (left axis) and validation mIoU (right axis) of each run "
+        "(validation: the early-stopping holdout, or the val split in a run without one); the scores above "
+        f"use {_scoring(ctx)[1]}."
     )
     items = []
     for r in ctx.runs:
