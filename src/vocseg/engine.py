@@ -196,7 +196,8 @@ def evaluate(
     ``loss`` uses the training criterion (class-weighted when training is, as the paper reports it);
     ``ce_loss`` is the plain cross-entropy, comparable across experiments. Logits come from
     :func:`vocseg.inference.predict_logits` (the function ``predict`` and the report use too), with
-    test-time augmentation ``tta`` (at ``tta_scales`` for multiscale) and sliding-window inference ``slide=(crop, stride)`` when asked.
+    test-time augmentation ``tta`` (at ``tta_scales`` for multiscale) and sliding-window inference
+    ``slide=(crop, stride)`` when asked.
     ``on_predictions(indices, preds)`` sees every batch's argmax with the images' dataset indices (the
     masks ``evaluate --save-dir`` writes come from this one pass).
     """

@@ -74,7 +74,8 @@ def predict_logits(
     """Scores ``(B, C, H, W)`` (float32) for normalised images ``(B, 3, H, W)``, under ``inference_mode``.
 
     ``tta``: ``"none"``, ``"flip"`` (the image and its horizontal mirror) or ``"multiscale"`` (every
-    scale in ``scales``, each with its mirror; None: :data:`MULTISCALE_SCALES`). ``slide=(crop, stride)`` runs each view in windows.
+    scale in ``scales``, each with its mirror; None: :data:`MULTISCALE_SCALES`). ``slide=(crop, stride)``
+    runs each view in windows.
     ``amp_dtype`` runs the model under autocast (scores are still returned as float32). ``model`` is any
     callable mapping images to logits of the same size (an ``nn.Module`` must be in eval mode).
     See the module docstring for how views and windows are averaged."""

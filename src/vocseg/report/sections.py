@@ -60,27 +60,31 @@ def header(doc: Doc, ctx: ReportContext) -> None:
 # ----------------------------------------------------------------------------- results
 
 
-def _scoring(ctx: ReportContext) -> tuple[str, str]:
-    """How the runs were scored, from their own config and metrics: the test-time augmentation of the final
-    evaluation, and what picked the checkpoint (``monitor``)."""
+def _tta_phrase(ctx: ReportContext) -> str:
+    """The final evaluation's test-time augmentation, from the runs' own metrics ("" when none used it)."""
     ttas = sorted({(r.metrics or {}).get("tta", "none") for r in ctx.done})
-    tta = "" if ttas in ([], ["none"]) else f", test-time augmentation: {', '.join(ttas)}"
+    if ttas in ([], ["none"]):
+        return ""
     if len(ttas) > 1:
-        tta = f", test-time augmentation as each run's `tta` says ({', '.join(ttas)})"
+        return f", test-time augmentation as each run's `tta` says ({', '.join(ttas)})"
+    return f", test-time augmentation: {ttas[0]}"
+
+
+def _picked_by(ctx: ReportContext) -> str:
+    """Which weights the scores come from, from the runs' own config (``monitor``)."""
     monitors = sorted({(r.cfg or {}).get("monitor", "val_loss") for r in ctx.done} or {"val_loss"})
     picked = {"val_loss": "loss", "val_miou": "mIoU"}
     chosen = [f"validation {picked.get(m, m)}" for m in monitors if m != "last"]
     kept = ([f"the best checkpoint by {' or '.join(chosen)}"] if chosen else []) + (
         ["the last epoch's weights (`monitor: last`)"] if "last" in monitors else []
     )
-    return tta, " or ".join(kept)
+    return " or ".join(kept)
 
 
 def _results_intro(ctx: ReportContext) -> str:
-    tta, picked_by = _scoring(ctx)
     ours = (
         f"every metric from one confusion matrix accumulated over the whole test split (`{ctx.split}`, "
-        f"native resolution{tta}, void pixels ignored), using {picked_by}. "
+        f"native resolution{_tta_phrase(ctx)}, void pixels ignored), using {_picked_by(ctx)}. "
         "`loss` is the training criterion (class-weighted for weighted runs"
         + (", as the paper's Tables 8–11 seem to report it" if ctx.paper else "")
         + "); `CE` is the plain cross-entropy, comparable across all runs."
@@ -237,7 +241,7 @@ def curves(doc: Doc, ctx: ReportContext) -> None:
     doc.p(
         "Train and validation loss per epoch (left axis) and validation mIoU (right axis) of each run "
         "(validation: the early-stopping holdout, or the val split in a run without one); the scores above "
-        f"use {_scoring(ctx)[1]}."
+        f"use {_picked_by(ctx)}."
     )
     items = []
     for r in ctx.runs:
