@@ -11,8 +11,10 @@ Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the sy
 * ``strong_cpu-unweighted/transfer_unet``: the same without class weights (what they add);
 * ``strong_cpu-no-tta/transfer_unet``: the same scored single-scale (what multi-scale testing adds);
 * ``strong_cpu-v1/transfer_unet``, ``strong_cpu-v2/transfer_unet``: strong_cpu.yaml's earlier versions;
-* ``strong_cpu-wd0.05``, ``-copy-paste``, ``-dice``, ``-aspp`` (each ``/transfer_unet``): strong_cpu.yaml plus
-  weight decay 0.05, copy-paste 0.5, ce+dice or ASPP (what each adds at equal time);
+* ``strong_cpu-wd0.05``, ``-copy-paste``, ``-dice``, ``-aspp``, ``-lr2e-3``, ``-all-train`` (each
+  ``/transfer_unet``): strong_cpu.yaml plus weight decay 0.05, copy-paste 0.5, ce+dice, ASPP, lr 0.002, or
+  training on all of train with the last epoch's weights and validation every 10th epoch (what each adds
+  at equal time);
 * ``paper/transfer_unet``: the paper's final recipe (configs/weighted.yaml: Adam, native size, flips,
   class weights, cosine) for the same model with the same speed switches (issue 12);
 * ``strong_cpu/unpool``: strong_cpu.yaml for the paper's best model (issue 11);
@@ -36,6 +38,7 @@ from bench_peer import VOCSEG_ARGS
 
 DEVICE = "cpu"  # the comparison is on CPU cores (the peer loop runs on the CPU too); --device changes it
 STRONG_CPU = ["train", *VOCSEG_ARGS]
+ALL_TRAIN = ["--val-holdout", "0", "--monitor", "last", "--val-every", "10"]
 RUNS: dict[str, list[str]] = {
     "strong_cpu/transfer_unet": STRONG_CPU,
     "strong_cpu-unweighted/transfer_unet": [*STRONG_CPU, "--class-weighting", "none"],
@@ -53,6 +56,9 @@ RUNS: dict[str, list[str]] = {
     "strong_cpu-copy-paste/transfer_unet": [*STRONG_CPU, "--copy-paste", "0.5"],
     "strong_cpu-dice/transfer_unet": [*STRONG_CPU, "--loss", "ce+dice"],
     "strong_cpu-aspp/transfer_unet": [*STRONG_CPU, "--model-arg", "aspp=true"],
+    "strong_cpu-lr2e-3/transfer_unet": [*STRONG_CPU, "--lr", "0.002"],
+    # every train image, no checkpoint choice, curves on val every 10th epoch (the field's protocol)
+    "strong_cpu-all-train/transfer_unet": [*STRONG_CPU, *ALL_TRAIN],
     "paper/transfer_unet": [
         "train",
         "--config",

@@ -38,6 +38,7 @@ def test_config_yaml_then_flags(tmp_path):
         ({"monitor": "last", "patience": 3}, "patience=3 needs monitor val_loss or val_miou"),
         ({"copy_paste": 0.5, "image_size": None}, "copy_paste=0.5 needs image_size"),
         ({"copy_paste": 2.0}, "copy_paste is a probability"),
+        ({"val_every": 0}, "val_every must be >= 1, got 0"),
     ],
 )
 def test_config_values_of_the_wrong_type_name_the_key(bad, key, tmp_path):

@@ -14,6 +14,7 @@ from vocseg.train import train
 
 # Every test gets its own stats cache and leaves torch's global state (threads, RNGs, flags) as it found it.
 pytestmark = pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
+REAL_AFTER_STEP, REAL_EVALUATE = sr.StepSchedule.after_step, train_mod.evaluate
 
 
 def test_poly_schedule_with_warmup_runs_per_step(tiny_voc, tmp_path):
@@ -40,15 +41,12 @@ def test_poly_schedule_with_warmup_runs_per_step(tiny_voc, tmp_path):
     assert result.metrics["steps"] == 7 and len(result.history) == 3  # ceil(7 / 3) epochs, the last one cut short
 
 
-@pytest.mark.parametrize("tta, budget_s", [("none", 60.0), ("multiscale", 90.0)])
-def test_budget_fits_the_whole_run_on_a_simulated_clock(tta, budget_s, tiny_voc, tmp_path, monkeypatch):
-    """Each training step costs 1 s and each validation pass 2 s on a simulated clock, so the test is exact
-    whatever the machine: the run must plan its steps to end (final evaluation included) within the budget.
-    A final evaluation with test-time augmentation costs 2 s x tta_cost (multiscale: ~35 s), which the
-    plan must reserve: planned as a plain pass, the run would overshoot 90 s by half a minute."""
-    now = [0.0]
+def _simulated_budget_run(monkeypatch, tiny_voc, out, budget_s: float, tta: str = "none", val_every: int = 1):
+    """A budgeted run on a simulated clock: each training step costs 1 s, each validation pass 2 s (times
+    the test-time augmentation's cost). Returns the result, the simulated seconds, the passes and the log."""
+    now, passes = [0.0], []
     monkeypatch.setattr(sr, "clock", lambda: now[0])
-    real_after, real_eval = sr.StepSchedule.after_step, train_mod.evaluate
+    real_after, real_eval = REAL_AFTER_STEP, REAL_EVALUATE  # not an earlier call's wrappers
 
     def step_costs_1s(self):
         now[0] += 1.0
@@ -56,6 +54,7 @@ def test_budget_fits_the_whole_run_on_a_simulated_clock(tta, budget_s, tiny_voc,
 
     def eval_costs_2s(*args, **kwargs):
         now[0] += 2.0 * tta_cost(kwargs.get("tta", "none"))
+        passes.append(now[0])
         return real_eval(*args, **kwargs)
 
     monkeypatch.setattr(sr.StepSchedule, "after_step", step_costs_1s)
@@ -63,7 +62,7 @@ def test_budget_fits_the_whole_run_on_a_simulated_clock(tta, budget_s, tiny_voc,
     cfg = Config(
         model="fcn",
         data_root=str(tiny_voc),
-        out=str(tmp_path / "run"),
+        out=str(out),
         batch_size=4,
         image_size=32,
         num_workers=0,
@@ -72,13 +71,37 @@ def test_budget_fits_the_whole_run_on_a_simulated_clock(tta, budget_s, tiny_voc,
         warmup_iters=3,
         budget=f"{budget_s:.0f}s",
         tta=tta,
+        val_every=val_every,
     )
     lines: list[str] = []
     result = train_mod.train(cfg, progress=False, log=lines.append)
+    return result, now[0], passes, lines
+
+
+@pytest.mark.parametrize("tta, budget_s", [("none", 60.0), ("multiscale", 90.0)])
+def test_budget_fits_the_whole_run_on_a_simulated_clock(tta, budget_s, tiny_voc, tmp_path, monkeypatch):
+    """The run must plan its steps to end (final evaluation included) within the budget, exactly whatever
+    the machine. A final evaluation with test-time augmentation costs 2 s x tta_cost (multiscale: ~35 s),
+    which the plan must reserve: planned as a plain pass, the run would overshoot 90 s by half a minute."""
+    result, used, _, lines = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "run", budget_s, tta)
     m = result.metrics
-    assert now[0] <= budget_s, f"the run took {now[0]} simulated seconds of a {budget_s} s budget"
-    assert now[0] >= 0.8 * budget_s, f"the plan left most of the budget unused ({now[0]} s)"
+    assert used <= budget_s, f"the run took {used} simulated seconds of a {budget_s} s budget"
+    assert used >= 0.8 * budget_s, f"the plan left most of the budget unused ({used} s)"
     assert m["steps"] == m["planned_steps"] and m["budget_seconds"] == budget_s and m["tta"] == tta
-    assert result.history[-1]["lr"] < 0.3 * cfg.lr  # the cosine decayed over the planned steps
+    assert result.history[-1]["lr"] < 0.3 * 0.001  # the cosine decayed over the planned steps (lr 0.001)
     n = len(result.history)  # the log shows the budget's plan, which ends on the epochs that ran
     assert any(line.startswith(f"epoch {n}/~{n} ") for line in lines), [x for x in lines if x.startswith("epoch")]
+
+
+def test_budget_spends_the_skipped_validations_on_steps(tiny_voc, tmp_path, monkeypatch):
+    """val_every 3: a validation every third epoch and after the last; the plan turns the passes it no longer
+    pays for into training steps, and the run still ends within the budget."""
+    every, every_used, every_passes, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "a", 60.0)
+    third, third_used, third_passes, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "b", 60.0, val_every=3)
+    validated = [r["epoch"] for r in third.history if r["val_loss"] is not None]
+    n = len(third.history)
+    assert validated == sorted({e for e in range(3, n + 1, 3)} | {n}), validated
+    assert len(third_passes) == len(validated) + 1  # and the final evaluation
+    assert len(every_passes) == len(every.history) + 1
+    assert third.metrics["steps"] > every.metrics["steps"], (third.metrics["steps"], every.metrics["steps"])
+    assert every_used <= 60.0 and third_used <= 60.0

@@ -29,6 +29,7 @@ from helpers import TRAIN_ARGS, cli, history_rows, quiet_train, snapshot, subpro
 from vocseg.checkpoint import load_checkpoint
 from vocseg.cli import main
 from vocseg.errors import VocsegError
+from vocseg.rundir import RunDir
 from vocseg.train import HISTORY_FIELDS, MONITOR_MODES, EarlyStopping, cosine_lr
 
 # Every test gets its own stats cache and leaves torch's global state (threads, RNGs, flags) as it found it.
@@ -74,6 +75,23 @@ def test_monitor_last_trains_to_the_last_epochs_weights(tiny_voc, tmp_path, caps
     assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
     assert json.loads((run / "metrics.json").read_text())["best_epoch"] == 3
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("monitor", ["last", "val_loss"])
+def test_val_every_validates_every_nth_epoch_and_the_last(monitor, tiny_voc, tmp_path, capsys):
+    """--val-every 2 over 5 epochs: validations after epochs 2, 4 and 5 only; the skipped epochs keep their
+    training loss and leave the val columns empty. best.pt comes from a validated epoch (every epoch with
+    monitor last, whose best.pt is then the last one)."""
+    run = tmp_path / "run"
+    args = _tiny_args(tiny_voc, run, "--epochs", 5, "--val-every", 2, "--monitor", monitor, "--lr", 0.1)
+    assert main(args) == 0
+    history = RunDir(run).read_history()
+    assert [r["epoch"] for r in history if r["val_loss"] is not None] == [2, 4, 5]
+    assert all(r["train_loss"] is not None and r["val_miou"] is None for r in history if r["epoch"] in (1, 3))
+    assert "epoch 3/5" in capsys.readouterr().out and (run / "curves.png").is_file()
+    best_epoch = json.loads((run / "metrics.json").read_text())["best_epoch"]
+    assert best_epoch == 5 if monitor == "last" else best_epoch in (2, 4, 5)
+    assert load_checkpoint(run / "best.pt")["epoch"] == best_epoch
 
 
 def _tiny_args(tiny_voc, run, *extra):

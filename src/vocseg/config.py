@@ -91,11 +91,14 @@ class Config:
     class_weighting: str = _field(
         "none", "class weights in the loss", ("none", "paper", "median_frequency", "inverse_sqrt")
     )
-    patience: int | None = _field(None, "early-stopping patience in epochs; null: off")
+    patience: int | None = _field(None, "early-stopping patience in validations; null: off")
     monitor: str = _field(
         "val_loss",
         "what early stopping and best.pt follow; last: no choice, best.pt is the last epoch (a fixed schedule)",
         ("val_loss", "val_miou", "last"),
+    )
+    val_every: int = _field(
+        1, "validate every N epochs and after the last one; best.pt is chosen among the validated epochs"
     )
 
     # --- system
@@ -117,7 +120,7 @@ class Config:
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise VocsegError(f"config {key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
-        for key in ("epochs", "batch_size", "num_classes", "eval_batch_size"):
+        for key in ("epochs", "batch_size", "num_classes", "eval_batch_size", "val_every"):
             if int(getattr(self, key)) < 1:
                 raise VocsegError(f"config {key} must be >= 1, got {getattr(self, key)!r}")
         if self.lr <= 0:

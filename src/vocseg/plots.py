@@ -86,15 +86,18 @@ def _no_ticks(axes: Any) -> None:
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> None:
-    """Train and val loss by epoch (left axis) and val mIoU (right axis)."""
+    """Train and val loss by epoch (left axis) and val mIoU (right axis); val points only at the epochs
+    that were validated (``val_every``)."""
     epochs = [r["epoch"] for r in history]
+    validated = [r for r in history if r["val_loss"] is not None]
+    val_epochs = [r["epoch"] for r in validated]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
-    ax.plot(epochs, [r["val_loss"] for r in history], "s-", label="val loss")
+    ax.plot(val_epochs, [r["val_loss"] for r in validated], "s-", label="val loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
     ax2 = ax.twinx()
-    ax2.plot(epochs, [r["val_miou"] or 0.0 for r in history], "^--", color="tab:green", label="val mIoU")
+    ax2.plot(val_epochs, [r["val_miou"] or 0.0 for r in validated], "^--", color="tab:green", label="val mIoU")
     ax2.set_ylabel("val mIoU")
     ax2.set_ylim(0, 1)
     lines = ax.get_lines() + ax2.get_lines()

@@ -124,13 +124,14 @@ class StepSchedule:
             self.step_seconds = sum(self._step_times) / len(self._step_times)
             self._plan(replan=False)
 
-    def end_epoch(self, val_seconds: float) -> None:
-        """After an epoch: average every step timed so far, take the validation pass's measured time, and
-        re-plan the budget."""
+    def end_epoch(self, val_seconds: float | None) -> None:
+        """After an epoch: average every step timed so far, take the validation pass's measured time (None:
+        the epoch had none, so the last measurement stands), and re-plan the budget."""
         if self.budget_s is None or self.step_seconds is None:
             return
         self.step_seconds = sum(self._step_times) / len(self._step_times)
-        self.eval_seconds = val_seconds
+        if val_seconds is not None:
+            self.eval_seconds = val_seconds
         self._plan(replan=True)
 
     def _plan(self, replan: bool) -> None:
@@ -141,7 +142,7 @@ class StepSchedule:
             self.budget_s,
             self.step_seconds,
             eval_s,
-            eval_every=self.spe,
+            eval_every=self.spe * self.cfg.val_every,  # validations are val_every epochs apart
             final_eval_seconds=eval_s * self.final_eval_ratio,
             elapsed_s=self.elapsed(),
             steps_done=self.step,

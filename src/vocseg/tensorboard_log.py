@@ -11,11 +11,15 @@ import torch
 SAMPLE_IMAGES = 4  # the first validation images, the same ones every epoch
 
 
-def log_epoch(writer: Any, row: dict[str, Any], metrics: dict[str, Any], session: Any, step: int) -> None:
-    """Scalars under their history names, ``val_iou/<class>`` and ``val_samples`` overlays."""
+def log_epoch(writer: Any, row: dict[str, Any], metrics: dict[str, Any] | None, session: Any, step: int) -> None:
+    """Scalars under their history names, ``val_iou/<class>`` and ``val_samples`` overlays; an epoch without
+    validation (``metrics`` None) logs its training scalars only."""
     for key, value in row.items():
-        if key != "epoch":
+        if key != "epoch" and (value is not None or metrics is not None):
             writer.add_scalar(key, float("nan") if value is None else value, step)
+    if metrics is None:
+        writer.flush()
+        return
     for name, iou in metrics.get("per_class_iou", {}).items():
         if iou is not None:
             writer.add_scalar(f"val_iou/{name}", iou, step)

@@ -68,15 +68,15 @@ def cosine_lr(epoch: int, base_lr: float, min_lr: float, t_max: int) -> float:
 
 @dataclass
 class EarlyStopping:
-    """Stop after ``patience`` epochs without improvement of the monitored value."""
+    """Stop after ``patience`` validations without improvement of the monitored value."""
 
     patience: int | None
     mode: str = "min"  # "min" for a loss, "max" for mIoU, "last" for no choice (every epoch is the best)
-    best: float | None = None
+    best: float | None = None  # None before the first validation (and for "last" between validations)
     best_epoch: int = -1
     bad_epochs: int = 0
 
-    def step(self, value: float, epoch: int) -> bool:
+    def step(self, value: float | None, epoch: int) -> bool:
         """Record ``value``; return True when it is the best so far."""
         better = (
             self.mode == "last" or self.best is None or (value < self.best if self.mode == "min" else value > self.best)
@@ -178,8 +178,8 @@ def train(
         if s.stopped_early or s.steps.finished:
             break
         row, val = run_epoch(s, epoch, progress and s.main)
-        check_finite(s, val.metrics, epoch)
-        improved = s.stopper.step(monitored_value(s.cfg, val.metrics), epoch + 1)
+        check_finite(s, row, epoch)
+        improved = judge(s, val, epoch)
         s.stopped_early = broadcast_flag(s.stopper.should_stop, s.device)
         s.history.append(row)
         if s.main:
@@ -303,8 +303,9 @@ def wrap_model(s: Session) -> nn.Module:
     return wrap_for_speed(s.model, s.cfg, s.device, s.world, s.log if s.main else None)
 
 
-def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], Evaluation]:
-    """One training pass and one validation pass; returns the history row and the validation."""
+def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], Evaluation | None]:
+    """One training pass and, when due (:func:`validation_due`), a validation pass; returns the history row
+    (its val_* values None without a validation) and the validation."""
     t0 = schedule_runtime.clock()
     lr = s.optimizer.param_groups[0]["lr"]
     loader = train_loader(s.data, s.cfg, epoch, s.device, s.rank, s.world)
@@ -327,20 +328,27 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
     if not s.steps.per_step:
         s.scheduler.step()
     t_train = schedule_runtime.clock()
-    val = score(s, s.data.val, progress, f"epoch {epoch + 1} val")
+    val = score(s, s.data.val, progress, f"epoch {epoch + 1} val") if validation_due(s, epoch) else None
     seconds = schedule_runtime.clock() - t0
-    s.steps.end_epoch(seconds - (t_train - t0))
-    m = val.metrics
+    s.steps.end_epoch(seconds - (t_train - t0) if val is not None else None)
+    m = val.metrics if val is not None else {}
     row = {
         "epoch": epoch + 1,
         "train_loss": train_loss,
-        "val_loss": m["loss"],
-        "val_miou": m["mean_iou"],
-        "val_pixel_accuracy": m["pixel_accuracy"],
+        "val_loss": m.get("loss"),
+        "val_miou": m.get("mean_iou"),
+        "val_pixel_accuracy": m.get("pixel_accuracy"),
         "lr": lr,
         "seconds": seconds,
     }
     return row, val
+
+
+def validation_due(s: Session, epoch: int) -> bool:
+    """Validate every ``val_every`` epochs and after the last one (the schedule is complete, or the
+    epochs are); the epochs between skip the pass, and with it its time."""
+    last = s.steps.finished or epoch + 1 >= s.steps.epochs
+    return last or (epoch + 1) % s.cfg.val_every == 0
 
 
 @torch.inference_mode()
@@ -385,16 +393,26 @@ def monitored_value(cfg: Config, metrics: dict[str, Any]) -> float:
     return (metrics["mean_iou"] or 0.0) if cfg.monitor == "val_miou" else metrics["loss"]
 
 
-def check_finite(s: Session, metrics: dict[str, Any], epoch: int) -> None:
-    """A finite loss can still leave NaN/inf weights (a bad last step); never save those over a good last.pt."""
+def judge(s: Session, val: Evaluation | None, epoch: int) -> bool:
+    """Whether this epoch's weights become best.pt: every epoch with ``monitor: last``; otherwise a validated
+    epoch that improves the monitored value (an epoch without validation cannot)."""
+    if val is None:
+        return s.stopper.step(None, epoch + 1) if s.cfg.monitor == "last" else False
+    return s.stopper.step(monitored_value(s.cfg, val.metrics), epoch + 1)
+
+
+def check_finite(s: Session, row: dict[str, Any], epoch: int) -> None:
+    """A finite loss can still leave NaN/inf weights (a bad last step); never save those over a good last.pt.
+    The loss checked is the validation's, or the training loss in an epoch without validation."""
     weights_finite = (
         torch.stack([torch.isfinite(t).all() for t in unwrap(s.model).state_dict().values() if t.is_floating_point()])
         .all()
         .item()
     )  # one host sync for the whole model
-    if not math.isfinite(metrics["loss"]) or not weights_finite:
+    loss = row["val_loss"] if row["val_loss"] is not None else row["train_loss"]
+    if not math.isfinite(loss) or not weights_finite:
         raise VocsegError(
-            f"non-finite weights or validation loss ({metrics['loss']}) after epoch {epoch + 1}; stopping without "
+            f"non-finite weights or loss ({loss}) after epoch {epoch + 1}; stopping without "
             f"saving, so {s.run.last_path} keeps the last good epoch. Try a lower --lr or --amp none."
         )
 
@@ -413,7 +431,7 @@ def checkpoint_meta(s: Session) -> dict[str, Any]:
     }
 
 
-def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation, improved: bool) -> None:
+def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | None, improved: bool) -> None:
     """Checkpoints (best.pt when improved, then last.pt), history, curves, TensorBoard and the log line."""
     from .plots import plot_curves
 
@@ -436,12 +454,17 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation, imp
     if s.writer is not None:
         from .tensorboard_log import log_epoch
 
-        log_epoch(s.writer, row, val.metrics, s, epoch + 1)
+        log_epoch(s.writer, row, val.metrics if val is not None else None, s, epoch + 1)
     s.log(
-        f"epoch {epoch + 1}/{s.steps.epochs_label()}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
-        f"mIoU {row['val_miou'] or 0:.4f}  acc {row['val_pixel_accuracy'] or 0:.4f}  "
+        f"epoch {epoch + 1}/{s.steps.epochs_label()}  train {row['train_loss']:.4f}  {_val_note(row)}  "
         f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + _memory_note(s.device) + ("  *" if improved else "")
     )
+
+
+def _val_note(row: dict[str, Any]) -> str:
+    if row["val_loss"] is None:
+        return "(no validation this epoch: val_every)"
+    return f"val {row['val_loss']:.4f}  mIoU {row['val_miou'] or 0:.4f}  acc {row['val_pixel_accuracy'] or 0:.4f}"
 
 
 def _memory_note(device: torch.device) -> str:
