@@ -11,10 +11,10 @@ Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the sy
 * ``strong_cpu-unweighted/transfer_unet``: the same without class weights (what they add);
 * ``strong_cpu-no-tta/transfer_unet``: the same scored single-scale (what multi-scale testing adds);
 * ``strong_cpu-v1/transfer_unet``, ``strong_cpu-v2/transfer_unet``: strong_cpu.yaml's earlier versions;
-* ``strong_cpu-wd0.05``, ``-copy-paste``, ``-dice``, ``-aspp``, ``-lr2e-3``, ``-all-train`` (each
-  ``/transfer_unet``): strong_cpu.yaml plus weight decay 0.05, copy-paste 0.5, ce+dice, ASPP, lr 0.002, or
-  training on all of train with the last epoch's weights and validation every 10th epoch (what each adds
-  at equal time);
+* ``strong_cpu-wd0.05``, ``-copy-paste``, ``-dice``, ``-aspp``, ``-lr2e-3``, ``-lr5e-4``, ``-all-train``
+  (each ``/transfer_unet``): strong_cpu.yaml plus weight decay 0.05, copy-paste 0.5, ce+dice, ASPP,
+  lr 0.002 or 0.0005, or training on all of train with the last epoch's weights and validation every
+  10th epoch (what each adds at equal time);
 * ``paper/transfer_unet``: the paper's final recipe (configs/weighted.yaml: Adam, native size, flips,
   class weights, cosine) for the same model with the same speed switches (issue 12);
 * ``strong_cpu/unpool``: strong_cpu.yaml for the paper's best model (issue 11);
@@ -57,6 +57,7 @@ RUNS: dict[str, list[str]] = {
     "strong_cpu-dice/transfer_unet": [*STRONG_CPU, "--loss", "ce+dice"],
     "strong_cpu-aspp/transfer_unet": [*STRONG_CPU, "--model-arg", "aspp=true"],
     "strong_cpu-lr2e-3/transfer_unet": [*STRONG_CPU, "--lr", "0.002"],
+    "strong_cpu-lr5e-4/transfer_unet": [*STRONG_CPU, "--lr", "0.0005"],
     # every train image, no checkpoint choice, curves on val every 10th epoch (the field's protocol)
     "strong_cpu-all-train/transfer_unet": [*STRONG_CPU, *ALL_TRAIN],
     "paper/transfer_unet": [
