@@ -25,6 +25,7 @@ VARIANTS = {  # name: (amp dtype, channels_last, compile)
     "bf16": (torch.bfloat16, False, False),
     "bf16+cl": (torch.bfloat16, True, False),
     "bf16+compile": (torch.bfloat16, False, True),
+    "bf16+cl+compile": (torch.bfloat16, True, True),
 }
 
 
@@ -62,18 +63,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None, help="default: all")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     device = torch.device(args.device)
-    variants = {k: v for k, v in VARIANTS.items() if not (args.no_compile and v[2])}
+    chosen = args.variants or list(VARIANTS)
+    variants = {k: v for k, v in VARIANTS.items() if k in chosen and not (args.no_compile and v[2])}
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, {device}")
-    print(f"training step, batch {args.batch} x {args.size}^2; img/s (ratio to fp32 eager)\n")
+    print(f"training step, batch {args.batch} x {args.size}^2; img/s (ratio to {next(iter(variants))})\n")
     print(f"{'model':<30}" + "".join(f"{v:>22}" for v in variants))
     for name in args.models or list_models():
-        steps, times = {}, {}
+        steps, times, warmup = {}, {}, {}
         for v, spec in variants.items():
             try:
+                t0 = time.perf_counter()
                 steps[v] = make_step(name, spec, args.size, args.batch, device)
+                warmup[v] = time.perf_counter() - t0
                 times[v] = []
             except Exception as e:  # noqa: BLE001 - report and go on
                 steps[v] = None
@@ -87,9 +92,10 @@ def main() -> None:
                     step()
                 times[v].append(time.perf_counter() - t0)
         ips = {v: args.batch * args.steps / statistics.median(t) for v, t in times.items() if isinstance(t, list)}
-        base = ips.get("fp32")
+        base = ips.get(next(iter(variants)))
         cells = [f"{ips[v]:8.1f} ({ips[v] / base:4.2f}x)" if v in ips and base else "failed" for v in variants]
         print(f"{name:<30}" + "".join(f"{c:>22}" for c in cells), flush=True)
+        print(f"{'  first step (s)':<30}" + "".join(f"{warmup.get(v, 0):>22.1f}" for v in variants), flush=True)
 
 
 if __name__ == "__main__":

@@ -302,7 +302,7 @@ def resnet_without_fc(weights, fc_in: int = 512) -> int:
     return weights.meta["num_params"] - (fc_in * 1000 + 1000)  # torchvision's count minus the fc head
 
 
-def transfer_unet_rows(stages=(64, 64, 128, 256, 512), aspp=False):
+def transfer_unet_rows(stages=(64, 64, 128, 256, 512), aspp=False, widths=(256, 128, 64, 32)):
     """transfer_unet without its encoder: [ASPP], decoder blocks at 1/16 .. 1/2, classifier."""
     *skips, deepest = stages
     rows, cin = [], deepest
@@ -311,7 +311,7 @@ def transfer_unet_rows(stages=(64, 64, 128, 256, 512), aspp=False):
         rows += [r for _ in range(3) for r in (("conv_nobias", deepest, 256, 3), ("bn", 256, 256, 0))]
         rows += [("conv", deepest, 256, 1), ("conv_nobias", 5 * 256, 256, 1), ("bn", 256, 256, 0)]
         cin = 256
-    for skip, cout in zip(reversed(skips), (256, 128, 64, 32)):
+    for skip, cout in zip(reversed(skips), widths):
         rows += [
             ("conv_nobias", cin + skip, cout, 3),
             ("bn", cout, cout, 0),
@@ -346,6 +346,11 @@ EXPECTED_PARAMS = {
     "transfer_unet-resnet18-aspp": (
         {"pretrained": False, "encoder": "resnet18", "aspp": True},
         resnet_without_fc(TV.ResNet18_Weights.IMAGENET1K_V1) + table_count(transfer_unet_rows(aspp=True)),
+    ),
+    "transfer_unet-resnet18-narrow": (
+        {"pretrained": False, "encoder": "resnet18", "decoder_channels": [128, 64, 32, 16]},
+        resnet_without_fc(TV.ResNet18_Weights.IMAGENET1K_V1)
+        + table_count(transfer_unet_rows(widths=(128, 64, 32, 16))),
     ),
     "transfer_unet-resnet50-aspp": (
         {"pretrained": False, "encoder": "resnet50", "aspp": True},

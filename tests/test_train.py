@@ -376,13 +376,18 @@ def _without_seconds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize(
+    ("workers", "copy_paste"),
+    [(0, 0.5), (1, 0.0)],
+    ids=["main-process-loading-with-copy-paste", "one-worker"],
+)
 def test_resume_after_sigkill_mid_epoch_is_exact(
-    workers: int, tiny_voc: Path, tmp_path: Path, vocseg_cache: Path, capsys
+    workers: int, copy_paste: float, tiny_voc: Path, tmp_path: Path, vocseg_cache: Path, capsys
 ) -> None:
     """Run B (``python -m vocseg train`` in a subprocess) is SIGKILLed from outside during epoch 2, then
     continued with ``vocseg train --resume``; run A trains the same 3 epochs without a break (in this
-    process, while B runs). last.pt, best.pt, history and metrics must come out identical."""
+    process, while B runs). last.pt, best.pt, history and metrics must come out identical. Copy-paste
+    draws in the main process when it loads without workers: the restored RNG state must cover it too."""
     # lr 0.1 + val_miou: the tiny model soon predicts all background, so mIoU stops improving and the
     # early-stopping state (best epoch, bad epochs) differs from a fresh one: a resume must restore it.
     args = [
@@ -399,6 +404,8 @@ def test_resume_after_sigkill_mid_epoch_is_exact(
         "val_miou",
         "--patience",
         5,
+        "--copy-paste",
+        copy_paste,
     ]
     run_a, run_b, log_b = tmp_path / "A", tmp_path / "B", tmp_path / "B.log"
     proc_b = _start_vocseg(["train", *args, "--out", run_b], subprocess_env(vocseg_cache), log_b)

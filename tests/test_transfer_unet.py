@@ -157,6 +157,16 @@ def test_output_size_for_odd_inputs(upsample, aspp):
         assert out.shape == (shape[0], 21, *shape[2:])
 
 
+@pytest.mark.parametrize("aspp", [False, True])
+def test_decoder_channels_set_each_block_width(aspp):
+    widths = (128, 64, 32, 16)
+    model = create_model("transfer_unet", encoder="resnet18", pretrained=False, aspp=aspp, decoder_channels=widths)
+    assert [block.convs[1][0].out_channels for block in model.decoder] == list(widths)
+    assert model.classifier.in_channels == 16
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 70, 90)).shape == (1, 21, 70, 90)
+
+
 def test_aspp_trains_with_a_batch_of_one():
     """The image-pooling branch has no BN, so a single image still trains (DeepLabV3's BN there cannot)."""
     model = create_model("transfer_unet", encoder="resnet18", pretrained=False, aspp=True).train()
@@ -174,6 +184,9 @@ def test_aspp_trains_with_a_batch_of_one():
         ({"upsample": "bicubic"}, "nearest"),
         ({"aspp": "yes"}, "aspp"),
         ({"freeze_encoder": 1}, "freeze_encoder"),
+        ({"decoder_channels": [128, 64, 32]}, r"decoder_channels must be 4 positive integers .*\[128, 64, 32\]"),
+        ({"decoder_channels": [128, 64, 0, 16]}, "decoder_channels"),
+        ({"decoder_channels": "128,64,32,16"}, "decoder_channels"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, expected):
