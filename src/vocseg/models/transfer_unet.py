@@ -149,10 +149,10 @@ class TransferUNet(SegmentationModel):
     are ``encoder.`` + ResNet keys. Skips come from every stage: the stem (conv1-bn1-relu, 1/2 of the
     input), layer1 (1/4), layer2 (1/8), layer3 (1/16) and layer4 (1/32).
 
-    Decoder: four blocks at 1/16, 1/8, 1/4 and 1/2 with 256, 128, 64, 32 channels (``decoder_channels``); each upsamples x2
-    (``upsample="bilinear"`` or ``"nearest"``), concatenates the stage's skip and applies two 3x3
-    conv-BN-ReLU. A 1x1 classifier and a final x2 upsample give full-resolution logits (classifying at
-    1/2 and then upsampling equals upsampling the 32 channels first: both maps are linear, and the
+    Decoder: four blocks at 1/16, 1/8, 1/4 and 1/2 with 256, 128, 64, 32 channels (``decoder_channels``);
+    each upsamples x2 (``upsample="bilinear"`` or ``"nearest"``), concatenates the stage's skip and
+    applies two 3x3 conv-BN-ReLU. A 1x1 classifier and a final x2 upsample give full-resolution logits
+    (classifying at 1/2 and then upsampling equals upsampling the 32 channels first: both maps are linear, and the
     interpolation weights sum to one; it is 16 times cheaper). Decoder and ASPP convs are Kaiming
     initialised; the classifier is Xavier initialised, like the paper's models.
 
@@ -175,7 +175,8 @@ class TransferUNet(SegmentationModel):
         aspp: add the ASPP module (DeepLabV3+-like model, output stride 16).
         upsample: ``"bilinear"`` (default) or ``"nearest"``, for every upsampling step.
         decoder_channels: the four blocks' widths, default ``(256, 128, 64, 32)`` (smp's ``Unet``'s first
-            four); ``(128, 64, 32, 16)`` makes a ResNet-18 model's training step about 1.3x cheaper on a CPU.
+            four). ``(128, 64, 32, 16)`` makes a ResNet-18 model's training step 1.28x cheaper on 2 CPU
+            cores, but lost mIoU in 15-minute runs there (docs/results.md).
 
     ``input_normalization`` is ImageNet's ``(mean, std)`` when pretrained or local weights are loaded,
     else ``None`` (train with the dataset's statistics).
