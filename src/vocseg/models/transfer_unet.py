@@ -152,8 +152,8 @@ class TransferUNet(SegmentationModel):
     Decoder: four blocks at 1/16, 1/8, 1/4 and 1/2 with 256, 128, 64, 32 channels (``decoder_channels``);
     each upsamples x2 (``upsample="bilinear"`` or ``"nearest"``), concatenates the stage's skip and
     applies two 3x3 conv-BN-ReLU. A 1x1 classifier and a final x2 upsample give full-resolution logits
-    (classifying at 1/2 and then upsampling equals upsampling the 32 channels first: both maps are linear, and the
-    interpolation weights sum to one; it is 16 times cheaper). Decoder and ASPP convs are Kaiming
+    (classifying at 1/2 and then upsampling equals upsampling the last block's channels first: both maps
+    are linear, and the interpolation weights sum to one; it is 16 times cheaper). Decoder and ASPP convs are Kaiming
     initialised; the classifier is Xavier initialised, like the paper's models.
 
     ``aspp=True`` puts an ASPP module (DeepLabV3: 1x1 conv, 3x3 atrous convs at rates 6/12/18, image
