@@ -39,6 +39,7 @@ def test_config_yaml_then_flags(tmp_path):
         ({"copy_paste": 0.5, "image_size": None}, "copy_paste=0.5 needs image_size"),
         ({"copy_paste": 2.0}, "copy_paste is a probability"),
         ({"val_every": 0}, "val_every must be >= 1, got 0"),
+        ({"ema_decay": 1.0}, "ema_decay must be in"),
     ],
 )
 def test_config_values_of_the_wrong_type_name_the_key(bad, key, tmp_path):

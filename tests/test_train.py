@@ -264,6 +264,29 @@ def test_final_evaluation_applies_the_configs_tta(tiny_voc, tmp_path, capsys):
     assert metrics["loss"] != pytest.approx(evaluated["none"]["loss"], rel=1e-6)
 
 
+@pytest.mark.parametrize("decay", [0.0, 0.9])
+def test_ema_average_is_validated_saved_and_evaluated(decay, tiny_voc, tmp_path, capsys):
+    """With --ema-decay the checkpoints' ``model`` is the weight average, last.pt keeps the trained weights
+    as ``train_model`` (best.pt leaves them out), and validation and the final evaluation score the
+    average: the last validation's loss equals metrics.json's, which equals ``vocseg evaluate best.pt``.
+    Decay 0 makes the average the trained weights themselves; 0.9 lags behind them."""
+    run = tmp_path / "run"
+    args = ("--epochs", 2, "--lr", 0.05, "--monitor", "last", "--ema-decay", decay)
+    assert main(_tiny_args(tiny_voc, run, *args)) == 0
+    last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
+    assert last["ema"]["updates"] == 6  # 12 training images in batches of 4, two epochs
+    assert "train_model" not in best and "ema" not in best
+    assert all(torch.equal(best["model"][k], v) for k, v in last["model"].items())
+    same = [torch.allclose(v, last["train_model"][k]) for k, v in last["model"].items() if v.is_floating_point()]
+    assert all(same) if decay == 0.0 else not all(same)
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert RunDir(run).read_history()[-1]["val_loss"] == pytest.approx(metrics["loss"], rel=1e-6)
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "best.pt"), "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(metrics["loss"], rel=1e-6)
+
+
 def test_a_runs_tta_scales_score_it_and_are_evaluates_default(tiny_voc, tmp_path, capsys):
     """``tta: multiscale`` at the run's ``tta_scales``: metrics.json records them, ``vocseg evaluate`` uses
     them by default (same numbers), and other scales give other numbers."""
@@ -377,17 +400,18 @@ def _without_seconds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("workers", "copy_paste"),
-    [(0, 0.5), (1, 0.0)],
-    ids=["main-process-loading-with-copy-paste", "one-worker"],
+    ("workers", "extra"),
+    [(0, ["--copy-paste", 0.5, "--ema-decay", 0.9]), (1, [])],
+    ids=["main-process-loading-with-copy-paste-and-ema", "one-worker"],
 )
 def test_resume_after_sigkill_mid_epoch_is_exact(
-    workers: int, copy_paste: float, tiny_voc: Path, tmp_path: Path, vocseg_cache: Path, capsys
+    workers: int, extra: list, tiny_voc: Path, tmp_path: Path, vocseg_cache: Path, capsys
 ) -> None:
     """Run B (``python -m vocseg train`` in a subprocess) is SIGKILLed from outside during epoch 2, then
     continued with ``vocseg train --resume``; run A trains the same 3 epochs without a break (in this
     process, while B runs). last.pt, best.pt, history and metrics must come out identical. Copy-paste
-    draws in the main process when it loads without workers: the restored RNG state must cover it too."""
+    draws in the main process when it loads without workers: the restored RNG state must cover it too.
+    With a weight average (--ema-decay) both the average and the trained weights must resume exactly."""
     # lr 0.1 + val_miou: the tiny model soon predicts all background, so mIoU stops improving and the
     # early-stopping state (best epoch, bad epochs) differs from a fresh one: a resume must restore it.
     args = [
@@ -404,8 +428,7 @@ def test_resume_after_sigkill_mid_epoch_is_exact(
         "val_miou",
         "--patience",
         5,
-        "--copy-paste",
-        copy_paste,
+        *extra,
     ]
     run_a, run_b, log_b = tmp_path / "A", tmp_path / "B", tmp_path / "B.log"
     proc_b = _start_vocseg(["train", *args, "--out", run_b], subprocess_env(vocseg_cache), log_b)

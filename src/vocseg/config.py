@@ -100,6 +100,11 @@ class Config:
     val_every: int = _field(
         1, "validate every N epochs and after the last one; best.pt is chosen among the validated epochs"
     )
+    ema_decay: float | None = _field(
+        None,
+        "keep an exponential moving average of the weights, this decay per step (e.g. 0.999); validation, "
+        "the checkpoints' weights and the final evaluation use the average. null: off",
+    )
 
     # --- system
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -147,6 +152,8 @@ class Config:
             from .schedule import parse_duration
 
             parse_duration(self.budget)  # a bad budget fails here, naming the value
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise VocsegError(f"config ema_decay must be in [0, 1) or null, got {self.ema_decay!r}")
         if self.iters is not None and self.iters < 1:
             raise VocsegError(f"config iters must be >= 1 or null, got {self.iters!r}")
         for key in ("weight_decay", "min_lr"):

@@ -24,6 +24,7 @@ from .checkpoint import capture_rng_state, restore_rng_state
 from .config import Config, config_from_dict, replace
 from .data.builder import DataBundle, build_datasets
 from .distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
+from .ema import ModelEma
 from .engine import Evaluation, evaluate, resolve_amp, resolve_device, train_one_epoch
 from .errors import VocsegError
 from .inference import multiscale_views
@@ -50,8 +51,9 @@ RESUMABLE_KEYS = frozenset(
         "eval_batch_size",
     }
 )
-# Entries of last.pt that best.pt leaves out: best.pt holds weights and metadata only.
-TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "step_schedule")
+# Entries of last.pt that best.pt leaves out: best.pt holds weights and metadata only. With ema_decay,
+# "model" is the averaged weights (what is evaluated) and "train_model" the weights being trained.
+TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "step_schedule", "train_model", "ema")
 
 
 # ----------------------------------------------------------------------------- small pure pieces
@@ -149,6 +151,17 @@ class Session:
     start_epoch: int = 0
     writer: Any = None
     stopped_early: bool = False
+    ema: ModelEma | None = None  # with ema_decay: the averaged weights, which are evaluated and saved
+
+    def eval_model(self) -> nn.Module:
+        """The model validation and the final evaluation score: the average with ``ema_decay``."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def after_step(self) -> bool:
+        """After every optimizer step: move the average, then let the step schedule (LR, budget) decide."""
+        if self.ema is not None:
+            self.ema.update(unwrap(self.model))
+        return self.steps.after_step()
 
 
 def train(
@@ -260,6 +273,11 @@ def start_session(
     if saved is not None:
         restore(s, saved)
     s.model = wrap_model(s)
+    if cfg.ema_decay is not None:  # after wrap_model: the copy takes the model's memory format
+        s.ema = ModelEma(unwrap(s.model), cfg.ema_decay)
+        if saved is not None:
+            s.ema.module.load_state_dict(saved["model"])
+            s.ema.load_state_dict(saved["ema"])
     s.writer = open_tensorboard(run.tensorboard_dir) if cfg.tensorboard and main else None
     if main:
         log(
@@ -270,8 +288,9 @@ def start_session(
 
 
 def restore(s: Session, saved: dict[str, Any]) -> None:
-    """Put a resumed run back exactly where last.pt left it (weights, optimizer, schedule, RNGs, history)."""
-    s.model.load_state_dict(saved["model"])
+    """Put a resumed run back exactly where last.pt left it (weights, optimizer, schedule, RNGs, history;
+    the weight average is restored by :func:`start_session`, once the model has its memory format)."""
+    s.model.load_state_dict(saved.get("train_model", saved["model"]))
     s.optimizer.load_state_dict(saved["optimizer"])
     s.scheduler.load_state_dict(saved["scheduler"])
     if saved["scaler"]:  # empty when the run started without fp16; a resume may switch devices
@@ -323,7 +342,7 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         aux_weight=s.cfg.aux_weight,
         loss_kind=s.cfg.loss,
         channels_last=s.cfg.channels_last,
-        after_step=s.steps.after_step,
+        after_step=s.after_step,
     )
     if not s.steps.per_step:
         s.scheduler.step()
@@ -356,7 +375,7 @@ def score(s: Session, dataset, progress: bool, desc: str, tta: str = "none") -> 
     """The run's model scored on ``dataset`` with the training criterion (validation and final evaluation).
     Test-time augmentation flips and rescales each image on its own, so it evaluates one image at a time."""
     return evaluate(
-        s.model,
+        s.eval_model(),
         eval_loader(dataset, s.cfg, s.device, s.rank, s.world, batch_size=1 if tta != "none" else None),
         s.cfg.num_classes,
         s.data.class_names,
@@ -437,7 +456,7 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | No
 
     state = {
         **checkpoint_meta(s),
-        "model": unwrap(s.model).state_dict(),
+        "model": unwrap(s.eval_model()).state_dict(),
         "epoch": epoch + 1,
         "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(),
@@ -447,6 +466,8 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | No
         "history": s.history,
         "rng": capture_rng_state(),
     }
+    if s.ema is not None:
+        state.update(train_model=unwrap(s.model).state_dict(), ema=s.ema.state_dict())
     s.run.save_epoch(state, improved, TRAINING_STATE_KEYS)
     s.run.write_history(s.history)
     with s.run.writing(s.run.curves_path):
@@ -477,7 +498,7 @@ def final_evaluation(s: Session, progress: bool) -> dict[str, Any]:
     """Reload best.pt and score it on the test split (val when there is none), with the config's test-time
     augmentation; write metrics.json."""
     barrier()  # every rank waits until rank 0 has written the last best.pt
-    unwrap(s.model).load_state_dict(s.run.load_best(map_location=s.device)["model"])
+    unwrap(s.eval_model()).load_state_dict(s.run.load_best(map_location=s.device)["model"])
     final_set = s.data.test if s.data.test is not None else s.data.val
     ev = score(s, final_set, progress, "final eval", tta=s.cfg.tta)
     history = s.history
