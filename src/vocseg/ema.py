@@ -6,7 +6,7 @@ running statistics are averaged the same way (they are buffers), integer buffers
 are copied. The copy is what validation, best.pt and the final evaluation use when ``ema_decay`` is set.
 
 Early on the average would be dominated by the random initial weights, so the decay is warmed up as
-timm and YOLO do: ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (0.1, 0.18, ... then ``decay``).
+timm and YOLO do: ``min(decay, (1 + n) / (10 + n))`` at update ``n`` (0.18, 0.25, 0.31, ... then ``decay``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["ModelEma", "ema_decay_at"]
 
 
 def ema_decay_at(decay: float, updates: int) -> float:
-    """The decay of update number ``updates`` (1-based): warmed up from 0.1 towards ``decay``."""
+    """The decay of update number ``updates`` (1-based): 2/11 at the first, rising towards ``decay``."""
     return min(decay, (1 + updates) / (10 + updates))
 
 
