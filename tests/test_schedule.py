@@ -177,12 +177,20 @@ def test_budget_without_evaluation_is_budget_over_step_time() -> None:
 
 def test_budget_reserves_validations_final_evaluation_and_time_spent() -> None:
     # 15 min; 20 s spent on setup and 30 measuring steps; 0.25 s/step; a 12 s validation every 500 steps;
-    # a 40 s final evaluation; 5% margin: 30 + (855 - 20 - 40) / (0.25 + 12 / 500) = 30 + 2901.5 -> 2931
+    # a 40 s final evaluation; 5% of the 880 s left kept back: 30 + (836 - 40) / (0.25 + 12 / 500) = 30 + 2905.1
     kw = {"eval_every": 500, "final_eval_seconds": 40.0, "elapsed_s": 20.0, "steps_done": 30}
     total = plan_budget(900.0, 0.25, 12.0, **kw)
-    assert total == 2931
+    assert total == 2935
     spent = _run_seconds(total, 0.25, 12.0, 500, 40.0, 20.0, 30)
-    assert spent <= 900 * 0.95 and spent > 900 * 0.95 - 0.25 - 12.0  # ends inside the budget, nearly filling it
+    assert spent <= 20 + 880 * 0.95 and spent > 20 + 880 * 0.95 - 0.25 - 12.0  # inside the budget, nearly filling it
+
+
+def test_the_margin_is_a_share_of_the_time_left_so_late_replans_spend_the_budget() -> None:
+    # 850 s of 900 spent, a 20 s final evaluation, 0.25 s/step: (50 * 0.95 - 20) / 0.25 = 110 more steps. A
+    # margin of the whole budget (45 s) would stop here with 30 s unspent.
+    kw = {"final_eval_seconds": 20.0, "steps_done": 3000, "replan": True}
+    assert plan_budget(900.0, 0.25, 0.0, elapsed_s=850.0, **kw) == 3110
+    assert _run_seconds(3110, 0.25, 0.0, None, 20.0, 850.0, 3000) == pytest.approx(897.5)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +220,7 @@ def test_a_replan_with_the_budget_used_up_stops_now_instead_of_failing() -> None
 
 def test_a_budget_too_small_is_an_error_naming_the_numbers() -> None:
     with pytest.raises(VocsegError, match="fits only") as e:
-        plan_budget(60.0, 0.5, 10.0, eval_every=10, final_eval_seconds=30.0, elapsed_s=26.5, steps_done=5)
+        plan_budget(60.0, 0.5, 10.0, eval_every=10, final_eval_seconds=30.0, elapsed_s=28.5, steps_done=5)
     assert "60 s" in str(e.value) and "0.500 s/step" in str(e.value)
     with pytest.raises(VocsegError, match="warmup"):
         plan_budget(100.0, 1.0, 0.0, warmup_steps=500)

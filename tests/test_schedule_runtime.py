@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import vocseg.inference as inference_mod
 import vocseg.schedule_runtime as sr
 import vocseg.train as train_mod
 from vocseg.config import Config
@@ -15,6 +16,7 @@ from vocseg.train import train
 # Every test gets its own stats cache and leaves torch's global state (threads, RNGs, flags) as it found it.
 pytestmark = pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
 REAL_AFTER_STEP, REAL_EVALUATE = sr.StepSchedule.after_step, train_mod.evaluate
+REAL_PREDICT = inference_mod.predict_logits
 
 
 def test_poly_schedule_with_warmup_runs_per_step(tiny_voc, tmp_path):
@@ -41,10 +43,35 @@ def test_poly_schedule_with_warmup_runs_per_step(tiny_voc, tmp_path):
     assert result.metrics["steps"] == 7 and len(result.history) == 3  # ceil(7 / 3) epochs, the last one cut short
 
 
-def _simulated_budget_run(monkeypatch, tiny_voc, out, budget_s: float, tta: str = "none", val_every: int = 1):
+def _simulated_budget_run(
+    monkeypatch,
+    tiny_voc,
+    out,
+    budget_s: float,
+    tta: str = "none",
+    val_every: int = 1,
+    save_s: float = 0.0,
+    tta_factor: float = 1.0,
+):
     """A budgeted run on a simulated clock: each training step costs 1 s, each validation pass 2 s (times
-    the test-time augmentation's cost). Returns the result, the simulated seconds, the passes and the log."""
+    the test-time augmentation's cost, times ``tta_factor`` with augmentation) and each epoch's checkpoints
+    ``save_s``. Returns the result, the simulated seconds, the passes and the log."""
     now, passes = [0.0], []
+    real_save = train_mod.save_epoch
+
+    def save_costs(*args, **kwargs):
+        now[0] += save_s
+        return real_save(*args, **kwargs)
+
+    def tta_seconds(tta_mode: str) -> float:
+        return tta_cost(tta_mode) * (tta_factor if tta_mode != "none" else 1.0)
+
+    def forward_costs(model, images, *, tta="none", **kwargs):  # the budget's probes time single images
+        now[0] += 0.1 * tta_seconds(tta)
+        return REAL_PREDICT(model, images, tta=tta, **kwargs)
+
+    monkeypatch.setattr(train_mod, "save_epoch", save_costs)
+    monkeypatch.setattr(inference_mod, "predict_logits", forward_costs)
     monkeypatch.setattr(sr, "clock", lambda: now[0])
     real_after, real_eval = REAL_AFTER_STEP, REAL_EVALUATE  # not an earlier call's wrappers
 
@@ -53,7 +80,7 @@ def _simulated_budget_run(monkeypatch, tiny_voc, out, budget_s: float, tta: str 
         return real_after(self)
 
     def eval_costs_2s(*args, **kwargs):
-        now[0] += 2.0 * tta_cost(kwargs.get("tta", "none"))
+        now[0] += 2.0 * tta_seconds(kwargs.get("tta", "none"))
         passes.append(now[0])
         return real_eval(*args, **kwargs)
 
@@ -105,3 +132,26 @@ def test_budget_spends_the_skipped_validations_on_steps(tiny_voc, tmp_path, monk
     assert len(every_passes) == len(every.history) + 1
     assert third.metrics["steps"] > every.metrics["steps"], (third.metrics["steps"], every.metrics["steps"])
     assert every_used <= 60.0 and third_used <= 60.0
+
+
+def test_budget_charges_the_per_epoch_work_to_the_steps(tiny_voc, tmp_path, monkeypatch):
+    """Checkpoints cost 2 s an epoch here, outside the timed steps (3 steps of 1 s an epoch). Re-planning
+    each epoch catches up on most of it, but planned from the step times alone the run still overshoots
+    (120.1 s); charged per step, and once more for the last epoch, it must end within the budget, and the
+    margin, a share of the time left, must not leave much of it unspent."""
+    result, used, _, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "run", 120.0, save_s=2.0)
+    assert used <= 120.0, f"the run took {used} simulated seconds of a 120 s budget"
+    assert used >= 0.9 * 120.0, f"the plan left {120.0 - used} s of the budget unused"
+    assert result.metrics["steps"] == result.metrics["planned_steps"]
+
+
+def test_budget_times_test_time_augmentation_instead_of_counting_its_pixels(tiny_voc, tmp_path, monkeypatch):
+    """Multi-scale testing here costs 1.5x what its pixels say (small scales run less efficiently): the
+    plan must take the cost it measures, not tta_cost's pixel count, and still end within the budget."""
+    kw = {"tta": "multiscale", "tta_factor": 1.5}
+    _, used, _, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "run", 120.0, **kw)
+    assert used <= 120.0, f"the run took {used} simulated seconds of a 120 s budget"
+    assert used >= 0.85 * 120.0, f"the plan left {120.0 - used} s of the budget unused"
+    monkeypatch.setattr(train_mod, "measured_tta_cost", lambda s: None)  # the pixel count alone overshoots
+    _, unmeasured, _, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "unmeasured", 120.0, **kw)
+    assert unmeasured > 120.0, unmeasured

@@ -157,13 +157,16 @@ def plan_budget(
     validation pass or a few validation batches scaled to the whole split for ``eval_seconds``. The budget
     is then spent as::
 
-        budget_s * (1 - margin)  >=  elapsed_s                                    (spent: setup, steps done, their validations)
-                                   + (N - steps_done) * seconds_per_step          (the remaining training steps)
-                                   + ((N - steps_done) / eval_every) * eval_seconds  (their validation passes)
-                                   + final_eval_seconds                           (final test / best-model pass)
+        (budget_s - elapsed_s) * (1 - margin)  >=  (N - steps_done) * seconds_per_step          (the remaining steps)
+                                                  + ((N - steps_done) / eval_every) * eval_seconds  (their validations)
+                                                  + final_eval_seconds                         (final test pass)
 
-    ``margin`` keeps a share of the budget for what the estimates miss (step-time jitter, checkpoint
-    writes, per-epoch loader start-up). The validation term uses ``N / eval_every``, at least the
+    where ``elapsed_s`` holds what is spent (setup, the steps done, their validations), and
+    ``seconds_per_step`` what a step costs with its share of the per-epoch work (checkpoints, the loader's
+    start). ``margin`` keeps a share of the time *left* for what the estimates miss (step-time jitter): the
+    run re-plans as it goes, so what the estimates can miss shrinks with what is left, and a margin of the
+    whole budget would leave it unspent at the end (5% of 15 minutes: 45 s of steps never run). The
+    validation term uses ``N / eval_every``, at least the
     ``floor`` of the passes the run will make, so the result errs on the early side. N is
     capped at ``max_steps`` (a config's ``iters``). ``eval_every=None``: no periodic validation
     (``eval_seconds`` unused); validating once per epoch, pass the steps per epoch.
@@ -176,7 +179,7 @@ def plan_budget(
         budget_s, seconds_per_step, eval_seconds, final_eval_seconds, elapsed_s, margin, eval_every, steps_done
     )
     # The steps already done, and their validation passes, are inside elapsed_s: only the rest is planned.
-    available = budget_s * (1.0 - margin) - elapsed_s - final_eval_seconds
+    available = (budget_s - elapsed_s) * (1.0 - margin) - final_eval_seconds
     per_step = seconds_per_step + (eval_seconds / eval_every if eval_every else 0.0)
     total = steps_done + max(0, math.floor(available / per_step))
     if max_steps is not None:

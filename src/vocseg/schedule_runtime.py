@@ -13,6 +13,7 @@ Two ways to schedule, chosen from the config:
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,11 +61,19 @@ class StepSchedule:
         self.started = clock() if started is None else started  # the budget counts from the run's start
         self.final_eval_ratio = final_eval_ratio  # final evaluation's cost / a validation pass's
         self.eval_probe = eval_probe  # seconds to evaluate one validation image, measured when called
+        # The final evaluation's test-time augmentation, timed against plain passes when called (None: not
+        # measurable). Small scales cost more than their pixels (2.3x at 0.5 on transfer_unet here), so the
+        # pixel count alone (tta_cost) under-reserved strong_cpu.yaml's final evaluation by ~40%.
+        self.tta_probe: Callable[[], float | None] | None = None
         self.elapsed_before = 0.0  # seconds spent before a resume
         self.step_seconds: float | None = None
         self.eval_seconds: float | None = None
         self._step_times: list[float] = []  # seconds between consecutive steps within an epoch
         self._last_step_at: float | None = None
+        # Per-epoch work outside the timed steps and validation (checkpoints, curves, the loader's start and
+        # the untimed first step), measured from one epoch's start to the next: the plan charges it per step.
+        self.epoch_overheads: list[float] = []
+        self._epoch_began: tuple[float, int, float] | None = None  # (clock, step, validation seconds)
         if self.per_step:
             self._set_lr()
 
@@ -114,6 +123,16 @@ class StepSchedule:
 
     def begin_epoch(self) -> None:
         self._last_step_at = None  # the first step of an epoch also pays for the loader's start: not timed
+        now = clock()
+        if self._epoch_began is not None and self.step_seconds is not None:
+            began, step, val_seconds = self._epoch_began
+            timed = (self.step - step) * self.step_seconds + val_seconds
+            self.epoch_overheads.append(max(0.0, now - began - timed))
+        self._epoch_began = (now, self.step, 0.0)
+
+    def epoch_overhead(self) -> float:
+        """Median seconds an epoch spends outside its timed steps and validation (0 until measured)."""
+        return statistics.median(self.epoch_overheads) if self.epoch_overheads else 0.0
 
     def _time_step(self) -> None:
         now = clock()
@@ -132,18 +151,25 @@ class StepSchedule:
         self.step_seconds = sum(self._step_times) / len(self._step_times)
         if val_seconds is not None:
             self.eval_seconds = val_seconds
+            if self._epoch_began is not None:
+                self._epoch_began = (*self._epoch_began[:2], val_seconds)
         self._plan(replan=True)
 
     def _plan(self, replan: bool) -> None:
         eval_s = self.eval_seconds
         if eval_s is None:  # before the first validation: time a few validation images now
             eval_s = self.num_eval_images * (self.eval_probe() if self.eval_probe else self.step_seconds)
+            measured = self.tta_probe() if self.tta_probe and self.cfg.tta != "none" else None
+            if measured:  # the pixel-count estimate, corrected by the measured cost
+                self.final_eval_ratio *= measured / tta_cost(self.cfg.tta, self.cfg.tta_scales)
         self.total_steps = plan_budget(
             self.budget_s,
-            self.step_seconds,
+            self.step_seconds + self.epoch_overhead() / self.spe,
             eval_s,
             eval_every=self.spe * self.cfg.val_every,  # validations are val_every epochs apart
-            final_eval_seconds=eval_s * self.final_eval_ratio,
+            # the final evaluation, and the last epoch's validation and checkpoints: due or not, whole or cut
+            # short, it has them, which the per-step shares (N / eval_every passes, N / spe epochs) can miss
+            final_eval_seconds=eval_s * (self.final_eval_ratio + 1.0) + self.epoch_overhead(),
             elapsed_s=self.elapsed(),
             steps_done=self.step,
             warmup_steps=self.cfg.warmup_iters,
@@ -158,7 +184,13 @@ class StepSchedule:
             return {}
         state: dict[str, Any] = {"step": self.step, "total_steps": self.total_steps}
         if self.budget_s is not None:
-            state.update(elapsed=self.elapsed(), step_seconds=self.step_seconds, eval_seconds=self.eval_seconds)
+            state.update(
+                elapsed=self.elapsed(),
+                step_seconds=self.step_seconds,
+                eval_seconds=self.eval_seconds,
+                epoch_overheads=list(self.epoch_overheads),
+                final_eval_ratio=self.final_eval_ratio,
+            )
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -169,6 +201,8 @@ class StepSchedule:
             self.elapsed_before = state["elapsed"]
             self.started = clock()
             self.step_seconds, self.eval_seconds = state["step_seconds"], state["eval_seconds"]
+            self.epoch_overheads = list(state.get("epoch_overheads", []))  # absent in older checkpoints
+            self.final_eval_ratio = state.get("final_eval_ratio", self.final_eval_ratio)
             self.total_steps = state["total_steps"]
         if self.per_step:
             self._set_lr()

@@ -54,6 +54,7 @@ RESUMABLE_KEYS = frozenset(
 # Entries of last.pt that best.pt leaves out: best.pt holds weights and metadata only. With ema_decay,
 # "model" is the averaged weights (what is evaluated) and "train_model" the weights being trained.
 TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "step_schedule", "train_model", "ema")
+CURVES_EVERY_S = 30.0  # curves.png is redrawn at most this often while training, and after the last epoch
 
 
 # ----------------------------------------------------------------------------- small pure pieces
@@ -152,6 +153,7 @@ class Session:
     writer: Any = None
     stopped_early: bool = False
     ema: ModelEma | None = None  # with ema_decay: the averaged weights, which are evaluated and saved
+    curves_plotted_at: float | None = None  # clock time curves.png was last drawn
 
     def eval_model(self) -> nn.Module:
         """The model validation and the final evaluation score: the average with ``ema_decay``."""
@@ -270,6 +272,7 @@ def start_session(
         log,
     )
     s.steps.eval_probe = lambda: eval_seconds_per_image(s)
+    s.steps.tta_probe = lambda: measured_tta_cost(s)
     if saved is not None:
         restore(s, saved)
     s.model = wrap_model(s)
@@ -407,6 +410,25 @@ def eval_seconds_per_image(s: Session, images: int = 3) -> float:
     return (schedule_runtime.clock() - t0) / max(n, 1)
 
 
+def measured_tta_cost(s: Session, images: int = 2) -> float | None:
+    """The config's test-time augmentation timed against plain forwards on the first few validation images
+    (what one image costs with it, relative to without; None when the clock cannot tell)."""
+    from .inference import predict_logits
+
+    model = unwrap(s.model)
+    was_training = model.training
+    model.eval()
+    xs = [s.data.val[i][0][None].to(s.device) for i in range(min(images, len(s.data.val)))]
+    seconds = []
+    for tta in ("none", s.cfg.tta):
+        t0 = schedule_runtime.clock()
+        for x in xs:
+            predict_logits(model, x, tta=tta, scales=s.cfg.tta_scales, amp_dtype=s.amp_dtype)
+        seconds.append(schedule_runtime.clock() - t0)
+    model.train(was_training)
+    return seconds[1] / seconds[0] if seconds[0] > 0 and seconds[1] > 0 else None
+
+
 def monitored_value(cfg: Config, metrics: dict[str, Any]) -> float:
     """The value best.pt follows (recorded, not compared, with ``monitor: last``)."""
     return (metrics["mean_iou"] or 0.0) if cfg.monitor == "val_miou" else metrics["loss"]
@@ -470,8 +492,10 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | No
         state.update(train_model=unwrap(s.model).state_dict(), ema=s.ema.state_dict())
     s.run.save_epoch(state, improved, TRAINING_STATE_KEYS)
     s.run.write_history(s.history)
-    with s.run.writing(s.run.curves_path):
-        plot_curves(s.history, s.run.curves_path, title=s.cfg.model)
+    if curves_due(s, epoch):
+        with s.run.writing(s.run.curves_path):
+            plot_curves(s.history, s.run.curves_path, title=s.cfg.model)
+        s.curves_plotted_at = schedule_runtime.clock()
     if s.writer is not None:
         from .tensorboard_log import log_epoch
 
@@ -480,6 +504,14 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | No
         f"epoch {epoch + 1}/{s.steps.epochs_label()}  train {row['train_loss']:.4f}  {_val_note(row)}  "
         f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + _memory_note(s.device) + ("  *" if improved else "")
     )
+
+
+def curves_due(s: Session, epoch: int) -> bool:
+    """Redraw curves.png after the last epoch, and between, at most every CURVES_EVERY_S seconds: drawing
+    takes ~0.1 s, 1% of a 9 s epoch, which short epochs should spend on steps (history.csv is every epoch)."""
+    last = s.stopped_early or s.steps.finished or epoch + 1 >= s.steps.epochs
+    recent = s.curves_plotted_at is not None and schedule_runtime.clock() - s.curves_plotted_at < CURVES_EVERY_S
+    return last or not recent
 
 
 def _val_note(row: dict[str, Any]) -> str:
