@@ -64,3 +64,46 @@ def test_torchrun_two_processes_matches_single_process_eval(tmp_path, monkeypatc
     for key in ("mean_iou", "pixel_accuracy", "fw_iou"):
         assert single[key] == pytest.approx(metrics[key], abs=1e-12), key
     assert single["loss"] == pytest.approx(metrics["loss"], rel=1e-6)
+
+
+# Two ranks plan a time budget from clocks that disagree (rank 1's steps take twice as long): both must
+# follow rank 0's plan, or the rank that planned fewer steps leaves the other waiting in an all-reduce.
+# Each rank prints the plan it makes alone (before joining the group), then the plan it follows.
+_PLAN_ON_RANK = """
+import sys, torch, torch.distributed as dist
+import vocseg.schedule_runtime as sr
+from vocseg.config import Config
+rank, init_file = int(sys.argv[1]), sys.argv[2]
+sr.clock = lambda: 10.0  # 10 s of the budget spent, on every rank
+def plan():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    steps = sr.StepSchedule(Config(budget="60s", warmup_iters=0), optimizer, spe=10, num_eval_images=4, started=0.0)
+    steps.step_seconds, steps.eval_seconds = 0.1 * (rank + 1), 1.0
+    steps._plan(replan=True)
+    return steps.total_steps
+alone = plan()
+dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+print(alone, plan())
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_follow_rank_zeros_budget_plan(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    init = tmp_path / "init"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PLAN_ON_RANK, str(rank), str(init)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    (alone0, plan0), (alone1, plan1) = ([int(v) for v in out.split()] for out, _ in outs)
+    assert alone0 > alone1  # the clocks disagree (rank 1 alone would plan fewer steps) ...
+    assert plan0 == plan1 == alone0  # ... and both ranks follow rank 0's plan

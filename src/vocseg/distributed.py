@@ -40,6 +40,16 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def broadcast_int(value: int, device: torch.device) -> int:
+    """Rank 0's number for everyone (e.g. a time budget's planned steps: every rank times its own steps, and
+    ranks that planned different totals would leave one waiting in an all-reduce the others never join)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .config import Config
+from .distributed import broadcast_int
 from .inference import tta_cost
 from .schedule import lr_at, parse_duration, plan_budget
 
@@ -162,7 +163,7 @@ class StepSchedule:
             measured = self.tta_probe() if self.tta_probe and self.cfg.tta != "none" else None
             if measured:  # the pixel-count estimate, corrected by the measured cost
                 self.final_eval_ratio *= measured / tta_cost(self.cfg.tta, self.cfg.tta_scales)
-        self.total_steps = plan_budget(
+        planned = plan_budget(
             self.budget_s,
             self.step_seconds + self.epoch_overhead() / self.spe,
             eval_s,
@@ -176,6 +177,8 @@ class StepSchedule:
             max_steps=self.cfg.iters,
             replan=replan,
         )
+        # Every rank plans at the same steps, from its own clock: all follow rank 0's plan.
+        self.total_steps = broadcast_int(planned, self.optimizer.param_groups[0]["params"][0].device)
 
     def state_dict(self) -> dict[str, Any]:
         """Nothing for per-epoch schedules; the step count, plus the budget's timings when there is one
