@@ -33,11 +33,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """Rank 0's decision (e.g. early stopping) for everyone."""
-    if not dist.is_initialized():
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
+    return bool(broadcast_int(int(flag), device)) if dist.is_initialized() else flag
 
 
 def broadcast_int(value: int, device: torch.device) -> int:

@@ -393,19 +393,20 @@ def score(s: Session, dataset, progress: bool, desc: str, tta: str = "none") -> 
     )
 
 
-def eval_seconds_per_image(s: Session, images: int = 3) -> float:
-    """Seconds one validation image takes (forward at native size), timed on the first few: the time
-    budget's first plan needs it before any validation pass has run."""
+def eval_seconds_per_image(s: Session, images: int = 3, tta: str = "none") -> float:
+    """Seconds one validation image takes (forward at native size, with ``tta``), timed on the first few:
+    the time budget's first plan needs it before any validation pass has run."""
     from .inference import predict_logits
 
     model = unwrap(s.model)
     was_training = model.training
     model.eval()
     n = min(images, len(s.data.val))
+    scales = s.cfg.tta_scales if tta == "multiscale" else None
     t0 = schedule_runtime.clock()
     for i in range(n):
         x, _ = s.data.val[i]
-        predict_logits(model, x[None].to(s.device), amp_dtype=s.amp_dtype)
+        predict_logits(model, x[None].to(s.device), tta=tta, scales=scales, amp_dtype=s.amp_dtype)
     model.train(was_training)
     return (schedule_runtime.clock() - t0) / max(n, 1)
 
@@ -413,20 +414,9 @@ def eval_seconds_per_image(s: Session, images: int = 3) -> float:
 def measured_tta_cost(s: Session, images: int = 2) -> float | None:
     """The config's test-time augmentation timed against plain forwards on the first few validation images
     (what one image costs with it, relative to without; None when the clock cannot tell)."""
-    from .inference import predict_logits
-
-    model = unwrap(s.model)
-    was_training = model.training
-    model.eval()
-    xs = [s.data.val[i][0][None].to(s.device) for i in range(min(images, len(s.data.val)))]
-    seconds = []
-    for tta in ("none", s.cfg.tta):
-        t0 = schedule_runtime.clock()
-        for x in xs:
-            predict_logits(model, x, tta=tta, scales=s.cfg.tta_scales, amp_dtype=s.amp_dtype)
-        seconds.append(schedule_runtime.clock() - t0)
-    model.train(was_training)
-    return seconds[1] / seconds[0] if seconds[0] > 0 and seconds[1] > 0 else None
+    plain = eval_seconds_per_image(s, images)
+    augmented = eval_seconds_per_image(s, images, tta=s.cfg.tta)
+    return augmented / plain if plain > 0 and augmented > 0 else None
 
 
 def monitored_value(cfg: Config, metrics: dict[str, Any]) -> float:
