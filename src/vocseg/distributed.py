@@ -33,7 +33,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """Rank 0's decision (e.g. early stopping) for everyone."""
-    return bool(broadcast_int(int(flag), device)) if dist.is_initialized() else flag
+    return bool(broadcast_int(int(flag), device))
 
 
 def broadcast_int(value: int, device: torch.device) -> int:
