@@ -3,7 +3,11 @@
 # in one session: phase "start" (GPU tables, strong.yaml at VOC scale, and the equal-time CPU runs
 # launched in the background, each pinned to its own 2 cores) and phase "collect" (waits, copies results).
 # Usage there: bash benchmarks/run_device_session.sh start|collect   (results under $OUT); WAIT=1 ... start
-# does both in one call (BUDGET=7m fits the 10-minute limit of one call).
+# does both in one call (BUDGET=7m fits the 10-minute limit of one call). Phase "voc" (about 6 minutes):
+# strong.yaml end to end at VOC scale on synthetic data (2,000 images up to 500 px, the real loader),
+# GPU use sampled each second, then the same config under --budget 2m, and multi-scale TTA's cost.
+# Phase "ckpt" (about 4 minutes): the same training with checkpoints written from a background thread,
+# GPU use sampled, and benchmarks/bench_checkpoint.py's side-by-side on the GPU.
 set -u
 export PYTHONPATH=$PWD/src MPLBACKEND=Agg VOCSEG_CACHE=/tmp/vocseg-cache
 RES=/tmp/vocseg-results
@@ -28,4 +32,35 @@ if [ "$1" = collect ] || [ "${WAIT:-0}" = 1 ]; then
   while pgrep -f bench_recipes.py > /dev/null; do sleep 5; done
   cp $RES/recipes.log $OUT/
   tar czf $OUT/recipes.tgz --exclude='*.pt' -C $RES recipes
+fi
+if [ "$1" = voc ]; then  # sizes overridable for a dry run on a CPU: N=64 ITERS=8 ... BUDGET_VOC=40s
+  N=${N:-2000}; ITERS=${ITERS:-625}; SHORT=${SHORT:-250}
+  python3 -c "import torch, torchvision; print('torch', torch.__version__, torchvision.__version__, torch.cuda.get_device_name())"
+  nvidia-smi --query-gpu=name,memory.total --format=csv; lscpu | grep -E 'Model name|^CPU\(s\)'
+  python3 -m vocseg synth /tmp/synth500 --train $N --val 100 --max-side 500 --workers 16 > /dev/null 2>&1
+  STRONG="train --config configs/strong.yaml --model-arg pretrained=false --data-root /tmp/synth500 --train-split train --no-progress --overwrite"
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 1 > $OUT/gpu_use.csv &
+  SMI=$!
+  # 125 steps of 16 per epoch: epochs 2 and 4 are training only (val_every 3), epoch 1 holds cuDNN's warm-up
+  python3 -m vocseg $STRONG --iters $ITERS --warmup-iters 50 --out /tmp/strong-gpu > $OUT/strong_gpu.log 2>&1
+  kill $SMI
+  cat /tmp/strong-gpu/history.csv >> $OUT/strong_gpu.log; cp /tmp/strong-gpu/metrics.json $OUT/strong_gpu_metrics.json
+  python3 -m vocseg $STRONG --iters $SHORT --warmup-iters 50 --num-workers 15 --val-every 9 --out /tmp/strong-w15 > $OUT/strong_w15.log 2>&1
+  cat /tmp/strong-w15/history.csv >> $OUT/strong_w15.log
+  for t in none multiscale; do
+    TIMEFORMAT="tta $t: %R s wall"
+    { time python3 -m vocseg evaluate /tmp/strong-gpu/last.pt --data-root /tmp/synth500 --split val --tta $t --json >> $OUT/tta.log 2>&1; } 2>> $OUT/tta.log
+  done
+  python3 -m vocseg $STRONG --budget ${BUDGET_VOC:-2m} --out /tmp/strong-budget > $OUT/strong_budget.log 2>&1
+  cat /tmp/strong-budget/history.csv >> $OUT/strong_budget.log; cp /tmp/strong-budget/metrics.json $OUT/strong_budget_metrics.json
+fi
+if [ "$1" = ckpt ]; then
+  python3 -m vocseg synth /tmp/synth500 --train 2000 --val 100 --max-side 500 --workers 16 > /dev/null 2>&1
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 1 > $OUT/gpu_use_async.csv &
+  SMI=$!
+  python3 -m vocseg train --config configs/strong.yaml --model-arg pretrained=false --data-root /tmp/synth500 \
+    --train-split train --no-progress --overwrite --iters 500 --warmup-iters 50 --out /tmp/strong-async > $OUT/strong_async.log 2>&1
+  kill $SMI
+  cat /tmp/strong-async/history.csv >> $OUT/strong_async.log
+  python3 benchmarks/bench_checkpoint.py --config configs/strong.yaml --device cuda --steps 100 --repeats 2 > $OUT/bench_checkpoint_gpu.txt 2>&1
 fi

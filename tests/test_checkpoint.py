@@ -11,17 +11,60 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from helpers import cli, subprocess_env
-from vocseg.checkpoint import load_checkpoint, save_checkpoint
+from vocseg.checkpoint import BackgroundWriter, detached_copy, load_checkpoint, save_checkpoint
 from vocseg.errors import VocsegError
 
 # Every test gets its own stats cache and leaves torch's global state (threads, RNGs, flags) as it found it.
 pytestmark = pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
+
+# ----------------------------------------------------------------------------- background writes
+
+
+def test_detached_copy_is_a_snapshot_training_cannot_change() -> None:
+    """Parameters and optimizer moments change in place after the snapshot: the copy must not follow."""
+    w = torch.ones(3, requires_grad=True)
+    state = {"model": {"w": w}, "optimizer": {"state": {0: {"exp_avg": torch.zeros(3)}}}, "history": [{"e": 1}]}
+    snap = detached_copy(state)
+    with torch.no_grad():
+        w.add_(1.0)
+    state["optimizer"]["state"][0]["exp_avg"].fill_(5.0)
+    state["history"].append({"e": 2})
+    assert torch.equal(snap["model"]["w"], torch.ones(3)) and not snap["model"]["w"].requires_grad
+    assert torch.equal(snap["optimizer"]["state"][0]["exp_avg"], torch.zeros(3))
+    assert snap["history"] == [{"e": 1}]
+
+
+def test_background_writes_land_in_order_off_the_calling_thread() -> None:
+    writer, done, threads = BackgroundWriter(), [], set()
+
+    def write(i: int) -> None:
+        threads.add(threading.get_ident())
+        done.append(i)
+
+    for i in range(5):
+        writer.submit(write, i)
+    writer.close()
+    assert done == [0, 1, 2, 3, 4] and threading.get_ident() not in threads
+
+
+def test_a_failed_background_write_raises_in_the_training_thread(tmp_path: Path) -> None:
+    """The error (naming the file) surfaces at the next submit, or at close: never lost in the thread."""
+    target = tmp_path / "missing-folder" / "last.pt"
+    writer = BackgroundWriter()
+    writer.submit(save_checkpoint, {"model": {}}, target)
+    with pytest.raises(FileNotFoundError, match="missing-folder"):
+        writer.submit(lambda: None)
+    writer.submit(save_checkpoint, {"model": {}}, target)
+    with pytest.raises(FileNotFoundError, match="missing-folder"):
+        writer.close()
+
 
 # ----------------------------------------------------------------------------- atomic writes
 

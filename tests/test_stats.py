@@ -20,3 +20,15 @@ def test_stats_match_numpy_and_are_cached(tiny_voc, vocseg_cache, monkeypatch):
     assert stats.void_pixels == int((masks == 255).sum())
     monkeypatch.setattr("vocseg.data.stats.compute_stats", lambda _: pytest.fail("cache not used"))
     assert dataset_stats(ds) == stats
+
+
+def test_moments_of_a_hand_made_histogram():
+    """Half the pixels 0, half 255: mean 0.5 and std 0.5 in every channel; a constant channel has std ~0."""
+    from vocseg.data.stats import moments
+
+    histogram = np.zeros((3, 256), dtype=np.int64)
+    histogram[0, [0, 255]] = 7
+    histogram[1, [0, 255]] = 1
+    histogram[2, 51] = 10  # every pixel 51/255 = 0.2
+    mean, std = moments(histogram)
+    assert np.allclose(mean, [0.5, 0.5, 0.2]) and np.allclose(std, [0.5, 0.5, 0.0], atol=1e-6)

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import __version__, schedule_runtime
 from .builders import build_model, build_optimizer, build_scheduler, eval_loader, train_loader
-from .checkpoint import capture_rng_state, restore_rng_state
+from .checkpoint import BackgroundWriter, capture_rng_state, detached_copy, restore_rng_state
 from .config import Config, config_from_dict, replace
 from .data.builder import DataBundle, build_datasets
 from .distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
@@ -154,6 +154,7 @@ class Session:
     stopped_early: bool = False
     ema: ModelEma | None = None  # with ema_decay: the averaged weights, which are evaluated and saved
     curves_plotted_at: float | None = None  # clock time curves.png was last drawn
+    saver: BackgroundWriter = field(default_factory=BackgroundWriter)  # writes checkpoints off the training thread
 
     def eval_model(self) -> nn.Module:
         """The model validation and the final evaluation score: the average with ``ema_decay``."""
@@ -189,16 +190,19 @@ def train(
         cfg = replace(cfg, device=device)
     s = start_session(cfg, run, saved, overwrite, log, started)
 
-    for epoch in range(s.start_epoch, s.steps.epochs):
-        if s.stopped_early or s.steps.finished:
-            break
-        row, val = run_epoch(s, epoch, progress and s.main)
-        check_finite(s, row, epoch)
-        improved = judge(s, val, epoch)
-        s.stopped_early = broadcast_flag(s.stopper.should_stop, s.device)
-        s.history.append(row)
-        if s.main:
-            save_epoch(s, epoch, row, val, improved)
+    try:
+        for epoch in range(s.start_epoch, s.steps.epochs):
+            if s.stopped_early or s.steps.finished:
+                break
+            row, val = run_epoch(s, epoch, progress and s.main)
+            check_finite(s, row, epoch)
+            improved = judge(s, val, epoch)
+            s.stopped_early = broadcast_flag(s.stopper.should_stop, s.device)
+            s.history.append(row)
+            if s.main:
+                save_epoch(s, epoch, row, val, improved)
+    finally:
+        s.saver.close()  # the last epoch's files are on disk before best.pt is read, or an error ends the run
     if s.main and s.stopped_early:
         log(
             f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs (best epoch {s.stopper.best_epoch})"
@@ -463,7 +467,8 @@ def checkpoint_meta(s: Session) -> dict[str, Any]:
 
 
 def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | None, improved: bool) -> None:
-    """Checkpoints (best.pt when improved, then last.pt), history, curves, TensorBoard and the log line."""
+    """Checkpoints (best.pt when improved, then last.pt) and history.csv, written on a background thread
+    from a snapshot while the next epoch trains; curves, TensorBoard and the log line."""
     from .plots import plot_curves
 
     state = {
@@ -480,8 +485,7 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | No
     }
     if s.ema is not None:
         state.update(train_model=unwrap(s.model).state_dict(), ema=s.ema.state_dict())
-    s.run.save_epoch(state, improved, TRAINING_STATE_KEYS)
-    s.run.write_history(s.history)
+    s.saver.submit(write_epoch_files, s.run, detached_copy(state), improved)
     if curves_due(s, epoch):
         with s.run.writing(s.run.curves_path):
             plot_curves(s.history, s.run.curves_path, title=s.cfg.model)
@@ -494,6 +498,12 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | No
         f"epoch {epoch + 1}/{s.steps.epochs_label()}  train {row['train_loss']:.4f}  {_val_note(row)}  "
         f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + _memory_note(s.device) + ("  *" if improved else "")
     )
+
+
+def write_epoch_files(run: RunDir, state: dict[str, Any], improved: bool) -> None:
+    """best.pt, last.pt, then history.csv: history.csv never lists an epoch last.pt does not hold."""
+    run.save_epoch(state, improved, TRAINING_STATE_KEYS)
+    run.write_history(state["history"])
 
 
 def curves_due(s: Session, epoch: int) -> bool:
