@@ -342,6 +342,30 @@ def test_unwritable_run_folder_is_one_line_naming_the_path(tiny_voc, tmp_path, c
     assert err.count("\n") == 0 and str(blocker) in err and "Not a directory" in err
 
 
+def test_a_disk_that_fills_during_training_stops_it_naming_the_file(tiny_voc, tmp_path, monkeypatch):
+    """Checkpoints are written on a background thread: its error (ENOSPC while epoch 2's best.pt is
+    written) must still end the run with the file named, and epoch 1's files must stay whole."""
+    import errno
+
+    import vocseg.checkpoint as checkpoint_mod
+
+    real_write, calls = checkpoint_mod.atomic_write_bytes, []
+
+    def fills_up(data, path):
+        calls.append(path)
+        if len(calls) > 2:  # epoch 1's best.pt and last.pt fit; epoch 2's do not
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(data, path)
+
+    monkeypatch.setattr(checkpoint_mod, "atomic_write_bytes", fills_up)
+    run = tmp_path / "run"
+    with pytest.raises(VocsegError, match="No space left on device") as e:
+        quiet_train(tiny_config(tiny_voc, run, epochs=3, monitor="last"))
+    assert str(run / "best.pt") in str(e.value)
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1 and load_checkpoint(run / "best.pt")["epoch"] == 1
+    assert [r["epoch"] for r in history_rows(run / "history.csv")] == ["1"]
+
+
 # ----------------------------------------------------------------------------- resume after SIGKILL
 
 
