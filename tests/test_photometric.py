@@ -218,3 +218,22 @@ def test_hsv_round_trip_and_agreement_with_colorsys() -> None:
     assert torch.allclose(hsv_to_rgb(hsv), rgb, atol=1e-5)
     batch = torch.rand(2, 3, 4, 5, generator=g)  # leading batch dimensions work too
     assert torch.allclose(hsv_to_rgb(rgb_to_hsv(batch)), batch, atol=1e-5)
+
+
+def test_hsv_conversions_match_colorsys_on_every_pixel_ties_and_sector_edges() -> None:
+    """Every pixel of an 8-bit image (many channels tie for the maximum), pixels whose maximum two or three
+    channels share, and hues on the six sector edges and just below a full turn: both ways, per pixel,
+    against Python's colorsys (hue compared on the circle)."""
+    g = torch.Generator().manual_seed(1)
+    rgb = torch.randint(0, 8, (3, 12, 12), generator=g).float() * (255.0 / 7) / 255.0  # coarse levels: ties
+    rgb[:, 0, :6] = torch.tensor([[0.8, 0.8, 0.2], [0.2, 0.8, 0.8], [0.8, 0.2, 0.8], [0.5] * 3, [1.0] * 3, [0.0] * 3]).T
+    pixels = rgb.reshape(3, -1).T.double().tolist()
+    expected = torch.tensor([colorsys.rgb_to_hsv(*p) for p in pixels], dtype=torch.float64).T.reshape(3, 12, 12)
+    hsv = rgb_to_hsv(rgb).double()
+    hue_gap = torch.remainder(hsv[0] - expected[0] + 0.5, 1.0) - 0.5
+    assert hue_gap.abs().max() < 1e-5 and torch.allclose(hsv[1:], expected[1:], atol=1e-5)
+
+    hues = torch.tensor([0.0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 0.999999, 0.25, 0.6, 1.3, -0.2])
+    hsv = torch.stack((hues, torch.full_like(hues, 0.7), torch.full_like(hues, 0.9))).view(3, 1, -1)
+    want = [colorsys.hsv_to_rgb(h % 1.0, 0.7, 0.9) for h in hues.double().tolist()]
+    assert torch.allclose(hsv_to_rgb(hsv).view(3, -1).T.double(), torch.tensor(want, dtype=torch.float64), atol=1e-5)
