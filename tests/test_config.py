@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from helpers import cli
-from vocseg.config import load_config
+from vocseg.config import Config, load_config
 from vocseg.errors import VocsegError
 
 
@@ -72,3 +72,10 @@ def test_unknown_config_key_is_named(tmp_path: Path, capsys) -> None:
     assert rc == 2 and "optimizer='adagrad'" in err
     rc, err = cli(["train", "--config", tmp_path / "missing.yaml"], capsys)
     assert rc == 2 and f"config file not found: {tmp_path / 'missing.yaml'}" in err
+
+
+def test_rotate_outside_0_to_180_degrees_is_refused_naming_the_value():
+    for bad in (-1.0, 181.0):
+        with pytest.raises(VocsegError, match=rf"rotate .*{bad}"):
+            Config(rotate=bad).validate()
+    assert Config(rotate=15.0).validate().rotate == 15.0

@@ -23,6 +23,7 @@ from vocseg.data.transforms import (
     SegmentationPresetTrain,
     collate_pad,
     denormalize,
+    rotate_pair,
 )
 from vocseg.errors import VocsegError
 
@@ -336,3 +337,35 @@ def test_collate_stacks_equal_sizes_like_padding_would() -> None:
     )
     with pytest.raises(VocsegError, match="sample 1"):
         collate_pad([batch[0], (torch.rand(3, 6, 7), torch.zeros(6, 8))])
+
+
+def test_rotate_pair_by_90_degrees_is_rot90_and_leaves_no_void():
+    """A quarter turn of a square maps pixels onto pixels: the image and mask must equal torch.rot90."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 16, 16), generator=g, dtype=torch.uint8)
+    mask = torch.randint(0, 21, (16, 16), generator=g, dtype=torch.uint8)
+    rotated, rotated_mask = rotate_pair(image, mask, 90.0)  # counter-clockwise
+    assert torch.equal(rotated_mask, torch.rot90(mask, 1, dims=(0, 1)))
+    assert (rotated.int() - torch.rot90(image, 1, dims=(1, 2)).int()).abs().max() <= 1
+
+
+def test_rotation_keeps_labels_and_voids_the_corners():
+    """Up to 30 degrees either way: labels stay labels (nearest), corners outside the image become void
+    (255, ignored by the loss) in the mask and 0 in the image; without rotate the preset draws no angle."""
+    image = torch.full((3, 40, 40), 200, dtype=torch.uint8)
+    mask = torch.full((40, 40), 7, dtype=torch.uint8)
+    preset = SegmentationPresetTrain([0.0] * 3, [1.0] * 3, 40, 0.0, 0.0, None, None, rotate=30.0)
+    voids = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        x, y = preset(image, mask)
+        assert set(y.unique().tolist()) <= {7, 255} and y[20, 20] == 7  # the centre never leaves
+        voids.append(int((y == 255).sum()))
+        assert (x[:, y == 255] <= 200 / 255).all()
+    assert max(voids) > 0 and min(voids) < max(voids)  # angles differ from draw to draw
+    still = SegmentationPresetTrain([0.0] * 3, [1.0] * 3, 40, 0.0, 0.0, None, None)
+    torch.manual_seed(0)
+    _, y = still(image, mask)
+    assert (y == 7).all()
+    with pytest.raises(VocsegError, match="rotate"):
+        SegmentationPresetTrain([0.0] * 3, [1.0] * 3, 40, rotate=-5)

@@ -49,6 +49,7 @@ class Config:
     )
     hflip: float = _field(0.5, "probability of a horizontal flip")
     vflip: float = _field(0.5, "probability of a vertical flip")
+    rotate: float = _field(0.0, "random rotation by up to this many degrees either way (0: none); corners are void")
     photometric: bool = _field(False, "random brightness, contrast, saturation and hue (mmsegmentation's)")
     copy_paste: float = _field(
         0.0, "probability that a training crop gets another crop's objects pasted on it (needs image_size)"
@@ -140,6 +141,8 @@ class Config:
             raise VocsegError(
                 f"config copy_paste={self.copy_paste!r} needs image_size: it pastes between crops of one size"
             )
+        if not 0.0 <= self.rotate <= 180.0:
+            raise VocsegError(f"config rotate is a largest angle in degrees, in [0, 180], got {self.rotate!r}")
         for key in ("hflip", "vflip", "copy_paste"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise VocsegError(f"config {key} is a probability in [0, 1], got {getattr(self, key)!r}")

@@ -95,7 +95,9 @@ def build_datasets(
     mean, std = (list(normalization[0]), list(normalization[1])) if normalization else (stats.mean, stats.std)
     scale = tuple(cfg.scale_range) if cfg.scale_range and cfg.image_size else None
     photometric = PhotometricDistortion() if cfg.photometric else None
-    train_tf = SegmentationPresetTrain(mean, std, cfg.image_size, cfg.hflip, cfg.vflip, scale, photometric)
+    train_tf = SegmentationPresetTrain(
+        mean, std, cfg.image_size, cfg.hflip, cfg.vflip, scale, photometric, rotate=cfg.rotate
+    )
     eval_tf = SegmentationPresetEval(mean, std)
     train = VOCSegmentation(voc_root, cfg.train_split, train_tf, ids.train, cfg.num_classes)
     val = VOCSegmentation(voc_root, cfg.val_split, eval_tf, ids.val, cfg.num_classes)

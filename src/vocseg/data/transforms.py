@@ -147,6 +147,14 @@ def _scale_and_crop(
     return canvas, mask_canvas
 
 
+def rotate_pair(image: Tensor, mask: Tensor, angle: float) -> tuple[Tensor, Tensor]:
+    """Rotate image (bilinear, corners 0) and mask (nearest, corners void) by ``angle`` degrees
+    counter-clockwise about the centre, keeping the size: mmsegmentation's ``RandomRotate``."""
+    image = F.rotate(image, angle, interpolation=InterpolationMode.BILINEAR, fill=0)
+    mask = F.rotate(mask[None], angle, interpolation=InterpolationMode.NEAREST, fill=IGNORE_INDEX)[0]
+    return image, mask
+
+
 class SegmentationPresetTrain:
     """Random scale -> pad/random crop -> horizontal and vertical flips -> float + normalise.
 
@@ -167,6 +175,7 @@ class SegmentationPresetTrain:
         vflip_prob: float = 0.5,
         scale_range: tuple[float, float] | None = (0.5, 2.0),
         photometric: Callable[[Tensor], Tensor] | None = None,
+        rotate: float = 0.0,
     ) -> None:
         if crop_size is not None and crop_size < 1:
             raise VocsegError(f"crop_size must be a positive side length, got {crop_size}")
@@ -176,6 +185,9 @@ class SegmentationPresetTrain:
         self.scale_range = (float(scale_range[0]), float(scale_range[1])) if scale_range is not None else None
         self.hflip_prob, self.vflip_prob = hflip_prob, vflip_prob
         self.photometric = photometric
+        if not 0.0 <= rotate <= 180.0:
+            raise VocsegError(f"rotate is a largest angle in degrees, in [0, 180], got {rotate}")
+        self.rotate = float(rotate)
         self.normalize = _Normalize(mean, std)
 
     def _scaled_size(self, h: int, w: int) -> tuple[int, int]:
@@ -194,6 +206,8 @@ class SegmentationPresetTrain:
             image, mask = image.flip(-1), mask.flip(-1)
         if self.vflip_prob > 0 and float(torch.rand(1)) < self.vflip_prob:
             image, mask = image.flip(-2), mask.flip(-2)
+        if self.rotate > 0:
+            image, mask = rotate_pair(image, mask, float(torch.empty(()).uniform_(-self.rotate, self.rotate)))
         if self.photometric is not None:
             image = self.photometric(image)
         return _finish(image, mask, self.normalize)
