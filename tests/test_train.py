@@ -380,8 +380,9 @@ def _start_vocseg(args: list[str], env: dict[str, str], log: Path) -> subprocess
 
 
 def _kill_during_epoch_2(proc: subprocess.Popen, run: Path, timeout: float = 120.0) -> str | None:
-    """Wait until epoch 1 is saved (history.csv is written after last.pt), sleep a third of epoch 1's
-    duration so the kill lands inside epoch 2, then SIGKILL the process from outside.
+    """Wait until epoch 1 is saved, then SIGKILL the process from outside at once. Checkpoints are written
+    on a background thread while the next epoch trains, and history.csv after last.pt, so when history.csv
+    lists epoch 1 the run is already inside epoch 2 (or writing it: last.pt then holds epoch 1 or 2).
     Returns None, or what went wrong (this runs in a thread, where pytest.fail would be lost)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -393,7 +394,6 @@ def _kill_during_epoch_2(proc: subprocess.Popen, run: Path, timeout: float = 120
         if time.monotonic() > deadline:
             return f"run B saved no epoch within {timeout}s"
         time.sleep(0.005)
-    time.sleep(float(rows[0]["seconds"]) / 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     if proc.returncode != -signal.SIGKILL:
