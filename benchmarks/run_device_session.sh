@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements docs/benchmarks.md and docs/results.md quote from a lent GPU machine (1 GPU, 16 cores),
-# in one session: phase "start" (GPU tables, strong.yaml at VOC scale, and the equal-time CPU runs
+# in one session: phase "start" (GPU tables and the equal-time CPU runs
 # launched in the background, each pinned to its own 2 cores) and phase "collect" (waits, copies results).
 # Usage there: bash benchmarks/run_device_session.sh start|collect   (results under $OUT); WAIT=1 ... start
 # does both in one call (BUDGET=7m fits the 10-minute limit of one call). Phase "voc" (about 6 minutes):
@@ -11,6 +11,9 @@
 set -u
 export PYTHONPATH=$PWD/src MPLBACKEND=Agg VOCSEG_CACHE=/tmp/vocseg-cache
 RES=/tmp/vocseg-results
+# phases voc and ckpt: VOC-sized synthetic data, and strong.yaml on it as shipped but for ImageNet weights
+synth500() { python3 -m vocseg synth /tmp/synth500 --train "$1" --val 100 --max-side 500 --workers 16 > /dev/null 2>&1; }
+STRONG="train --config configs/strong.yaml --model-arg pretrained=false --data-root /tmp/synth500 --train-split train --no-progress --overwrite"
 BUDGET=${BUDGET:-10m}
 if [ "$1" = start ]; then
   mkdir -p $RES
@@ -23,9 +26,6 @@ if [ "$1" = start ]; then
   # GPU tables on the remaining cores
   taskset -c 10-15 python3 benchmarks/bench_models.py --device cuda --train-size 512 --batch 16 --peak-tflops 989 > $OUT/models_gpu.txt 2>&1
   taskset -c 10-15 python3 benchmarks/bench_models.py --device cuda --train-size 512 --batch 16 --peak-tflops 989 --channels-last --models transfer_unet unet deeplabv3_resnet50 fcn_resnet50 > $OUT/models_gpu_channels_last.txt 2>&1
-  taskset -c 10-15 python3 -m vocseg synth /tmp/synth500 --train 800 --val 40 --max-side 500 --workers 6 > /dev/null
-  taskset -c 10-15 python3 -m vocseg train --config configs/strong.yaml --model-arg pretrained=false --data-root /tmp/synth500 --train-split train --iters 150 --warmup-iters 20 --max-val-images 20 --out /tmp/strong-gpu --no-progress > $OUT/strong_gpu.log 2>&1
-  cat /tmp/strong-gpu/history.csv >> $OUT/strong_gpu.log
   cat $RES/recipes.log
 fi
 if [ "$1" = collect ] || [ "${WAIT:-0}" = 1 ]; then
@@ -37,8 +37,7 @@ if [ "$1" = voc ]; then  # sizes overridable for a dry run on a CPU: N=64 ITERS=
   N=${N:-2000}; ITERS=${ITERS:-625}; SHORT=${SHORT:-250}
   python3 -c "import torch, torchvision; print('torch', torch.__version__, torchvision.__version__, torch.cuda.get_device_name())"
   nvidia-smi --query-gpu=name,memory.total --format=csv; lscpu | grep -E 'Model name|^CPU\(s\)'
-  python3 -m vocseg synth /tmp/synth500 --train $N --val 100 --max-side 500 --workers 16 > /dev/null 2>&1
-  STRONG="train --config configs/strong.yaml --model-arg pretrained=false --data-root /tmp/synth500 --train-split train --no-progress --overwrite"
+  synth500 $N
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 1 > $OUT/gpu_use.csv &
   SMI=$!
   # 125 steps of 16 per epoch: epochs 2 and 4 are training only (val_every 3), epoch 1 holds cuDNN's warm-up
@@ -55,11 +54,10 @@ if [ "$1" = voc ]; then  # sizes overridable for a dry run on a CPU: N=64 ITERS=
   cat /tmp/strong-budget/history.csv >> $OUT/strong_budget.log; cp /tmp/strong-budget/metrics.json $OUT/strong_budget_metrics.json
 fi
 if [ "$1" = ckpt ]; then
-  python3 -m vocseg synth /tmp/synth500 --train 2000 --val 100 --max-side 500 --workers 16 > /dev/null 2>&1
+  synth500 2000
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 1 > $OUT/gpu_use_async.csv &
   SMI=$!
-  python3 -m vocseg train --config configs/strong.yaml --model-arg pretrained=false --data-root /tmp/synth500 \
-    --train-split train --no-progress --overwrite --iters 500 --warmup-iters 50 --out /tmp/strong-async > $OUT/strong_async.log 2>&1
+  python3 -m vocseg $STRONG --iters 500 --warmup-iters 50 --out /tmp/strong-async > $OUT/strong_async.log 2>&1
   kill $SMI
   cat /tmp/strong-async/history.csv >> $OUT/strong_async.log
   python3 benchmarks/bench_checkpoint.py --config configs/strong.yaml --device cuda --steps 100 --repeats 2 > $OUT/bench_checkpoint_gpu.txt 2>&1
