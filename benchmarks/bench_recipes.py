@@ -13,11 +13,13 @@ Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the sy
 * ``strong_cpu-v1`` to ``-v4`` (each ``/transfer_unet``): strong_cpu.yaml's earlier versions;
 * ``strong_cpu-wd0.05``, ``-copy-paste``, ``-dice``, ``-aspp`` (on v3), ``-lr2e-3``, ``-all-train`` (on v4),
   ``-copy-paste1.0``, ``-all-train-v5``, ``-lr3e-4``, ``-lovasz``, ``-narrow-decoder``,
-  ``-wide-decoder``, ``-inverse-sqrt``, ``-ema``, ``-r34``, ``-batch4``, ``-vflip``, ``-rotate15`` (on v5; each ``/transfer_unet``): a version of strong_cpu.yaml plus
+  ``-wide-decoder``, ``-inverse-sqrt``, ``-ema``, ``-r34``, ``-batch4``, ``-vflip``, ``-rotate15``, ``-aux``,
+  ``-ls0.1`` (on v5; each ``/transfer_unet``): a version of strong_cpu.yaml plus
   weight decay 0.05, copy-paste 0.5, ce+dice, ASPP, lr 0.002, training on all of train with the last
   epoch's weights and validation every 10th epoch, copy-paste on every crop, lr 0.0003, ce+lovasz,
   decoder widths 128-64-32-16 or 256-128-64-64, inverse-square-root class weights, a weight average
-  with decay 0.999, a ResNet-34 encoder, batch 4, vertical flips, or rotations of up to 15 degrees (what each
+  with decay 0.999, a ResNet-34 encoder, batch 4, vertical flips, rotations of up to 15 degrees, the auxiliary
+  FCN head on layer3 (weight 0.4), or label smoothing 0.1 (what each
   adds at equal time);
 * ``paper/transfer_unet``: the paper's final recipe (configs/weighted.yaml: Adam, native size, flips,
   class weights, cosine) for the same model with the same speed switches (issue 12);
@@ -84,6 +86,8 @@ RUNS: dict[str, list[str]] = {
     "strong_cpu-batch4/transfer_unet": [*STRONG_CPU, "--batch-size", "4"],
     "strong_cpu-vflip/transfer_unet": [*STRONG_CPU, "--vflip", "0.5"],
     "strong_cpu-rotate15/transfer_unet": [*STRONG_CPU, "--rotate", "15"],
+    "strong_cpu-aux/transfer_unet": [*STRONG_CPU, "--model-arg", "aux=true"],
+    "strong_cpu-ls0.1/transfer_unet": [*STRONG_CPU, "--label-smoothing", "0.1"],
     "paper/transfer_unet": [
         "train",
         "--config",

@@ -40,6 +40,7 @@ def test_config_yaml_then_flags(tmp_path):
         ({"copy_paste": 2.0}, "copy_paste is a probability"),
         ({"val_every": 0}, "val_every must be >= 1, got 0"),
         ({"ema_decay": 1.0}, "ema_decay must be in"),
+        ({"label_smoothing": 1.0}, "label_smoothing must be in"),
     ],
 )
 def test_config_values_of_the_wrong_type_name_the_key(bad, key, tmp_path):

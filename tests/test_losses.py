@@ -40,6 +40,26 @@ def test_weighted_ce_sums_equals_torch_cross_entropy(use_weight):
     assert torch.allclose(total / n, ref, atol=1e-6)
 
 
+def test_label_smoothing_hand_computed():
+    """Smoothing e: each pixel's CE is (1 - e) * -log p_t + e / C * sum_c -log p_c, weighted by w_t; with no
+    class weights the mean is torch's own ``label_smoothing``."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 5, 6, generator=g)
+    target = torch.randint(0, 4, (2, 5, 6), generator=g)
+    target[1, 0] = 255
+    weight = torch.tensor([0.3, 1.0, 0.9, 0.7])
+    total, n = weighted_ce_sums(logits, target, weight, label_smoothing=0.2)
+    logp = logits.log_softmax(1).permute(0, 2, 3, 1)[target != 255]  # (pixels, C)
+    t = target[target != 255]
+    per_pixel = 0.8 * -logp[torch.arange(t.numel()), t] + 0.2 / 4 * -logp.sum(1)
+    assert torch.allclose(total, (weight[t] * per_pixel).sum(), atol=1e-5)
+    assert torch.allclose(n, weight[t].sum())
+    plain_total, plain_n = weighted_ce_sums(logits, target, None, label_smoothing=0.2)
+    ref = F.cross_entropy(logits, target, ignore_index=255, label_smoothing=0.2)
+    assert torch.allclose(plain_total / plain_n, ref, atol=1e-6)
+    assert not torch.allclose(plain_total / plain_n, F.cross_entropy(logits, target, ignore_index=255))
+
+
 def _one_hot_logits(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Logits whose softmax is one-hot at ``pred`` to float precision."""
     return F.one_hot(pred, num_classes).permute(0, 3, 1, 2).float() * 100.0

@@ -41,10 +41,14 @@ SMALL_KWARGS = {
     "transfer": {"encoder": "resnet18"},
     "transfer_unet": {"encoder": "resnet18"},
     "transfer_unet-aspp": {"encoder": "resnet18", "aspp": True},
+    "transfer_unet-aux": {"encoder": "resnet18", "aux": True},
     "unet": {"base_channels": 8},
 }
 # Configurations tested like registered models: id -> (registered name, arguments for every build).
-VARIANTS = {"transfer_unet-aspp": ("transfer_unet", {"aspp": True})}
+VARIANTS = {
+    "transfer_unet-aspp": ("transfer_unet", {"aspp": True}),
+    "transfer_unet-aux": ("transfer_unet", {"aux": True}),  # a dict of two outputs while training
+}
 MODEL_IDS = sorted([*list_models(), *VARIANTS])
 # torchvision's models (ResNet-50/101 at output stride 8) dominate the time: marked slow, so
 # ``-m "not slow"`` gives a quick run (they stay in the default suite).
@@ -58,6 +62,7 @@ COVERED_BY = {
     "fcn_resnet101": "fcn_resnet50",
     "deeplabv3_resnet101": "deeplabv3_resnet50",
     "deeplabv3_mobilenet_v3_large": "lraspp_mobilenet_v3_large (backbone) and deeplabv3_resnet50 (head)",
+    "transfer_unet-aux": "transfer_unet (the aux head runs only in training)",
 }
 LARGE_SHAPE = (1, 3, 333, 517)
 

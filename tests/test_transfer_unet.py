@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from helpers import IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, random_resnet_state
@@ -192,3 +193,42 @@ def test_aspp_trains_with_a_batch_of_one():
 def test_bad_arguments_are_named(kwargs, expected):
     with pytest.raises(VocsegError, match=expected):
         create_model("transfer_unet", pretrained=False, **kwargs)
+
+
+# ---------------------------------------------------------------- the auxiliary head (aux=true)
+
+
+def test_aux_head_adds_a_training_output_and_leaves_the_logits_alone():
+    """The aux head is built after everything else, so the same seed gives the same main path: in eval mode
+    a model with ``aux`` computes exactly the logits of one without; in training it adds the aux head's
+    logits, which are its FCN head on layer3 upsampled to the input's size."""
+    x = torch.randn(2, 3, 70, 90)  # not a multiple of 32: both outputs are cropped back
+    torch.manual_seed(0)
+    plain = create_model("transfer_unet", encoder="resnet18", pretrained=False).eval()
+    torch.manual_seed(0)
+    aux = create_model("transfer_unet", encoder="resnet18", pretrained=False, aux=True).eval()
+    assert aux.has_aux and not plain.has_aux and plain.aux_head is None
+    with torch.no_grad():
+        torch.testing.assert_close(aux(x), plain(x), rtol=0, atol=0)
+        aux.train()
+        aux.aux_head.dropout.eval()  # dropout off, so the hand-computed reference below can match
+        out = aux(x)
+        layer3 = aux.encode(aux.pad_input(x))[3]  # batch-statistics BN, as in the forward above
+        expected = F.interpolate(aux.aux_head(layer3), size=(96, 96), mode="bilinear", align_corners=False)
+    assert set(out) == {"out", "aux"} and out["out"].shape == out["aux"].shape == (2, 21, 70, 90)
+    torch.testing.assert_close(out["aux"], expected[..., :70, :90], rtol=1e-5, atol=1e-6)
+    assert aux.aux_head.conv[0].in_channels == 256 and aux.aux_head.conv[0].out_channels == 64
+
+
+def test_aux_loss_reaches_the_encoder_but_not_the_decoder():
+    model = create_model("transfer_unet", encoder="resnet18", pretrained=False, aux=True).train()
+    out = model(torch.randn(2, 3, 64, 64))
+    F.cross_entropy(out["aux"], torch.randint(0, 21, (2, 64, 64))).backward()
+    assert model.encoder.layer1[0].conv1.weight.grad.abs().sum() > 0
+    assert model.encoder.layer4[0].conv1.weight.grad is None  # layer4 is after layer3
+    assert all(p.grad is None for p in model.decoder.parameters())
+
+
+def test_aux_must_be_a_bool():
+    with pytest.raises(VocsegError, match="aux"):
+        create_model("transfer_unet", encoder="resnet18", pretrained=False, aux="yes")

@@ -89,6 +89,9 @@ class Config:
         "training loss: cross-entropy, or cross-entropy plus a region loss (soft Dice, Lovasz-softmax)",
         ("ce", "ce+dice", "ce+lovasz"),
     )
+    label_smoothing: float = _field(
+        0.0, "label smoothing of the training cross-entropy (Szegedy et al. 2016; 0: off); validation is unsmoothed"
+    )
     class_weighting: str = _field(
         "none", "class weights in the loss", ("none", "paper", "median_frequency", "inverse_sqrt")
     )
@@ -143,6 +146,8 @@ class Config:
             )
         if not 0.0 <= self.rotate <= 180.0:
             raise VocsegError(f"config rotate is a largest angle in degrees, in [0, 180], got {self.rotate!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise VocsegError(f"config label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         for key in ("hflip", "vflip", "copy_paste"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise VocsegError(f"config {key} is a probability in [0, 1], got {getattr(self, key)!r}")

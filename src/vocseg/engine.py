@@ -70,19 +70,21 @@ def training_loss(
     class_weight: torch.Tensor | None,
     aux_weight: float,
     loss_kind: str = "ce",
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, weighted CE sum, weight sum)`` of one batch. Models with an auxiliary head return
     ``{"out", "aux"}`` in training mode; the aux loss adds ``aux_weight`` times its mean CE.
-    ``loss_kind`` ``ce+dice`` or ``ce+lovasz`` adds that region loss of the main output, weight 1."""
+    ``loss_kind`` ``ce+dice`` or ``ce+lovasz`` adds that region loss of the main output, weight 1.
+    ``label_smoothing`` smooths every cross-entropy term (the sums returned are of the smoothed CE)."""
     aux = None
     if isinstance(output, dict):
         output, aux = output["out"], output.get("aux")
-    total, weight = weighted_ce_sums(output, masks, class_weight)
+    total, weight = weighted_ce_sums(output, masks, class_weight, label_smoothing)
     loss = total / weight.clamp(min=1e-12)
     if loss_kind != "ce":
         loss = loss + region_loss(loss_kind.removeprefix("ce+"), output, masks)
     if aux is not None and aux_weight > 0:
-        aux_total, aux_w = weighted_ce_sums(aux, masks, class_weight)
+        aux_total, aux_w = weighted_ce_sums(aux, masks, class_weight, label_smoothing)
         loss = loss + aux_weight * aux_total / aux_w.clamp(min=1e-12)
     return loss, total, weight
 
@@ -100,6 +102,7 @@ def train_one_epoch(
     *,
     aux_weight: float = 0.0,
     loss_kind: str = "ce",
+    label_smoothing: float = 0.0,
     channels_last: bool = False,
     after_step: Callable[[], bool] | None = None,
 ) -> tuple[float, int]:
@@ -119,7 +122,7 @@ def train_one_epoch(
         masks = masks.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             output = model(images)
-        loss, total, weight = training_loss(output, masks, class_weight, aux_weight, loss_kind)
+        loss, total, weight = training_loss(output, masks, class_weight, aux_weight, loss_kind, label_smoothing)
         loss_value = loss.item()  # one sync per step: cheap next to a segmentation forward/backward
         if not math.isfinite(loss_value):
             raise VocsegError(

@@ -39,11 +39,16 @@ def class_weights(counts: list[int] | np.ndarray, scheme: str) -> torch.Tensor |
 
 
 def weighted_ce_sums(
-    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, label_smoothing: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum of w_t * CE, sum of w_t)`` over non-void pixels, so a split's loss is the ratio of totals:
-    exactly what ``F.cross_entropy(weight=..., reduction='mean')`` gives on the whole split at once."""
-    ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none")
+    exactly what ``F.cross_entropy(weight=..., reduction='mean')`` gives on the whole split at once.
+
+    ``label_smoothing`` ``e`` makes a pixel's target ``1 - e`` on its class plus ``e / C`` on every class
+    (torch's definition); the pixel keeps its own class's weight ``w_t``."""
+    ce = F.cross_entropy(
+        logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none", label_smoothing=label_smoothing
+    )
     valid = target != IGNORE_INDEX
     if weight is None:
         w = valid.float()

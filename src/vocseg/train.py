@@ -348,6 +348,7 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         progress,
         aux_weight=s.cfg.aux_weight,
         loss_kind=s.cfg.loss,
+        label_smoothing=s.cfg.label_smoothing,
         channels_last=s.cfg.channels_last,
         after_step=s.after_step,
     )

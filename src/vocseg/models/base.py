@@ -21,14 +21,18 @@ class SegmentationModel(nn.Module):
     # (mean, std) the model's pretrained weights expect, or None: normalise with the dataset's statistics.
     input_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Logits at the input's size; a model with an auxiliary head returns ``{"out", "aux"}`` (each
+        cropped alike) while training."""
         h, w = x.shape[-2:]
-        logits = self.forward_padded(self.pad_input(x))
-        return crop_to(logits, h, w)
+        out = self.forward_padded(self.pad_input(x))
+        if isinstance(out, dict):
+            return {key: crop_to(value, h, w) for key, value in out.items()}
+        return crop_to(out, h, w)
 
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
         """Pad ``x`` so :meth:`forward_padded` accepts it (override for models with extra needs)."""
         return pad_to_multiple(x, self.stride)
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError

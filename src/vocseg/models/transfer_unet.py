@@ -31,6 +31,8 @@ UPSAMPLE_MODES = ("bilinear", "nearest")
 ASPP_CHANNELS = 256
 ASPP_RATES = (6, 12, 18)  # DeepLabV3's rates for output stride 16
 ASPP_DROPOUT = 0.1
+AUX_CHANNELS = {"resnet18": 64, "resnet34": 64, "resnet50": 256}  # mmseg's FCNHead widths on these encoders
+AUX_DROPOUT = 0.1
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -91,6 +93,24 @@ class ASPP(nn.Module):
         outs = [branch(x) for branch in self.branches]
         outs.append(self.pool(x).expand(-1, -1, x.shape[-2], x.shape[-1]))
         return self.project(torch.cat(outs, dim=1))
+
+
+class AuxHead(nn.Module):
+    """mmsegmentation's auxiliary ``FCNHead`` (one conv): 3x3 conv-BN-ReLU, dropout, 1x1 classifier.
+
+    It reads layer3 (1/16) and trains with ``aux_weight`` times its cross-entropy, so the encoder gets
+    a class signal of its own besides the one that reaches it through the decoder (deep supervision;
+    mmseg's voc12aug configs weight it 0.4). Used only in training: evaluation and export never run it.
+    """
+
+    def __init__(self, cin: int, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = conv_bn_relu(cin, channels)
+        self.dropout = nn.Dropout2d(AUX_DROPOUT)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.conv(x)))
 
 
 class DecoderBlock(nn.Module):
@@ -177,6 +197,10 @@ class TransferUNet(SegmentationModel):
         decoder_channels: the four blocks' widths, default ``(256, 128, 64, 32)`` (smp's ``Unet``'s first
             four). ``(128, 64, 32, 16)`` makes a ResNet-18 model's training step 1.28x cheaper on 2 CPU
             cores, but lost mIoU in 15-minute runs there (docs/results.md).
+        aux: add mmsegmentation's auxiliary FCN head on layer3 (:class:`AuxHead`). In training mode the
+            model then returns ``{"out": logits, "aux": aux_logits}``, both at the input's size, and the
+            training loop adds ``aux_weight`` times the aux head's cross-entropy; in eval mode it returns
+            the logits alone, so evaluation, prediction and export are unchanged (``has_aux``).
 
     ``input_normalization`` is ImageNet's ``(mean, std)`` when pretrained or local weights are loaded,
     else ``None`` (train with the dataset's statistics).
@@ -192,10 +216,17 @@ class TransferUNet(SegmentationModel):
         aspp: bool = False,
         upsample: str = "bilinear",
         decoder_channels: tuple[int, ...] | list[int] = DECODER_CHANNELS,
+        aux: bool = False,
     ) -> None:
         super().__init__()
         _check_options(
-            encoder, upsample, decoder_channels, pretrained=pretrained, freeze_encoder=freeze_encoder, aspp=aspp
+            encoder,
+            upsample,
+            decoder_channels,
+            pretrained=pretrained,
+            freeze_encoder=freeze_encoder,
+            aspp=aspp,
+            aux=aux,
         )
         resnet = ENCODERS[encoder][0](weights=None)
         self.input_normalization = load_resnet_encoder(resnet, encoder, pretrained, weights)
@@ -205,6 +236,12 @@ class TransferUNet(SegmentationModel):
         self.stride = 16 if aspp else 32
         self.upsample_mode = upsample
         self._build_decoder(ENCODER_STAGE_CHANNELS[encoder], num_classes, aspp, tuple(decoder_channels))
+        self.has_aux = aux
+        self.aux_head = AuxHead(ENCODER_STAGE_CHANNELS[encoder][3], AUX_CHANNELS[encoder], num_classes) if aux else None
+        if self.aux_head is not None:
+            kaiming_init(self.aux_head)
+            nn.init.xavier_uniform_(self.aux_head.classifier.weight)
+            nn.init.zeros_(self.aux_head.classifier.bias)
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             self.encoder.requires_grad_(False)
@@ -245,10 +282,15 @@ class TransferUNet(SegmentationModel):
         f3 = e.layer3(f2)
         return [stem, f1, f2, f3, e.layer4(f3)]
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         *skips, y = self.encode(x)
+        layer3 = skips[-1]
         if self.aspp is not None:
             y = self.aspp(y)
         for block in self.decoder:
             y = block(y, skips.pop())
-        return upsample(self.classifier(y), x.shape[-2:], self.upsample_mode)
+        logits = upsample(self.classifier(y), x.shape[-2:], self.upsample_mode)
+        if self.training and self.aux_head is not None:
+            aux = upsample(self.aux_head(layer3), x.shape[-2:], self.upsample_mode)
+            return {"out": logits, "aux": aux}
+        return logits
