@@ -90,7 +90,7 @@ def test_strong_configs_hold_the_fields_recipe():
         20000,
         16,
         1000,
-        {"encoder": "resnet50", "aspp": True},
+        {"encoder": "resnet50", "aspp": True, "aux": True},  # mmseg's FCNHead aux on layer3, weight 0.4
     )
     c = load_config(X.config_dir() / "strong_cpu.yaml")
     assert (list(c.scale_range), c.hflip, c.vflip, c.eval_batch_size, c.amp) == ([0.5, 1.0], 0.5, 0.0, 1, "auto")
