@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from vocseg.engine import training_loss
-from vocseg.losses import _lovasz_grad, class_weights, lovasz_softmax_loss, soft_dice_loss, weighted_ce_sums
+from vocseg.losses import (
+    _lovasz_grad,
+    class_weights,
+    labels_on_grid,
+    lovasz_softmax_loss,
+    soft_dice_loss,
+    weighted_ce_sums,
+)
 
 
 def test_paper_class_weights_hand_computed():
@@ -58,6 +65,26 @@ def test_label_smoothing_hand_computed():
     ref = F.cross_entropy(logits, target, ignore_index=255, label_smoothing=0.2)
     assert torch.allclose(plain_total / plain_n, ref, atol=1e-6)
     assert not torch.allclose(plain_total / plain_n, F.cross_entropy(logits, target, ignore_index=255))
+
+
+def test_labels_on_grid_hand_computed():
+    """A 5 x 7 mask on a 2 x 2 grid of 4-pixel cells (the input padded to 8 x 8): the labels at the cells'
+    centres (rows 2 and 6, columns 2 and 6); row 6 is past the image, so void."""
+    masks = torch.arange(35).reshape(1, 5, 7)
+    got = labels_on_grid(masks, 4, (2, 2))
+    assert got.tolist() == [[[16, 20], [255, 255]]]
+    assert labels_on_grid(masks, 1, (5, 7)) is masks
+    with pytest.raises(ValueError, match="does not cover"):
+        labels_on_grid(masks, 2, (2, 2))
+
+
+def test_aux_loss_on_a_coarse_grid_uses_the_labels_at_the_cells_centres():
+    g = torch.Generator().manual_seed(2)
+    out, aux = torch.randn(2, 3, 16, 16, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    y = torch.randint(0, 3, (2, 16, 16), generator=g)
+    loss, _, _ = training_loss({"out": out, "aux": aux}, y, None, 0.4, aux_stride=4)
+    expected = F.cross_entropy(out, y) + 0.4 * F.cross_entropy(aux, y[:, 2::4, 2::4])
+    assert torch.allclose(loss, expected, atol=1e-6)
 
 
 def _one_hot_logits(pred: torch.Tensor, num_classes: int) -> torch.Tensor:

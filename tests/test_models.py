@@ -20,6 +20,7 @@ import torchvision
 from torch.export import Dim
 
 from helpers import IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, random_resnet_state
+from vocseg.engine import training_loss
 from vocseg.errors import VocsegError
 from vocseg.models import (
     count_parameters,
@@ -143,8 +144,10 @@ class TestEveryModel:
         assert logits.shape == (2, NUM_CLASSES, 45, 67)
         loss = F.cross_entropy(logits, target)
         if isinstance(out, dict):  # the auxiliary head trains too (the engine weights its loss)
-            assert set(out) == {"out", "aux"} and out["aux"].shape == logits.shape
-            loss = loss + 0.5 * F.cross_entropy(out["aux"], target)
+            stride = getattr(model, "aux_stride", 1)  # its logits on a grid of stride-pixel cells
+            assert set(out) == {"out", "aux"} and out["aux"].shape[:2] == logits.shape[:2]
+            assert out["aux"].shape[-2] * stride >= 45 and out["aux"].shape[-1] * stride >= 67
+            loss = loss + training_loss({"out": logits, "aux": out["aux"]}, target, None, 0.5, aux_stride=stride)[0]
         assert torch.isfinite(loss)
         loss.backward()
         for pname, p in model.named_parameters():

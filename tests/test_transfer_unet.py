@@ -201,7 +201,7 @@ def test_bad_arguments_are_named(kwargs, expected):
 def test_aux_head_adds_a_training_output_and_leaves_the_logits_alone():
     """The aux head is built after everything else, so the same seed gives the same main path: in eval mode
     a model with ``aux`` computes exactly the logits of one without; in training it adds the aux head's
-    logits, which are its FCN head on layer3 upsampled to the input's size."""
+    logits: its FCN head on layer3, on the 1/16 grid of the padded input (``aux_stride``)."""
     x = torch.randn(2, 3, 70, 90)  # not a multiple of 32: both outputs are cropped back
     torch.manual_seed(0)
     plain = create_model("transfer_unet", encoder="resnet18", pretrained=False).eval()
@@ -214,16 +214,17 @@ def test_aux_head_adds_a_training_output_and_leaves_the_logits_alone():
         aux.aux_head.dropout.eval()  # dropout off, so the hand-computed reference below can match
         out = aux(x)
         layer3 = aux.encode(aux.pad_input(x))[3]  # batch-statistics BN, as in the forward above
-        expected = F.interpolate(aux.aux_head(layer3), size=(96, 96), mode="bilinear", align_corners=False)
-    assert set(out) == {"out", "aux"} and out["out"].shape == out["aux"].shape == (2, 21, 70, 90)
-    torch.testing.assert_close(out["aux"], expected[..., :70, :90], rtol=1e-5, atol=1e-6)
+        expected = aux.aux_head(layer3)
+    assert set(out) == {"out", "aux"} and out["out"].shape == (2, 21, 70, 90) and aux.aux_stride == 16
+    assert out["aux"].shape == (2, 21, 6, 6)  # 96 / 16: the padded input's grid
+    torch.testing.assert_close(out["aux"], expected, rtol=1e-5, atol=1e-6)
     assert aux.aux_head.conv[0].in_channels == 256 and aux.aux_head.conv[0].out_channels == 64
 
 
 def test_aux_loss_reaches_the_encoder_but_not_the_decoder():
     model = create_model("transfer_unet", encoder="resnet18", pretrained=False, aux=True).train()
     out = model(torch.randn(2, 3, 64, 64))
-    F.cross_entropy(out["aux"], torch.randint(0, 21, (2, 64, 64))).backward()
+    F.cross_entropy(out["aux"], torch.randint(0, 21, (2, 4, 4))).backward()
     assert model.encoder.layer1[0].conv1.weight.grad.abs().sum() > 0
     assert model.encoder.layer4[0].conv1.weight.grad is None  # layer4 is after layer3
     assert all(p.grad is None for p in model.decoder.parameters())

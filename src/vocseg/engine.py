@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .data.classes import IGNORE_INDEX
 from .distributed import all_reduce_sum
 from .errors import VocsegError
-from .losses import region_loss, weighted_ce_sums
+from .losses import labels_on_grid, region_loss, weighted_ce_sums
 from .metrics import ConfusionMatrix
 
 
@@ -71,9 +71,11 @@ def training_loss(
     aux_weight: float,
     loss_kind: str = "ce",
     label_smoothing: float = 0.0,
+    aux_stride: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, weighted CE sum, weight sum)`` of one batch. Models with an auxiliary head return
-    ``{"out", "aux"}`` in training mode; the aux loss adds ``aux_weight`` times its mean CE.
+    ``{"out", "aux"}`` in training mode; the aux loss adds ``aux_weight`` times its mean CE, against the
+    labels at the centres of its grid's cells when that grid has ``aux_stride`` > 1 pixels per cell.
     ``loss_kind`` ``ce+dice`` or ``ce+lovasz`` adds that region loss of the main output, weight 1.
     ``label_smoothing`` smooths every cross-entropy term (the sums returned are of the smoothed CE)."""
     aux = None
@@ -84,7 +86,8 @@ def training_loss(
     if loss_kind != "ce":
         loss = loss + region_loss(loss_kind.removeprefix("ce+"), output, masks)
     if aux is not None and aux_weight > 0:
-        aux_total, aux_w = weighted_ce_sums(aux, masks, class_weight, label_smoothing)
+        aux_masks = labels_on_grid(masks, aux_stride, aux.shape[-2:])
+        aux_total, aux_w = weighted_ce_sums(aux, aux_masks, class_weight, label_smoothing)
         loss = loss + aux_weight * aux_total / aux_w.clamp(min=1e-12)
     return loss, total, weight
 
@@ -103,6 +106,7 @@ def train_one_epoch(
     aux_weight: float = 0.0,
     loss_kind: str = "ce",
     label_smoothing: float = 0.0,
+    aux_stride: int = 1,
     channels_last: bool = False,
     after_step: Callable[[], bool] | None = None,
 ) -> tuple[float, int]:
@@ -122,7 +126,9 @@ def train_one_epoch(
         masks = masks.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             output = model(images)
-        loss, total, weight = training_loss(output, masks, class_weight, aux_weight, loss_kind, label_smoothing)
+        loss, total, weight = training_loss(
+            output, masks, class_weight, aux_weight, loss_kind, label_smoothing, aux_stride
+        )
         loss_value = loss.item()  # one sync per step: cheap next to a segmentation forward/backward
         if not math.isfinite(loss_value):
             raise VocsegError(

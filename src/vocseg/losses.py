@@ -57,6 +57,20 @@ def weighted_ce_sums(
     return (ce * w).sum(), w.sum()
 
 
+def labels_on_grid(masks: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:
+    """The labels at the centres of the cells of a ``size`` grid of ``stride`` x ``stride`` pixels that
+    starts at the top-left pixel (an output computed on the input padded at the bottom/right); cells past
+    the image are void. nnU-Net's nearest downsampling of deep-supervision targets."""
+    if stride == 1 and tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    h, w = size
+    pad_h, pad_w = h * stride - masks.shape[-2], w * stride - masks.shape[-1]
+    if pad_h < 0 or pad_w < 0:
+        raise ValueError(f"a {h}x{w} grid of stride {stride} does not cover labels of size {tuple(masks.shape[-2:])}")
+    padded = F.pad(masks, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+    return padded[..., stride // 2 :: stride, stride // 2 :: stride]
+
+
 REGION_LOSSES = ("dice", "lovasz")
 
 

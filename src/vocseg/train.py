@@ -349,6 +349,7 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         aux_weight=s.cfg.aux_weight,
         loss_kind=s.cfg.loss,
         label_smoothing=s.cfg.label_smoothing,
+        aux_stride=getattr(unwrap(s.model), "aux_stride", 1),
         channels_last=s.cfg.channels_last,
         after_step=s.after_step,
     )

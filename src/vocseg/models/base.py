@@ -20,14 +20,15 @@ class SegmentationModel(nn.Module):
     stride: int = 1  # H and W are padded to multiples of this before forward_padded
     # (mean, std) the model's pretrained weights expect, or None: normalise with the dataset's statistics.
     input_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    aux_stride: int = 1  # pixels per cell of the auxiliary logits' grid (models with an aux head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Logits at the input's size; a model with an auxiliary head returns ``{"out", "aux"}`` (each
-        cropped alike) while training."""
+        """Logits at the input's size; a model with an auxiliary head returns ``{"out", "aux"}`` while
+        training, the aux logits on a grid of ``aux_stride`` pixels of the padded input (not cropped)."""
         h, w = x.shape[-2:]
         out = self.forward_padded(self.pad_input(x))
         if isinstance(out, dict):
-            return {key: crop_to(value, h, w) for key, value in out.items()}
+            return {**out, "out": crop_to(out["out"], h, w)}
         return crop_to(out, h, w)
 
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
