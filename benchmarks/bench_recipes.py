@@ -8,18 +8,19 @@ Runs (each ``vocseg train ... --budget``, trained from scratch, scored on the sy
 
 * ``strong_cpu/transfer_unet``: strong.yaml's recipe sized for a small machine (configs/strong_cpu.yaml:
   the ResNet-18 U-Net with strong.yaml's pieces sized for 2 CPU cores);
-* ``strong_cpu-unweighted/transfer_unet``: the same without class weights (what they add);
+* ``strong_cpu-unweighted/transfer_unet``: v6 (below) without class weights (what they add);
 * ``strong_cpu-no-tta/transfer_unet``: the same scored single-scale (what multi-scale testing adds);
-* ``strong_cpu-v1`` to ``-v4`` (each ``/transfer_unet``): strong_cpu.yaml's earlier versions;
+* ``strong_cpu-v1`` to ``-v4`` and ``-v6`` (each ``/transfer_unet``): strong_cpu.yaml's earlier versions
+  (v6: the current one without the aux head; v5 is v6, whose runs only spent more of the budget);
 * ``strong_cpu-wd0.05``, ``-copy-paste``, ``-dice``, ``-aspp`` (on v3), ``-lr2e-3``, ``-all-train`` (on v4),
   ``-copy-paste1.0``, ``-all-train-v5``, ``-lr3e-4``, ``-lovasz``, ``-narrow-decoder``,
   ``-wide-decoder``, ``-inverse-sqrt``, ``-ema``, ``-r34``, ``-batch4``, ``-vflip``, ``-rotate15``, ``-aux``,
-  ``-ls0.1`` (on v5; each ``/transfer_unet``): a version of strong_cpu.yaml plus
+  ``-ls0.1`` (on v5/v6; each ``/transfer_unet``): a version of strong_cpu.yaml plus
   weight decay 0.05, copy-paste 0.5, ce+dice, ASPP, lr 0.002, training on all of train with the last
   epoch's weights and validation every 10th epoch, copy-paste on every crop, lr 0.0003, ce+lovasz,
   decoder widths 128-64-32-16 or 256-128-64-64, inverse-square-root class weights, a weight average
   with decay 0.999, a ResNet-34 encoder, batch 4, vertical flips, rotations of up to 15 degrees, the auxiliary
-  FCN head on layer3 (weight 0.4), or label smoothing 0.1 (what each
+  FCN head on layer3 (weight 0.4; this is v7, the current version), or label smoothing 0.1 (what each
   adds at equal time);
 * ``paper/transfer_unet``: the paper's final recipe (configs/weighted.yaml: Adam, native size, flips,
   class weights, cosine) for the same model with the same speed switches (issue 12);
@@ -45,13 +46,14 @@ from bench_peer import VOCSEG_ARGS
 DEVICE = "cpu"  # the comparison is on CPU cores (the peer loop runs on the CPU too); --device changes it
 STRONG_CPU = ["train", *VOCSEG_ARGS]
 # strong_cpu.yaml's earlier versions, on which the variants below were measured (docs/results.md):
-# v4 is the current one without copy-paste, v3 that with AdamW at 1e-3
-STRONG_CPU_V4 = [*STRONG_CPU, "--copy-paste", "0"]
+# v5/v6 are the current one (v7) without the aux head, v4 that without copy-paste, v3 that with AdamW at 1e-3
+STRONG_CPU_V6 = [*STRONG_CPU, "--model-arg", "aux=false"]
+STRONG_CPU_V4 = [*STRONG_CPU_V6, "--copy-paste", "0"]
 STRONG_CPU_V3 = [*STRONG_CPU_V4, "--lr", "0.001"]
 ALL_TRAIN = ["--val-holdout", "0", "--monitor", "last", "--val-every", "10"]
 RUNS: dict[str, list[str]] = {
     "strong_cpu/transfer_unet": STRONG_CPU,
-    "strong_cpu-unweighted/transfer_unet": [*STRONG_CPU, "--class-weighting", "none"],
+    "strong_cpu-unweighted/transfer_unet": [*STRONG_CPU_V6, "--class-weighting", "none"],
     "strong_cpu-no-tta/transfer_unet": [*STRONG_CPU, "--tta", "none"],
     # strong_cpu.yaml's earlier versions (docs/results.md): v1, strong.yaml's rescale 0.5-2.0 with 128 crops
     # and single-scale testing; v2, 192 crops at 0.75-1.5 tested at mmsegmentation's six scales; v3, v4
@@ -74,20 +76,21 @@ RUNS: dict[str, list[str]] = {
     "strong_cpu-lr2e-3/transfer_unet": [*STRONG_CPU_V4, "--lr", "0.002"],
     # every train image, no checkpoint choice, curves on val every 10th epoch (the field's protocol)
     "strong_cpu-all-train/transfer_unet": [*STRONG_CPU_V4, *ALL_TRAIN],
-    "strong_cpu-copy-paste1.0/transfer_unet": [*STRONG_CPU, "--copy-paste", "1.0"],
-    "strong_cpu-all-train-v5/transfer_unet": [*STRONG_CPU, *ALL_TRAIN],
-    "strong_cpu-lr3e-4/transfer_unet": [*STRONG_CPU, "--lr", "0.0003"],
-    "strong_cpu-lovasz/transfer_unet": [*STRONG_CPU, "--loss", "ce+lovasz"],
-    "strong_cpu-inverse-sqrt/transfer_unet": [*STRONG_CPU, "--class-weighting", "inverse_sqrt"],
-    "strong_cpu-ema/transfer_unet": [*STRONG_CPU, "--ema-decay", "0.999"],
-    "strong_cpu-narrow-decoder/transfer_unet": [*STRONG_CPU, "--model-arg", "decoder_channels=[128,64,32,16]"],
-    "strong_cpu-wide-decoder/transfer_unet": [*STRONG_CPU, "--model-arg", "decoder_channels=[256,128,64,64]"],
-    "strong_cpu-r34/transfer_unet": [*STRONG_CPU, "--model-arg", "encoder=resnet34"],
-    "strong_cpu-batch4/transfer_unet": [*STRONG_CPU, "--batch-size", "4"],
-    "strong_cpu-vflip/transfer_unet": [*STRONG_CPU, "--vflip", "0.5"],
-    "strong_cpu-rotate15/transfer_unet": [*STRONG_CPU, "--rotate", "15"],
-    "strong_cpu-aux/transfer_unet": [*STRONG_CPU, "--model-arg", "aux=true"],
-    "strong_cpu-ls0.1/transfer_unet": [*STRONG_CPU, "--label-smoothing", "0.1"],
+    "strong_cpu-copy-paste1.0/transfer_unet": [*STRONG_CPU_V6, "--copy-paste", "1.0"],
+    "strong_cpu-all-train-v5/transfer_unet": [*STRONG_CPU_V6, *ALL_TRAIN],
+    "strong_cpu-lr3e-4/transfer_unet": [*STRONG_CPU_V6, "--lr", "0.0003"],
+    "strong_cpu-lovasz/transfer_unet": [*STRONG_CPU_V6, "--loss", "ce+lovasz"],
+    "strong_cpu-inverse-sqrt/transfer_unet": [*STRONG_CPU_V6, "--class-weighting", "inverse_sqrt"],
+    "strong_cpu-ema/transfer_unet": [*STRONG_CPU_V6, "--ema-decay", "0.999"],
+    "strong_cpu-narrow-decoder/transfer_unet": [*STRONG_CPU_V6, "--model-arg", "decoder_channels=[128,64,32,16]"],
+    "strong_cpu-wide-decoder/transfer_unet": [*STRONG_CPU_V6, "--model-arg", "decoder_channels=[256,128,64,64]"],
+    "strong_cpu-r34/transfer_unet": [*STRONG_CPU_V6, "--model-arg", "encoder=resnet34"],
+    "strong_cpu-batch4/transfer_unet": [*STRONG_CPU_V6, "--batch-size", "4"],
+    "strong_cpu-vflip/transfer_unet": [*STRONG_CPU_V6, "--vflip", "0.5"],
+    "strong_cpu-rotate15/transfer_unet": [*STRONG_CPU_V6, "--rotate", "15"],
+    "strong_cpu-aux/transfer_unet": [*STRONG_CPU_V6, "--model-arg", "aux=true"],  # = v7, the current one
+    "strong_cpu-ls0.1/transfer_unet": [*STRONG_CPU_V6, "--label-smoothing", "0.1"],
+    "strong_cpu-v6/transfer_unet": STRONG_CPU_V6,
     "paper/transfer_unet": [
         "train",
         "--config",

@@ -103,6 +103,7 @@ def test_strong_configs_hold_the_fields_recipe():
         "paper",
     )
     assert c.model == "transfer_unet" and c.model_kwargs["pretrained"] is False  # runs offline as shipped
+    assert c.model_kwargs["aux"] is True and c.aux_weight == 0.4  # strong.yaml's auxiliary head
 
 
 def test_experiments_hold_the_papers_numbers_and_names():

@@ -228,7 +228,10 @@ def test_every_paper_model_trains_and_evaluates_through_the_cli(model, args, tin
     [
         (
             "transfer_unet",
-            ["--model-arg", "pretrained=false", "--model-arg", "encoder=resnet18", "--model-arg", "aspp=true"],
+            [
+                *("--model-arg", "pretrained=false", "--model-arg", "encoder=resnet18", "--model-arg", "aspp=true"),
+                *("--model-arg", "aux=true"),  # the aux loss on layer3's grid, through the training loop
+            ],
         ),
         ("lraspp_mobilenet_v3_large", ["--model-arg", "pretrained_backbone=false"]),
     ],
