@@ -537,8 +537,8 @@ def _poison_training_step(monkeypatch, good_steps: int, how: str) -> None:
     real = engine.weighted_ce_sums
     calls = {"n": 0}
 
-    def poisoned(logits, target, weight):
-        total, w = real(logits, target, weight)
+    def poisoned(logits, target, weight, *args):
+        total, w = real(logits, target, weight, *args)
         if torch.is_grad_enabled():
             calls["n"] += 1
             if calls["n"] > good_steps:

@@ -102,8 +102,8 @@ class AuxHead(nn.Module):
     a class signal of its own besides the one that reaches it through the decoder (deep supervision;
     mmseg's voc12aug configs weight it 0.4). Used only in training: evaluation and export never run it.
     Its logits stay on layer3's grid and the loss compares them with the labels at the cells' centres
-    (nnU-Net's deep supervision): mmseg upsamples them to the input's size first, which made a ResNet-18
-    model's training step 1.4x as long on 2 CPU cores (301 against 216 ms; here: 1.01x).
+    (nnU-Net's deep supervision): mmseg upsamples them to the input's size first, which cost strong_cpu.yaml
+    19% of its steps in 15 minutes on 2 CPU cores; on the grid the head costs ~1% (docs/benchmarks.md (i)).
     """
 
     def __init__(self, cin: int, channels: int, num_classes: int) -> None:
