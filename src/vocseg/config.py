@@ -136,8 +136,9 @@ class Config:
             raise VocsegError(f"config lr must be > 0, got {self.lr!r}")
         if self.tta_scales is not None and (not self.tta_scales or any(not s > 0 for s in self.tta_scales)):
             raise VocsegError(f"config tta_scales must be positive numbers, got {self.tta_scales!r}")
-        if not 0.0 <= self.val_holdout < 1.0:
-            raise VocsegError(f"config val_holdout must be in [0, 1), got {self.val_holdout!r}")
+        for key in ("val_holdout", "label_smoothing"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise VocsegError(f"config {key} must be in [0, 1), got {getattr(self, key)!r}")
         if self.image_size is not None and self.image_size < 8:
             raise VocsegError(f"config image_size must be >= 8 or null, got {self.image_size!r}")
         if self.copy_paste and self.image_size is None:
@@ -146,8 +147,6 @@ class Config:
             )
         if not 0.0 <= self.rotate <= 180.0:
             raise VocsegError(f"config rotate is a largest angle in degrees, in [0, 180], got {self.rotate!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise VocsegError(f"config label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         for key in ("hflip", "vflip", "copy_paste"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise VocsegError(f"config {key} is a probability in [0, 1], got {getattr(self, key)!r}")

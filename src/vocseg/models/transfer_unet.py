@@ -56,6 +56,12 @@ def kaiming_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def xavier_classifier(conv: nn.Conv2d) -> None:
+    """Xavier-uniform weights and zero bias: the paper's init, kept for every 1x1 classifier."""
+    nn.init.xavier_uniform_(conv.weight)
+    nn.init.zeros_(conv.bias)
+
+
 def dilate_last_stage(layer: nn.Sequential, dilation: int = 2) -> None:
     """Turn a stride-2 ResNet stage into a stride-1 stage with atrous 3x3 convs, in place.
 
@@ -245,8 +251,7 @@ class TransferUNet(SegmentationModel):
         self.aux_head = AuxHead(ENCODER_STAGE_CHANNELS[encoder][3], AUX_CHANNELS[encoder], num_classes) if aux else None
         if self.aux_head is not None:
             kaiming_init(self.aux_head)
-            nn.init.xavier_uniform_(self.aux_head.classifier.weight)
-            nn.init.zeros_(self.aux_head.classifier.bias)
+            xavier_classifier(self.aux_head.classifier)
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             self.encoder.requires_grad_(False)
@@ -269,8 +274,7 @@ class TransferUNet(SegmentationModel):
         kaiming_init(self.decoder)
         if self.aspp is not None:
             kaiming_init(self.aspp)
-        nn.init.xavier_uniform_(self.classifier.weight)
-        nn.init.zeros_(self.classifier.bias)
+        xavier_classifier(self.classifier)
 
     def train(self, mode: bool = True) -> TransferUNet:
         super().train(mode)
