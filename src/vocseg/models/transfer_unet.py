@@ -246,7 +246,6 @@ class TransferUNet(SegmentationModel):
         self.stride = 16 if aspp else 32
         self.upsample_mode = upsample
         self._build_decoder(ENCODER_STAGE_CHANNELS[encoder], num_classes, aspp, tuple(decoder_channels))
-        self.has_aux = aux
         self.aux_stride = 16  # the aux logits are on layer3's 1/16 grid (of the padded input)
         self.aux_head = AuxHead(ENCODER_STAGE_CHANNELS[encoder][3], AUX_CHANNELS[encoder], num_classes) if aux else None
         if self.aux_head is not None:
@@ -276,6 +275,11 @@ class TransferUNet(SegmentationModel):
             kaiming_init(self.aspp)
         xavier_classifier(self.classifier)
 
+    @property
+    def has_aux(self) -> bool:
+        """Whether training returns ``{"out", "aux"}`` (the model was built with ``aux=True``)."""
+        return self.aux_head is not None
+
     def train(self, mode: bool = True) -> TransferUNet:
         super().train(mode)
         if self.freeze_encoder:
@@ -299,6 +303,6 @@ class TransferUNet(SegmentationModel):
         for block in self.decoder:
             y = block(y, skips.pop())
         logits = upsample(self.classifier(y), x.shape[-2:], self.upsample_mode)
-        if self.training and self.aux_head is not None:
+        if self.training and self.has_aux:
             return {"out": logits, "aux": self.aux_head(layer3)}  # on layer3's grid: see aux_stride
         return logits
