@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from vocseg.engine import autocast
 from vocseg.losses import weighted_ce_sums
 from vocseg.models import create_model, list_models
+from vocseg.runtime.device import autocast
 
 
 def step_time(name: str, dtype, size: int, batch: int, steps: int, kwargs: dict) -> float:

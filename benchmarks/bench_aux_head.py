@@ -24,8 +24,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from vocseg.engine import training_loss
 from vocseg.models import create_model
+from vocseg.training.step import training_loss
 
 
 def full_size(out: dict[str, torch.Tensor], size: torch.Size) -> dict[str, torch.Tensor]:

@@ -22,13 +22,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vocseg.builders import build_model, build_optimizer
-from vocseg.checkpoint import BackgroundWriter, detached_copy
 from vocseg.config import load_config, replace
-from vocseg.engine import autocast, resolve_amp, resolve_device
 from vocseg.rundir import RunDir
-from vocseg.speed import resolve_channels_last
-from vocseg.train import write_epoch_files
+from vocseg.runtime.device import autocast, resolve_amp, resolve_device
+from vocseg.runtime.files import BackgroundWriter, detached_copy
+from vocseg.training.builders import build_model, build_optimizer, resolve_channels_last
+from vocseg.training.train import write_epoch_files
 
 
 def main() -> None:

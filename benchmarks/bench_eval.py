@@ -16,14 +16,15 @@ import time
 
 import torch
 
-from vocseg.builders import eval_loader
 from vocseg.config import Config
 from vocseg.data.builder import resolve_data_root
+from vocseg.data.loaders import eval_loader
 from vocseg.data.stats import dataset_stats
 from vocseg.data.transforms import SegmentationPresetEval
 from vocseg.data.voc import VOCSegmentation
-from vocseg.engine import autocast, evaluate
+from vocseg.evaluation.evaluator import evaluate
 from vocseg.models import create_model
+from vocseg.runtime.device import autocast
 
 
 def main() -> None:

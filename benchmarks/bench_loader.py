@@ -28,10 +28,10 @@ from vocseg.data.cache import apply_cache
 from vocseg.data.synthetic import default_dataset_root
 from vocseg.data.transforms import SegmentationPresetTrain, collate_pad
 from vocseg.data.voc import VOCSegmentation
-from vocseg.engine import autocast
 from vocseg.losses import weighted_ce_sums
 from vocseg.models import create_model
-from vocseg.system import cpu_count
+from vocseg.runtime.device import autocast
+from vocseg.runtime.workers import cpu_count
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BATCH, CROP = 8, 128
@@ -92,7 +92,7 @@ class OneThreadItems(torch.utils.data.Dataset):
 
 
 def make_loader(ds: torch.utils.data.Dataset, workers: int, seed: int) -> DataLoader:
-    """As vocseg.train builds its training loader on a CPU."""
+    """As vocseg.training.train builds its training loader on a CPU."""
     g = torch.Generator().manual_seed(seed)
     return DataLoader(
         ds,

@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from vocseg.engine import autocast
-from vocseg.export import onnx_bytes
+from vocseg.deploy.export import onnx_bytes
 from vocseg.models import create_model, list_models
+from vocseg.runtime.device import autocast
 
 
 def median_ms(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:

@@ -135,7 +135,7 @@ def all_background() -> dict:
     from vocseg.data.builder import resolve_data_root
     from vocseg.data.stats import dataset_stats
     from vocseg.data.voc import VOCSegmentation
-    from vocseg.report.data import all_background_metrics
+    from vocseg.study.report.data import all_background_metrics
 
     counts = np.array(dataset_stats(VOCSegmentation(resolve_data_root(None), "val")).class_counts)
     m = all_background_metrics(counts)
@@ -149,7 +149,7 @@ def all_background() -> dict:
 
 
 def main() -> None:
-    from vocseg.schedule import parse_duration
+    from vocseg.config import parse_duration
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="15m")

@@ -49,7 +49,7 @@ from vocseg.data.voc import VOCSegmentation
 from vocseg.metrics import ConfusionMatrix
 from vocseg.models import create_model
 from vocseg.rundir import RunDir
-from vocseg.train import train
+from vocseg.training.train import train
 
 SRC = Path(vocseg.__file__).resolve().parents[1]
 

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from helpers import cli, subprocess_env
-from vocseg.checkpoint import BackgroundWriter, detached_copy, load_checkpoint, save_checkpoint
+from vocseg.checkpoint import load_checkpoint, save_checkpoint
 from vocseg.errors import VocsegError
+from vocseg.runtime.files import BackgroundWriter, detached_copy
 
 # Every test gets its own stats cache and leaves torch's global state (threads, RNGs, flags) as it found it.
 pytestmark = pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
@@ -72,6 +73,7 @@ _SAVE_CHILD = r"""
 import os, signal, sys, time
 import torch
 import vocseg.checkpoint as ck
+import vocseg.runtime.files as files
 
 path, mode = sys.argv[1], sys.argv[2]
 ck.save_checkpoint({"model": {"w": torch.arange(10.0)}, "epoch": 1}, path)
@@ -91,7 +93,7 @@ if mode == "mid-write":  # write in 1 MiB pieces, announce the first, then crawl
                     print("WRITING", flush=True)
                 time.sleep(0.2)
             return len(data)
-    ck.open = lambda *a, **k: Slow(open(*a, **k))
+    files.open = lambda *a, **k: Slow(open(*a, **k))
 else:  # "before-rename": the new file is complete and fsynced; die just before the rename
     os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 

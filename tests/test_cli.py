@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from helpers import TRAIN_ARGS, cli, quiet_train, tiny_config
-from vocseg import __version__
 from vocseg.cli import build_parser, config_overrides, main
 from vocseg.config import Config, config_from_dict
 from vocseg.errors import VocsegError
 from vocseg.models import list_models
+from vocseg.version import __version__
 
 
 def _train_parser():

@@ -10,10 +10,10 @@ import torch
 
 from helpers import fake_predictions, per_image_counts, read_report, write_fake_run
 from vocseg.cli import main
-from vocseg.compare import compare, default_labels, recipe_groups
 from vocseg.errors import VocsegError
 from vocseg.metrics import ConfusionMatrix
-from vocseg.significance import PerImage, align, mean_std, miou, paired_bootstrap, verdict
+from vocseg.study.compare import compare, default_labels, recipe_groups
+from vocseg.study.significance import PerImage, align, mean_std, miou, paired_bootstrap, verdict
 
 
 def _per_image(inter: np.ndarray, union: np.ndarray, ids: list[str] | None = None) -> PerImage:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vocseg.builders import train_loader
 from vocseg.config import Config
 from vocseg.data.builder import build_datasets
 from vocseg.data.copy_paste import CopyPasteCollate, copy_paste
+from vocseg.data.loaders import train_loader
 from vocseg.errors import VocsegError
 
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from vocseg.data.synthetic import generate_synthetic_voc
-from vocseg.evaluate import evaluate_checkpoint
+from vocseg.evaluation.evaluate import evaluate_checkpoint
 
 
 def test_torchrun_two_processes_matches_single_process_eval(tmp_path, monkeypatch):
@@ -71,13 +71,13 @@ def test_torchrun_two_processes_matches_single_process_eval(tmp_path, monkeypatc
 # Each rank prints the plan it makes alone (before joining the group), then the plan it follows.
 _PLAN_ON_RANK = """
 import sys, torch, torch.distributed as dist
-import vocseg.schedule_runtime as sr
+import vocseg.training.lr_schedule as sr
 from vocseg.config import Config
 rank, init_file = int(sys.argv[1]), sys.argv[2]
 sr.clock = lambda: 10.0  # 10 s of the budget spent, on every rank
 def plan():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    steps = sr.StepSchedule(Config(budget="60s", warmup_iters=0), optimizer, spe=10, num_eval_images=4, started=0.0)
+    steps = sr.LrSchedule(Config(budget="60s", warmup_iters=0), optimizer, spe=10, num_eval_images=4, started=0.0)
     steps.step_seconds, steps.eval_seconds = 0.1 * (rank + 1), 1.0
     steps._plan(replan=True)
     return steps.total_steps

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from vocseg.ema import ModelEma, ema_decay_at
+from vocseg.training.ema import ModelEma, ema_decay_at
 
 
 def _model() -> nn.Module:

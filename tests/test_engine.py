@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from vocseg.builders import StridedSampler
-from vocseg.engine import evaluate, per_image_counts, training_loss
-from vocseg.metrics import ConfusionMatrix
+from vocseg.data.loaders import StridedSampler
+from vocseg.evaluation.evaluator import evaluate
+from vocseg.metrics import ConfusionMatrix, per_image_counts
+from vocseg.training.step import training_loss
 
 
 def test_per_image_counts_match_a_numpy_reference():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vocseg import inference
 from vocseg.cli import main
-from vocseg.evaluation_report import per_image_iou
+from vocseg.evaluation import evaluator, inference
+from vocseg.evaluation.artifacts import per_image_iou
 
 
 def test_per_image_iou_hand_computed():
@@ -53,7 +53,7 @@ def test_save_dir_writes_every_artifact(tiny_voc, tmp_path, monkeypatch, capsys,
     capsys.readouterr()
     forwards = []
     real = inference.predict_logits
-    monkeypatch.setattr(inference, "predict_logits", lambda *a, **k: forwards.append(1) or real(*a, **k))
+    monkeypatch.setattr(evaluator, "predict_logits", lambda *a, **k: forwards.append(1) or real(*a, **k))
     assert main(["evaluate", str(run / "best.pt"), "--save-dir", str(out), "--json", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
     masks = sorted((out / "masks").glob("*.png"))

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vocseg import experiments as X
 from vocseg.config import FIELD_NAMES, load_config
 from vocseg.errors import VocsegError
 from vocseg.models import list_models
 from vocseg.models.transfer import weights_file_name
+from vocseg.study import experiments as X
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""vocseg.export: every registered model exports to ONNX with dynamic batch/height/width and matches
+"""vocseg.deploy.export: every registered model exports to ONNX with dynamic batch/height/width and matches
 PyTorch in onnxruntime; metadata round-trips; TorchScript round-trips at two sizes."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from vocseg.checkpoint import save_checkpoint
+from vocseg.deploy.export import export_model, load_onnx_model, load_torchscript_model, read_onnx_metadata
 from vocseg.errors import VocsegError
-from vocseg.export import export_model, load_onnx_model, load_torchscript_model, read_onnx_metadata
 from vocseg.models import create_model, list_models
 
 ort = pytest.importorskip("onnxruntime")

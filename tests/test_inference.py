@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vocseg.errors import VocsegError
-from vocseg.inference import MULTISCALE_SCALES, predict_logits, tta_cost, window_starts
+from vocseg.evaluation.inference import MULTISCALE_SCALES, predict_logits, tta_cost, window_starts
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

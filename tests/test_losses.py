@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vocseg.engine import training_loss
 from vocseg.losses import (
     _lovasz_grad,
     class_weights,
@@ -17,6 +16,7 @@ from vocseg.losses import (
     soft_dice_loss,
     weighted_ce_sums,
 )
+from vocseg.training.step import training_loss
 
 
 def test_paper_class_weights_hand_computed():

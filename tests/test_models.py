@@ -20,17 +20,10 @@ import torchvision
 from torch.export import Dim
 
 from helpers import IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, random_resnet_state
-from vocseg.engine import training_loss
 from vocseg.errors import VocsegError
-from vocseg.models import (
-    count_parameters,
-    create_model,
-    format_model_table,
-    get_model_entry,
-    list_models,
-    model_table,
-)
+from vocseg.models import count_parameters, create_model, format_model_table, get_model_entry, list_models, model_table
 from vocseg.models.unpool import MaxUnpool2x2
+from vocseg.training.step import training_loss
 
 NUM_CLASSES = 21
 

@@ -1,4 +1,4 @@
-"""vocseg.predict: masks in VOC's format equal to the model's argmax for images of every mode, EXIF
+"""vocseg.deploy.predict: masks in VOC's format equal to the model's argmax for images of every mode, EXIF
 orientation, unreadable files, overwrite refusal, stem clashes, and ONNX/TorchScript sources."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from PIL import Image, ImageOps
 
 from vocseg.checkpoint import save_checkpoint
 from vocseg.data.classes import VOC_CLASSES, voc_palette
+from vocseg.deploy.export import export_model
+from vocseg.deploy.predict import predict
 from vocseg.errors import VocsegError
-from vocseg.export import export_model
 from vocseg.models import create_model
-from vocseg.predict import predict
 
 MEAN, STD = [0.45, 0.43, 0.40], [0.23, 0.22, 0.24]
 H, W = 48, 64
@@ -56,7 +56,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def expected_mask(rgb: np.ndarray) -> np.ndarray:
-    """Argmax of the model's logits for a uint8 RGB image, computed here independently of vocseg.predict."""
+    """Argmax of the model's logits for a uint8 RGB image, computed here independently of vocseg.deploy.predict."""
     x = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     with torch.no_grad():

@@ -10,10 +10,10 @@ import pytest
 
 from helpers import PNG_SIGNATURE, HTMLReport, read_report, write_fake_run
 from vocseg.data.classes import IGNORE_INDEX
-from vocseg.experiments import EXPERIMENTS
 from vocseg.plots import error_map, error_panel_figure, per_class_iou_figure
-from vocseg.report import Doc, ReportRun, all_background_metrics, write_report
 from vocseg.rundir import RunDir
+from vocseg.study.experiments import EXPERIMENTS
+from vocseg.study.report import Doc, ReportRun, all_background_metrics, write_report
 
 # ----------------------------------------------------------------------------- the report from run folders
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from helpers import read_report, write_fake_run
-from vocseg import experiments as X
-from vocseg import reproduce as R
 from vocseg.data.synthetic import generate_synthetic_voc
 from vocseg.errors import VocsegError
 from vocseg.rundir import RunDir
+from vocseg.study import experiments as X
+from vocseg.study import reproduce as R
 
 CHEAP = ["baseline", "cosine"]
 

@@ -1,4 +1,4 @@
-"""vocseg.schedule: learning rates at chosen steps (by hand and against torch's schedulers), durations, budgets."""
+"""vocseg.training.schedule: learning rates at chosen steps (by hand and against torch's schedulers), durations, budgets."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from vocseg.config import parse_duration
 from vocseg.errors import VocsegError
-from vocseg.schedule import LrLambda, lr_at, lr_lambda, parse_duration, plan_budget
+from vocseg.training.schedule import lr_at, plan_budget
 
 
 def _torch_lrs(make_scheduler, steps: int, base_lr: float) -> list[float]:
@@ -97,30 +98,11 @@ def test_warmup_then_cosine_matches_torchvisions_sequential_recipe() -> None:
     assert ours == pytest.approx(_torch_lrs(sequential, total, base), rel=1e-9, abs=1e-12)
 
 
-def test_lr_lambda_drives_lambda_lr_and_survives_a_state_dict_round_trip() -> None:
-    total, base = 30, 0.05
-    make = lambda o: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
-        o, lr_lambda(total, base, kind="poly", warmup_steps=5, min_lr=1e-3)
-    )
-    expected = [lr_at(s, total, base, kind="poly", warmup_steps=5, min_lr=1e-3) for s in range(total)]
-    assert _torch_lrs(make, total, base) == pytest.approx(expected, rel=1e-12)
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
-    saved = make(optimizer).state_dict()
-    assert saved["lr_lambdas"][0]["total_steps"] == total  # the schedule itself is in the checkpoint
-    fresh = torch.optim.lr_scheduler.LambdaLR(optimizer, LrLambda(1, base, "none"))
-    fresh.load_state_dict(saved)
-    assert fresh.lr_lambdas[0] == LrLambda(total, base, "poly", 5, 1e-3, 0.9)
-
-
 def test_bad_schedules_are_errors_naming_the_values() -> None:
     with pytest.raises(VocsegError, match="'step'"):
         lr_at(0, 10, 0.1, kind="step")
-    with pytest.raises(VocsegError, match=r"warmup_steps \(10\).*total_steps \(10\)"):
-        lr_lambda(10, 0.1, kind="poly", warmup_steps=10)
     with pytest.raises(VocsegError, match="step=-1"):
         lr_at(-1, 10, 0.1, kind="cosine")
-    with pytest.raises(VocsegError, match="base_lr"):
-        lr_lambda(10, 0.0, kind="cosine")
 
 
 # ----------------------------------------------------------------------------- durations

@@ -1,21 +1,23 @@
-"""vocseg.schedule_runtime: the per-step learning rate and the time budget while a run trains (the pure
+"""vocseg.training.lr_schedule: the per-step learning rate and the time budget while a run trains (the pure
 functions behind them are tested in test_schedule.py)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-import vocseg.inference as inference_mod
-import vocseg.schedule_runtime as sr
-import vocseg.train as train_mod
+import vocseg.evaluation.evaluator as evaluator_mod
+import vocseg.evaluation.inference as inference_mod
+import vocseg.training.lr_schedule as sr
+import vocseg.training.train as train_mod
 from vocseg.config import Config
-from vocseg.inference import tta_cost
-from vocseg.schedule import lr_at
-from vocseg.train import train
+from vocseg.evaluation.inference import tta_cost
+from vocseg.training.schedule import lr_at
+from vocseg.training.train import train
 
 # Every test gets its own stats cache and leaves torch's global state (threads, RNGs, flags) as it found it.
 pytestmark = pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
-REAL_AFTER_STEP, REAL_EVALUATE = sr.StepSchedule.after_step, train_mod.evaluate
+REAL_AFTER_STEP, REAL_EVALUATE = sr.LrSchedule.after_step, train_mod.evaluate
 REAL_PREDICT = inference_mod.predict_logits
 
 
@@ -71,7 +73,8 @@ def _simulated_budget_run(
         return REAL_PREDICT(model, images, tta=tta, **kwargs)
 
     monkeypatch.setattr(train_mod, "save_epoch", save_costs)
-    monkeypatch.setattr(inference_mod, "predict_logits", forward_costs)
+    for module in (train_mod, evaluator_mod):  # every caller of predict_logits pays for its forwards
+        monkeypatch.setattr(module, "predict_logits", forward_costs)
     monkeypatch.setattr(sr, "clock", lambda: now[0])
     real_after, real_eval = REAL_AFTER_STEP, REAL_EVALUATE  # not an earlier call's wrappers
 
@@ -84,7 +87,7 @@ def _simulated_budget_run(
         passes.append(now[0])
         return real_eval(*args, **kwargs)
 
-    monkeypatch.setattr(sr.StepSchedule, "after_step", step_costs_1s)
+    monkeypatch.setattr(sr.LrSchedule, "after_step", step_costs_1s)
     monkeypatch.setattr(train_mod, "evaluate", eval_costs_2s)
     cfg = Config(
         model="fcn",
@@ -155,3 +158,22 @@ def test_budget_times_test_time_augmentation_instead_of_counting_its_pixels(tiny
     monkeypatch.setattr(train_mod, "measured_tta_cost", lambda s: None)  # the pixel count alone overshoots
     _, unmeasured, _, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "unmeasured", 120.0, **kw)
     assert unmeasured > 120.0, unmeasured
+
+
+@pytest.mark.parametrize("epochs", [6, 13])
+def test_per_epoch_cosine_matches_torch_cosine_annealing(epochs):
+    """The paper's schedule (eq. 1) through the one mechanism: the LR each epoch starts with equals
+    torch's CosineAnnealingLR(T_max=epochs) stepped once per epoch."""
+    cfg = Config(scheduler="cosine", epochs=epochs, lr=0.01, min_lr=1e-4)
+    p = torch.nn.Parameter(torch.zeros(1))
+    ours = sr.LrSchedule(cfg, torch.optim.Adam([p], lr=cfg.lr), spe=5, num_eval_images=1, started=0.0)
+    reference_opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(reference_opt, T_max=epochs, eta_min=cfg.min_lr)
+    assert not ours.per_step
+    for epoch in range(epochs):
+        ours.begin_epoch(epoch)
+        assert ours.optimizer.param_groups[0]["lr"] == pytest.approx(reference_opt.param_groups[0]["lr"], rel=1e-12)
+        for _ in range(5):
+            assert ours.after_step() is False  # per epoch: steps leave the LR alone
+        reference_opt.step()
+        reference.step()

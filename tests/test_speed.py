@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vocseg.speed as speed
+import vocseg.runtime.wrappers as speed
+import vocseg.training.builders as builders
 from vocseg.config import Config
 from vocseg.models import create_model, get_model_entry, list_models
 
@@ -20,19 +21,25 @@ def test_channels_last_model_gives_the_same_logits(name):
     x = torch.randn(1, 3, 37, 45)
     with torch.no_grad():
         ref = model(x)
-        wrapped = speed.wrap_for_speed(model, Config(channels_last=True), torch.device("cpu"), 1, None)
+        wrapped = speed.wrap_for_speed(model, torch.device("cpu"), channels_last=True)
         out = wrapped(x.contiguous(memory_format=torch.channels_last))
     # float rounding differs with the memory layout: errors relative to the logits' scale (deep random nets
     # give logits in the hundreds)
     err = (ref - out).abs().max() / ref.abs().max()
-    assert err < 1e-5, err
+    if name == "unpool":
+        # Max-unpooling puts each value where its pooling window's max was: when rounding in the other layout
+        # reorders two near-equal values, the max moves and the error jumps past rounding size (on AVX2
+        # CPUs). The masks must still agree almost everywhere.
+        assert err < 1e-2 and (ref.argmax(1) == out.argmax(1)).float().mean() > 0.995, err
+    else:
+        assert err < 1e-5, err
 
 
 def test_channels_last_null_takes_the_models_measured_choice():
-    assert speed.resolve_channels_last(Config(model="transfer_unet")).channels_last is True
-    assert speed.resolve_channels_last(Config(model="unet")).channels_last is False
-    assert speed.resolve_channels_last(Config(model="unet", channels_last=True)).channels_last is True
-    assert speed.resolve_channels_last(Config(model="fcn", channels_last=False)).channels_last is False
+    assert builders.resolve_channels_last(Config(model="transfer_unet")).channels_last is True
+    assert builders.resolve_channels_last(Config(model="unet")).channels_last is False
+    assert builders.resolve_channels_last(Config(model="unet", channels_last=True)).channels_last is True
+    assert builders.resolve_channels_last(Config(model="fcn", channels_last=False)).channels_last is False
 
 
 def test_compile_failure_falls_back_to_eager_with_one_message(monkeypatch):
@@ -42,7 +49,7 @@ def test_compile_failure_falls_back_to_eager_with_one_message(monkeypatch):
     monkeypatch.setattr(speed.torch, "compile", broken)
     messages: list[str] = []
     model = create_model("fcn")
-    out = speed.wrap_for_speed(model, Config(compile=True), torch.device("cpu"), 1, messages.append)
+    out = speed.wrap_for_speed(model, torch.device("cpu"), compile=True, log=messages.append)
     assert out is model
     assert len(messages) == 1 and "no C++ compiler found" in messages[0] and "eagerly" in messages[0]
     assert "traceback" not in messages[0]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vocseg import system
 from vocseg.errors import VocsegError
+from vocseg.runtime import workers as system
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 

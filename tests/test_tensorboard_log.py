@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vocseg.config import Config
-from vocseg.train import train
+from vocseg.training.train import train
 
 
 def test_event_file_holds_scalars_per_class_iou_and_overlays_of_validated_epochs(

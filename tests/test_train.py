@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -23,27 +24,17 @@ import pytest
 import torch
 import yaml
 
-import vocseg.engine as engine
 import vocseg.rundir as rundir_mod
+import vocseg.training.step as engine
 from helpers import TRAIN_ARGS, cli, history_rows, quiet_train, snapshot, subprocess_env, tiny_config
 from vocseg.checkpoint import load_checkpoint
 from vocseg.cli import main
 from vocseg.errors import VocsegError
 from vocseg.rundir import RunDir
-from vocseg.train import HISTORY_FIELDS, MONITOR_MODES, EarlyStopping, cosine_lr
+from vocseg.training.train import HISTORY_FIELDS, MONITOR_MODES, EarlyStopping
 
 # Every test gets its own stats cache and leaves torch's global state (threads, RNGs, flags) as it found it.
 pytestmark = pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
-
-
-def test_cosine_lr_matches_torch_scheduler():
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.Adam([p], lr=0.01)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=13, eta_min=1e-4)
-    for epoch in range(13):
-        assert opt.param_groups[0]["lr"] == pytest.approx(cosine_lr(epoch, 0.01, 1e-4, 13), rel=1e-9)
-        opt.step()
-        sched.step()
 
 
 def test_early_stopping_patience():
@@ -167,7 +158,7 @@ def test_train_then_evaluate_end_to_end(tiny_voc, tmp_path, capsys):
 def test_tensorboard_without_the_extra_is_a_clear_error(monkeypatch, tmp_path):
     import builtins
 
-    from vocseg.train import open_tensorboard
+    from vocseg.training.train import open_tensorboard
 
     real_import = builtins.__import__
 
@@ -320,8 +311,9 @@ def test_resume_extends_epochs_and_stretches_cosine(tiny_voc, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     # Epochs 1-2 followed the 2-epoch cosine; from epoch 3 on, the curve is the 4-epoch one.
     lrs = [float(r["lr"]) for r in rows]
-    assert lrs[:2] == pytest.approx([cosine_lr(0, 0.01, 0.0, 2), cosine_lr(1, 0.01, 0.0, 2)])
-    assert lrs[2:] == pytest.approx([cosine_lr(2, 0.01, 0.0, 4), cosine_lr(3, 0.01, 0.0, 4)])
+    cosine = lambda e, t: 0.5 * 0.01 * (1 + math.cos(math.pi * e / t))  # noqa: E731 - eq. (1), min_lr 0
+    assert lrs[:2] == pytest.approx([cosine(0, 2), cosine(1, 2)])
+    assert lrs[2:] == pytest.approx([cosine(2, 4), cosine(3, 4)])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs_run"] == 4
     assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 2  # the run's original recipe file
@@ -476,7 +468,7 @@ def test_resume_after_sigkill_mid_epoch_is_exact(
     assert 1 <= crashed["epoch"] < EPOCHS and len(crashed["history"]) == crashed["epoch"]
     assert not (run_b / "metrics.json").exists()
     # Everything an exact resume needs is in last.pt.
-    assert {"model", "optimizer", "scheduler", "scaler", "early_stopping", "epoch", "history", "rng"} <= set(crashed)
+    assert {"model", "optimizer", "scaler", "early_stopping", "epoch", "history", "rng"} <= set(crashed)
     assert {"python", "numpy", "torch"} <= set(crashed["rng"])
 
     capsys.readouterr()
@@ -491,7 +483,7 @@ def test_resume_after_sigkill_mid_epoch_is_exact(
             assert {**last_a[key], "out": None} == {**last_b[key], "out": None}
         elif key == "history":
             _assert_same(_without_seconds(last_a[key]), _without_seconds(last_b[key]), key)
-        else:  # model weights, optimizer moments, scheduler, scaler, early stopping, every RNG state
+        else:  # model weights, optimizer moments, scaler, early stopping, every RNG state
             _assert_same(last_a[key], last_b[key], key)
     best_a, best_b = load_checkpoint(run_a / "best.pt"), load_checkpoint(run_b / "best.pt")
     assert best_a["epoch"] == best_b["epoch"]

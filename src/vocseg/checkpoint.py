@@ -1,96 +1,77 @@
-"""Checkpoints: atomic writes, weights-only loading, and the RNG state needed for an exact resume.
+"""The checkpoint contract: what a checkpoint holds, how it is written and read, and how it becomes a model.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
-``torch.load(weights_only=True)``: a file carrying a pickled object is refused, never executed.
+``torch.load(weights_only=True)``: a file carrying a pickled object is refused, never executed. Every
+checkpoint (best.pt, last.pt, a pretrained model described like one) carries the metadata
+:func:`checkpoint_metadata` builds: enough to rebuild the model, normalise its input and name its
+classes. :func:`load_model` is the one way a checkpoint becomes a model.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import random
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
 
+from .config import Config
+from .data.classes import class_names
 from .errors import VocsegError
+from .models import create_model, pretrained_model
+from .runtime.files import atomic_write_bytes
+from .version import __version__
 
 FORMAT_VERSION = 1
+# What a checkpoint must hold to become a model (older checkpoints hold the same keys).
+MODEL_KEYS = ("model", "model_name", "num_classes")
 
 
-def atomic_write_bytes(data: bytes | memoryview, path: str | Path) -> None:
-    """Write to a temporary file beside ``path``, flush and fsync it, then rename over ``path``.
-    A crash at any point leaves either the old file or the new one, never a torn one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+def checkpoint_metadata(
+    cfg: Config,
+    names: list[str],
+    mean: list[float],
+    std: list[float],
+    class_weight: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """What every checkpoint carries besides weights: enough to rebuild, normalise and label."""
+    return {
+        "model_name": cfg.model,
+        "model_kwargs": dict(cfg.model_kwargs),
+        "num_classes": cfg.num_classes,
+        "class_names": list(names),
+        "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "class_weight": class_weight.cpu() if class_weight is not None else None,
+        "config": cfg.to_dict(),
+        "vocseg_version": __version__,
+    }
+
+
+def model_metadata(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a checkpoint's metadata an exported file or a predictor needs (class names default
+    to VOC's for checkpoints made by hand without them)."""
+    num_classes = int(ckpt["num_classes"])
+    norm = ckpt.get("normalization")
+    if not norm:
+        raise VocsegError("the checkpoint has no 'normalization' entry: the model's input scaling is unknown")
+    return {
+        "model_name": str(ckpt["model_name"]),
+        "model_kwargs": dict(ckpt.get("model_kwargs") or {}),
+        "num_classes": num_classes,
+        "class_names": [str(n) for n in class_names(num_classes, ckpt.get("class_names"))],
+        "normalization": {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]},
+        "vocseg_version": __version__,
+    }
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """``state`` with the format version, written atomically (the previous file stays whole on a crash)."""
     buf = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **state}, buf)
     atomic_write_bytes(buf.getbuffer(), path)  # a view of the buffer: no second copy of the bytes
-
-
-def detached_copy(x: Any) -> Any:
-    """``x`` with every tensor copied to the CPU and every dict, list and tuple copied: a snapshot that
-    training can go on changing under (parameters and optimizer moments are updated in place)."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", copy=True)
-    if isinstance(x, dict):
-        return {k: detached_copy(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(detached_copy(v) for v in x)
-    return x
-
-
-class BackgroundWriter:
-    """Runs file writes one at a time on a worker thread, so training goes on while checkpoints are
-    serialised and synced (on an H200 that was 0.55 s of a 5.5 s epoch with the GPU idle: docs/benchmarks.md).
-
-    ``submit`` first waits for the write before it (files land in order, and a failed write raises its
-    error, naming the file, in the training thread); ``wait`` before reading what was written; ``close``
-    at the end. What is submitted must not change afterwards: pass a :func:`detached_copy`."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocseg-writer")
-        self._pending: Future | None = None
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.wait()
-        self._pending = self._pool.submit(fn, *args)
-
-    def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown(wait=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -112,44 +93,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) generator states, as weights-only-loadable data."""
-    np_state = np.random.get_state(legacy=False)
-    state = {
-        "python": _to_lists(random.getstate()),
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_to_tuples(state["python"]))
-    npst = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": npst["bit_generator"],
-            "state": {"key": npst["key"].numpy().astype(np.uint32), "pos": npst["pos"]},
-            "has_gauss": npst["has_gauss"],
-            "gauss": npst["gauss"],
-        }
+def load_model(
+    checkpoint: str | Path | Mapping[str, Any], device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model a checkpoint (a path, or a dict already loaded) describes, with its weights, in eval mode
+    on ``device``, and the checkpoint dict. Nothing is downloaded: the weights come from the checkpoint."""
+    source = "checkpoint" if isinstance(checkpoint, Mapping) else str(checkpoint)
+    ckpt = dict(checkpoint) if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint, map_location="cpu")
+    # Checkpoints made by hand may carry the model only in their config.
+    cfg = ckpt.get("config") or {}
+    for key, cfg_key in (("model_name", "model"), ("num_classes", "num_classes"), ("model_kwargs", "model_kwargs")):
+        if key not in ckpt and cfg_key in cfg:
+            ckpt[key] = cfg[cfg_key]
+    missing = [k for k in MODEL_KEYS if k not in ckpt]
+    if missing:
+        raise VocsegError(f"{source} is not a vocseg checkpoint: no {', '.join(missing)} entry")
+    model = create_model(
+        ckpt["model_name"], num_classes=int(ckpt["num_classes"]), offline=True, **dict(ckpt.get("model_kwargs") or {})
     )
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise VocsegError(f"{source}: weights do not fit model {ckpt['model_name']!r}: {e}") from None
+    return model.eval().to(device), ckpt
 
 
-def _to_lists(x: Any) -> Any:
-    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def _to_tuples(x: Any) -> Any:
-    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+def pretrained_checkpoint(model_name: str, weights: str, num_classes: int = 21) -> tuple[nn.Module, dict[str, Any]]:
+    """A registry model with pretrained weights (e.g. torchvision's ``COCO_WITH_VOC_LABELS_V1``), described
+    like a checkpoint (no optimizer state), so it can be evaluated or used for prediction without training."""
+    model = pretrained_model(model_name, weights, num_classes=num_classes)
+    cfg = Config(model=model_name, num_classes=num_classes, model_kwargs={"weights": weights})
+    mean, std = model.input_normalization
+    meta = checkpoint_metadata(cfg, class_names(num_classes), list(mean), list(std))
+    return model.eval(), {**meta, "model": model.state_dict()}

@@ -12,8 +12,8 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
 from .errors import VocsegError
+from .version import __version__
 
 # A config flag's default: "not given" (so the YAML's value stands), distinct from "--patience null".
 UNSET = argparse.SUPPRESS
@@ -103,7 +103,7 @@ def _slide(text: str | None) -> tuple[int, int] | None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config, load_config
-    from .train import train
+    from .training.train import train
 
     overrides = config_overrides(args)
     progress = not args.no_progress and sys.stderr.isatty()
@@ -142,7 +142,7 @@ def _print_metrics(results: dict[str, Any]) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint
+    from .evaluation.evaluate import evaluate_checkpoint
 
     if (args.checkpoint is None) == (args.model is None):
         raise VocsegError("give a CHECKPOINT, or --model NAME --weights WEIGHTS for a pretrained model (not both)")
@@ -172,7 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict
+    from .deploy.predict import predict
 
     paths = list(args.paths)
     if args.model is None:
@@ -203,7 +203,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_model
+    from .deploy.export import export_model
 
     path = export_model(args.checkpoint, args.format, args.out, opset=args.opset, overwrite=args.overwrite)
     print(f"exported {args.checkpoint} as {args.format} -> {path}")
@@ -211,7 +211,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
+    from .study.compare import compare
 
     md, html = compare(args.runs, args.out, device=args.device, labels=args.labels)
     print(f"report: {md}\n        {html}")
@@ -219,7 +219,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce
+    from .study.reproduce import reproduce
 
     reproduce(
         out=args.out,

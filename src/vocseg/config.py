@@ -3,6 +3,8 @@ config is saved as ``config.yaml`` beside the checkpoints."""
 
 from __future__ import annotations
 
+import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -156,8 +158,6 @@ class Config:
             if getattr(self, key) < 0:
                 raise VocsegError(f"config {key} must be >= 0, got {getattr(self, key)!r}")
         if self.budget is not None:
-            from .schedule import parse_duration
-
             parse_duration(self.budget)  # a bad budget fails here, naming the value
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise VocsegError(f"config ema_decay must be in [0, 1) or null, got {self.ema_decay!r}")
@@ -272,3 +272,30 @@ def parse_value(text: str) -> Any:
 
 def replace(cfg: Config, **changes: Any) -> Config:
     return config_from_dict({**cfg.to_dict(), **changes})
+
+
+_DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in a duration: ``"900"`` or ``900`` (seconds), ``"90s"``, ``"15m"``, ``"2h"``, ``"1h30m"``,
+    ``"1.5h"``, ``"1h 30m 10s"``. Units in the order h, m, s, each at most once; the result must be > 0."""
+    if isinstance(text, bool):
+        raise VocsegError(f"duration {text!r} is not a number of seconds or a string like '15m', '2h', '1h30m'")
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        compact = str(text).strip().lower().replace(" ", "")
+        match = _DURATION.fullmatch(compact)
+        if re.fullmatch(r"\d+(?:\.\d+)?", compact):
+            seconds = float(compact)
+        elif compact and match:
+            seconds = sum(float(match[u] or 0) * f for u, f in (("h", 3600), ("m", 60), ("s", 1)))
+        else:
+            raise VocsegError(
+                f"duration {text!r} is not understood: use seconds ('900') or units h, m, s in that order "
+                f"('90s', '15m', '2h', '1h30m')"
+            )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise VocsegError(f"duration {text!r} must be more than 0 seconds")
+    return seconds

@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from vocseg.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from vocseg.errors import VocsegError
+from .data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from .errors import VocsegError
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -166,3 +166,27 @@ class ConfusionMatrix:
                 f"({self.num_classes}, {self.num_classes})"
             )
         self._matrix = matrix.to(self._matrix.device).clone()
+
+
+# ----------------------------------------------------------------------------- per image
+
+
+def per_image_confusion(preds: torch.Tensor, masks: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``B x C x C`` confusion matrices ``[image, true, pred]`` from one ``bincount``; void (255) ignored."""
+    b, n = preds.shape[0], num_classes
+    valid = masks != IGNORE_INDEX
+    image = torch.arange(b, device=preds.device).view(b, *([1] * (preds.dim() - 1)))
+    index = (image * n + masks.long()) * n + preds.long().clamp(max=n - 1)
+    index = torch.where(valid, index, b * n * n)  # ignored pixels land in a dropped extra bin
+    return torch.bincount(index.reshape(-1), minlength=b * n * n + 1)[: b * n * n].view(b, n, n)
+
+
+def counts_from_confusion(conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-class ``(intersection, union)`` of ``B x C x C`` confusion matrices."""
+    tp = conf.diagonal(dim1=1, dim2=2)
+    return tp, conf.sum(2) + conf.sum(1) - tp
+
+
+def per_image_counts(preds: torch.Tensor, masks: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-class ``(intersection, union)`` (each ``B x C``), void (255) pixels ignored."""
+    return counts_from_confusion(per_image_confusion(preds, masks, num_classes))

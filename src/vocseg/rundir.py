@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import VocsegError
+from .runtime.files import atomic_write_bytes
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "lr", "seconds")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import VocsegError
 from .cache import SHARE_OF_AVAILABLE, apply_cache
-from .classes import VOC_CLASSES
+from .classes import class_names
 from .photometric import PhotometricDistortion
 from .stats import DatasetStats, dataset_stats
 from .transforms import SegmentationPresetEval, SegmentationPresetTrain
@@ -116,5 +116,4 @@ def build_datasets(
 
 def class_names_for(cfg: Config) -> list[str]:
     """The config's class names, else VOC's (``class_<i>`` beyond VOC's 21)."""
-    names = list(cfg.class_names) if cfg.class_names else list(VOC_CLASSES[: cfg.num_classes])
-    return names + [f"class_{i}" for i in range(len(names), cfg.num_classes)]
+    return class_names(cfg.num_classes, cfg.class_names)

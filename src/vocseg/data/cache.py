@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..config import CHOICES
 from ..errors import VocsegError
 from .voc import VOCSegmentation, image_size
 
-CACHE_MODES = ("auto", "ram", "none")
 SHARE_OF_AVAILABLE = 0.25  # auto: at most this share of the available RAM per dataset
 
 
@@ -58,7 +58,7 @@ def decoded_sizes(dataset: VOCSegmentation) -> list[tuple[int, int]]:
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """Run with one torch thread: decoding is a loop of small ops, where waking the other threads costs
-    more than it saves (on a busy machine a 100 KB copy took milliseconds with 2 threads, 2 us with 1)."""
+    more than it saves (docs/benchmarks.md, section (a))."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -124,8 +124,8 @@ class DecodedCache:
 
 def cache_decision(mode: str, need: int, available: int | None, share: float, what: str) -> tuple[bool, str]:
     """Whether to cache ``need`` bytes under ``mode``, and why not (a message) when not."""
-    if mode not in CACHE_MODES:
-        raise VocsegError(f"cache must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
+    if mode not in CHOICES["cache"]:
+        raise VocsegError(f"cache must be one of {', '.join(CHOICES['cache'])}, got {mode!r}")
     if mode == "none":
         return False, f"cache: off for {what} (cache: none)"
     if mode == "ram":

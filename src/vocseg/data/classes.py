@@ -47,3 +47,9 @@ def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
 def voc_palette() -> list[int]:
     """Flat 768-entry palette for ``PIL.Image.putpalette``."""
     return [v for rgb in voc_colormap(256) for v in rgb]
+
+
+def class_names(num_classes: int, given: list[str] | None = None) -> list[str]:
+    """``given``, else VOC's names for the first classes, and ``class_<i>`` beyond VOC's 21."""
+    names = list(given) if given else list(VOC_CLASSES[:num_classes])
+    return names + [f"class_{i}" for i in range(len(names), num_classes)]

@@ -35,9 +35,8 @@ OPENCV_HUE_RANGE = 180.0  # mmsegmentation's hue_delta is in OpenCV's uint8 hue 
 
 
 # Written with arithmetic only: on CPU, torch.where, masked_fill and max-with-indices over the channel
-# dimension cost 10-35x an elementwise op, and this runs on every training crop in the loader workers
-# (with the old where/gather version photometric distortion was ~90% of a crop's preparation: 6.2 ms of
-# 7.0 on a 512 crop; now 2.4 of 3.1, benchmarks/bench_photometric.py).
+# dimension cost many times an elementwise op, and this runs on every training crop in the loader workers,
+# where it dominated a crop's preparation (docs/benchmarks.md, section (h); benchmarks/bench_photometric.py).
 _TINY = 1e-12  # guards the divisions: pixels where it acts have a zero numerator
 _SECTOR_OFFSETS = (5.0, 3.0, 1.0)  # R, G, B in the hexcone formula of hsv_to_rgb
 

@@ -6,7 +6,7 @@ Random parameters (scale, crop window, flips) are drawn once per sample and appl
 image and mask cannot desynchronise; torch's global RNG draws them in torchvision v2's order
 (scale, crop top, crop left, hflip, vflip), so a seeded run is reproducible.
 
-Speed (benchmarks/bench_pipeline.py): the train preset resamples only the part of the scaled image
+Speed (docs/benchmarks.md, section (b)): the train preset resamples only the part of the scaled image
 that the crop keeps, straight from the uint8 source. Scaling a 500x375 image by 2 and then cropping
 128x128 would resample 750k pixels to keep 16k; here the source window under the crop (plus the
 filter's support) is resampled with the same scale factor, so the result is the full rescale
@@ -27,8 +27,8 @@ from torch import Tensor
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from vocseg.data.classes import IGNORE_INDEX
-from vocseg.errors import VocsegError
+from ..errors import VocsegError
+from .classes import IGNORE_INDEX
 
 # ATen's resampling ops take the output size and the scale factor separately; F.interpolate takes
 # one or the other. The scale fixes the pixel mapping of the whole rescaled image, the size lets us
@@ -89,8 +89,8 @@ def _resample_image(image: Tensor, size: list[int], scales: tuple[float, float])
     """Antialiased bilinear resampling of a (C, H, W) uint8 or float image (uint8 stays uint8).
 
     Channels-last: decoded and cached images are interleaved (H, W, C) memory, which ATen's uint8
-    kernel works on directly; a crop window of it in that layout resamples in half the time of a
-    planar (C, H, W) copy (23-28 us vs 46-55 us for a 128 px output, one thread)."""
+    kernel works on directly; a crop window of it in that layout resamples faster than a planar
+    (C, H, W) copy would (docs/benchmarks.md, section (b))."""
     return _bilinear_aa(image[None].contiguous(memory_format=torch.channels_last), size, False, *scales)[0]
 
 

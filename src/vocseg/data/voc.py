@@ -6,10 +6,10 @@
 
 Decoding: each file is read once into memory, its header parsed here (size, format, channels), then
 8-bit RGB/grayscale JPEGs and 8-bit RGB/grayscale/palette PNGs are decoded by ``torchvision.io``
-(libjpeg-turbo / libpng straight into a uint8 CHW tensor, about twice as fast as PIL). Everything
-else (CMYK JPEG, 16-bit, alpha or transparency, sub-8-bit PNGs, other formats) and anything
-torchvision refuses goes through PIL, whose error is then the one reported, naming the file.
-torchvision keeps palette PNGs as indices (``ImageReadMode.UNCHANGED``), so masks are exact.
+(libjpeg-turbo / libpng straight into a uint8 CHW tensor, the same pixels as PIL's; docs/benchmarks.md,
+section (b), compares the pipelines). Everything else (CMYK JPEG, 16-bit, alpha or transparency, sub-8-bit
+PNGs, other formats) and anything torchvision refuses goes through PIL, whose error is then the one
+reported, naming the file. torchvision keeps palette PNGs as indices (``ImageReadMode.UNCHANGED``), so masks are exact.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,9 +30,6 @@ from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
 from ..errors import VocsegError
 from .classes import IGNORE_INDEX, NUM_CLASSES, voc_colormap
-
-if TYPE_CHECKING:
-    from .cache import DecodedCache
 
 # PIL refuses images above 2x this many pixels and only warns above 1x; we refuse both (see load_image).
 MAX_IMAGE_PIXELS = 89_478_485
@@ -369,7 +365,8 @@ class VOCSegmentation(Dataset):
         self.ids = list(ids) if ids is not None else read_split(self.voc_root, split)
         self.transforms = transforms
         self.num_classes = num_classes
-        self.cache: DecodedCache | None = None
+        # Every item decoded (a data.cache.DecodedCache, indexed like the dataset), set by apply_cache.
+        self.cache: Sequence[tuple[Tensor, Tensor]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -31,7 +31,7 @@ def _deconv_relu_bn(cin: int, cout: int) -> nn.Sequential:
     "fcn",
     source="paper Table 1",
     description="Baseline FCN: 5 stride-2 convs, 5 transposed convs",
-    channels_last=True,  # 1.12x on CPU (bf16)
+    channels_last=True,  # faster in channels-last (docs/benchmarks.md, section (d))
 )
 class FCN(SegmentationModel):
     """Baseline FCN of the paper (Table 1): five stride-2 conv stages down, five transposed convs up.

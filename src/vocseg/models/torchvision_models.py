@@ -269,7 +269,8 @@ def _register(arch: str) -> None:
         source="torchvision",
         description=SPECS[arch].description,
         offline_kwargs={"weights": None, "pretrained_backbone": False},
-        # ResNet backbones: 1.14x on CPU (bf16), about 2x on the GPU; MobileNet's depthwise convs gain nothing
+        # ResNet backbones train faster in channels-last on CPU and GPU; MobileNet's depthwise convs do not
+        # (docs/benchmarks.md, sections (d) and (f))
         channels_last="resnet" in arch,
     )(build)
 

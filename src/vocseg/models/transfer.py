@@ -229,7 +229,7 @@ def _deconv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     "transfer",
     source="paper Table 3",
     offline_kwargs={"pretrained": False, "weights": None},
-    channels_last=True,  # a ResNet: 1.03x on CPU (bf16), about 2x on the GPU
+    channels_last=True,  # a ResNet: faster in channels-last (docs/benchmarks.md, section (d))
     description="TFLModel: ImageNet ResNet encoder (resnet34/resnet18), 5 transposed-conv decoder",
 )
 class TransferNet(SegmentationModel):

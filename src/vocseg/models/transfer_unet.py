@@ -108,8 +108,9 @@ class AuxHead(nn.Module):
     a class signal of its own besides the one that reaches it through the decoder (deep supervision;
     mmseg's voc12aug configs weight it 0.4). Used only in training: evaluation and export never run it.
     Its logits stay on layer3's grid and the loss compares them with the labels at the cells' centres
-    (nnU-Net's deep supervision): mmseg upsamples them to the input's size first, which cost strong_cpu.yaml
-    19% of its steps in 15 minutes on 2 CPU cores; on the grid the head costs ~1% (docs/benchmarks.md (i)).
+    (nnU-Net's deep supervision), where mmseg upsamples them to the input's size first: that upsampling and
+    a second full-size cross-entropy cost a noticeable share of a step, the head on its grid almost nothing
+    (docs/benchmarks.md, section (i)).
     """
 
     def __init__(self, cin: int, channels: int, num_classes: int) -> None:
@@ -167,7 +168,7 @@ def _check_options(encoder: str, upsample_mode: str, decoder_channels: object, *
     "transfer_unet",
     source="vocseg (U-Net + ResNet)",
     offline_kwargs={"pretrained": False, "weights": None},
-    channels_last=True,  # 1.08x on CPU (bf16), 2.3x on the GPU
+    channels_last=True,  # faster in channels-last on CPU and GPU (docs/benchmarks.md, sections (d) and (f))
     description="U-Net decoder, skips from every stage of an ImageNet ResNet-18/34/50; aspp=true: DeepLabV3+-like",
 )
 class TransferUNet(SegmentationModel):
@@ -204,8 +205,8 @@ class TransferUNet(SegmentationModel):
         aspp: add the ASPP module (DeepLabV3+-like model, output stride 16).
         upsample: ``"bilinear"`` (default) or ``"nearest"``, for every upsampling step.
         decoder_channels: the four blocks' widths, default ``(256, 128, 64, 32)`` (smp's ``Unet``'s first
-            four). ``(128, 64, 32, 16)`` makes a ResNet-18 model's training step 1.28x cheaper on 2 CPU
-            cores, but lost mIoU in 15-minute runs there (docs/results.md).
+            four). ``(128, 64, 32, 16)`` makes a step cheaper, but lost mIoU in strong_cpu.yaml's
+            15-minute runs (docs/results.md, "Tried on top of strong_cpu.yaml at 15 minutes").
         aux: add mmsegmentation's auxiliary FCN head on layer3 (:class:`AuxHead`). In training mode the
             model then returns ``{"out": logits, "aux": aux_logits}``, the aux logits on the 1/16 grid of
             the padded input (``aux_stride``), and the training loop adds ``aux_weight`` times their

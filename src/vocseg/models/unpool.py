@@ -56,7 +56,7 @@ class MaxUnpool2x2(nn.Module):
 @register_model(
     "unpool",
     source="paper Table 2",
-    channels_last=True,  # 1.47x on CPU (bf16)
+    channels_last=True,  # faster in channels-last (docs/benchmarks.md, section (d))
     description="Wilson's model: 6 conv+BN stages, 5 max pools / max unpools, additive skips",
 )
 class UnpoolNet(SegmentationModel):

@@ -1,5 +1,5 @@
 """The report's example test image: which one (the image with the most object classes), and every
-model's prediction of it (from its best checkpoint, through :func:`vocseg.inference.predict_logits`)."""
+model's prediction of it (from its best checkpoint, through :func:`vocseg.evaluation.inference.predict_logits`)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def choose_example(info: DataInfo) -> tuple[str | None, list[int]]:
 
     Reads every test mask once: per-image class presence is not in any cache, and this is the only
     per-image scan the report makes."""
-    from ..data.classes import IGNORE_INDEX
-    from ..data.voc import VOCSegmentation, load_mask
+    from ...data.classes import IGNORE_INDEX
+    from ...data.voc import VOCSegmentation, load_mask
 
     n = len(info.class_names)
     ds = VOCSegmentation(info.voc_root, info.test_split, ids=info.test_ids, num_classes=n)
@@ -44,10 +44,10 @@ def predict_example(
     checkpoint are left out), at native resolution with each checkpoint's own normalisation."""
     import torch
 
-    from ..data.transforms import SegmentationPresetEval
-    from ..data.voc import VOCSegmentation
-    from ..evaluate import load_model
-    from ..inference import predict_logits
+    from ...checkpoint import load_model
+    from ...data.transforms import SegmentationPresetEval
+    from ...data.voc import VOCSegmentation
+    from ...evaluation.inference import predict_logits
 
     n = len(info.class_names)
     image, mask = VOCSegmentation(info.voc_root, info.test_split, ids=[image_id], num_classes=n).load(0)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import VocsegError
+from ..errors import VocsegError
 
 __all__ = ["BootstrapResult", "MeanStd", "PerImage", "align", "mean_std", "miou", "paired_bootstrap", "verdict"]
 
@@ -39,7 +39,7 @@ class PerImage:
 
     @classmethod
     def from_arrays(cls, data: dict[str, np.ndarray], source: str = "per_image.npz") -> PerImage:
-        """From :meth:`vocseg.rundir.RunDir.read_per_image`'s dict; shapes are checked."""
+        """From :meth:`vocseg.training.rundir.RunDir.read_per_image`'s dict; shapes are checked."""
         inter, union = np.asarray(data["intersection"]), np.asarray(data["union"])
         ids = [str(i) for i in data["ids"]]
         if inter.ndim != 2 or inter.shape != union.shape or inter.shape[0] != len(ids):

@@ -8,47 +8,16 @@ from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from .builders import build_model, eval_loader
-from .checkpoint import load_checkpoint
-from .config import Config, config_from_dict
-from .data.builder import class_names_for, resolve_data_root
-from .data.transforms import SegmentationPresetEval
-from .data.voc import VOCSegmentation
-from .engine import Evaluation, evaluate, resolve_amp, resolve_device
-from .evaluation_report import MaskWriter, write_evaluation_artifacts
+from ..checkpoint import load_model, pretrained_checkpoint
+from ..config import Config, config_from_dict
+from ..data.builder import resolve_data_root
+from ..data.loaders import eval_loader
+from ..data.transforms import SegmentationPresetEval
+from ..data.voc import VOCSegmentation
+from ..runtime.device import resolve_amp, resolve_device
+from .artifacts import MaskWriter, prepare_save_dir, write_evaluation_artifacts
+from .evaluator import evaluate
 from .inference import check_tta_scales, multiscale_views
-
-
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights; returns ``(model, checkpoint)``."""
-    ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    model = build_model(config_from_dict(ckpt["config"], str(checkpoint)), for_loading=True)
-    model.load_state_dict(ckpt["model"])
-    return model.eval().to(device), ckpt
-
-
-def pretrained_checkpoint(model_name: str, weights: str, num_classes: int = 21) -> tuple[nn.Module, dict[str, Any]]:
-    """A registry model with pretrained weights (e.g. torchvision's ``COCO_WITH_VOC_LABELS_V1``), described
-    like a checkpoint (no optimizer state), so it can be evaluated or used for prediction without training."""
-    from .models.torchvision_models import pretrained_model
-
-    model = pretrained_model(model_name, weights, num_classes=num_classes)
-    cfg = Config(model=model_name, num_classes=num_classes, model_kwargs={"weights": weights})
-    mean, std = model.input_normalization
-    meta = {
-        "model_name": model_name,
-        "model_kwargs": cfg.model_kwargs,
-        "num_classes": num_classes,
-        "class_names": class_names_for(cfg),
-        "normalization": {"mean": list(mean), "std": list(std)},
-        "class_weight": None,
-        "config": cfg.to_dict(),
-        "model": model.state_dict(),
-    }
-    return model.eval(), meta
 
 
 def evaluate_checkpoint(
@@ -72,6 +41,8 @@ def evaluate_checkpoint(
     also write predicted masks, best/worst panels, a per-class IoU chart and the confusion matrix.
     ``tta_scales`` None: the run's own (its config's ``tta_scales``), else mmsegmentation's 0.5-1.75."""
     check_tta_scales(tta, tta_scales)
+    if save_dir is not None:
+        save_dir = prepare_save_dir(save_dir)  # before the model loads: a bad folder costs nothing
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev) if checkpoint is not None else pretrained_checkpoint(model_name, weights)
     model = model.to(dev)
@@ -86,11 +57,11 @@ def evaluate_checkpoint(
     cfg = dc_replace(cfg, eval_batch_size=batch, num_workers=cfg.num_workers if num_workers is None else num_workers)
     amp_dtype = resolve_amp(amp or cfg.amp, dev)
     scales = tta_scales if tta_scales is not None else cfg.tta_scales  # None: the default scales
-    masks = MaskWriter(Path(save_dir), ds) if save_dir is not None else None
+    masks = MaskWriter(save_dir, ds) if save_dir is not None else None
     ev = evaluate(model, eval_loader(ds, cfg, dev), cfg.num_classes, ckpt["class_names"], weight, dev, amp_dtype,
                   progress, f"eval {split}", tta=tta, tta_scales=scales, slide=slide, on_predictions=masks)  # fmt: skip
     if masks is not None:
-        write_evaluation_artifacts(Path(save_dir), masks, ds, ev, ckpt)
+        write_evaluation_artifacts(save_dir, masks, ds, ev, ckpt)
     source = str(checkpoint or f"{model_name}:{weights}")
     return dict(ev.metrics, split=split, num_images=len(ds), checkpoint=source, model=ckpt["model_name"], tta=tta,
                 tta_scales=multiscale_views(tta, scales), slide=list(slide) if slide else None)  # fmt: skip
@@ -105,4 +76,4 @@ def _split_dataset(ckpt: dict[str, Any], cfg: Config, data_root, split: str) -> 
     return ds
 
 
-__all__ = ["Evaluation", "evaluate_checkpoint", "load_model", "pretrained_checkpoint"]
+__all__ = ["evaluate_checkpoint"]

@@ -3,24 +3,21 @@
 ``lr_at`` is the whole schedule: a linear warmup, then a constant, cosine or poly decay over the remaining
 steps, as mmsegmentation (``LinearLR`` then ``PolyLR``/``CosineAnnealingLR`` with ``begin=warmup``) and
 torchvision's reference scripts (``SequentialLR`` of ``LinearLR`` and the main scheduler) do.
-``lr_lambda`` wraps it for ``torch.optim.lr_scheduler.LambdaLR``, stepped once per optimizer step.
-``parse_duration`` and ``plan_budget`` turn ``budget: 15m`` into a number of steps.
+:class:`vocseg.training.lr_schedule.LrSchedule` applies it, per epoch or per step; ``plan_budget`` turns a
+time budget into a number of steps.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 
-from .errors import VocsegError
-
-KINDS = ("none", "cosine", "poly")
+from ..config import CHOICES
+from ..errors import VocsegError
 
 
 def _check_schedule(step: int, total_steps: int, kind: str, warmup_steps: int, power: float) -> None:
-    if kind not in KINDS:
-        raise VocsegError(f"schedule kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind not in CHOICES["scheduler"]:
+        raise VocsegError(f"schedule kind {kind!r} is not one of {', '.join(CHOICES['scheduler'])}")
     if total_steps < 1 or step < 0 or warmup_steps < 0 or power <= 0:
         raise VocsegError(
             f"schedule needs total_steps >= 1, step >= 0, warmup_steps >= 0 and power > 0; got total_steps="
@@ -62,78 +59,7 @@ def lr_at(
     return min_lr + (base_lr - min_lr) * (1.0 - progress) ** power
 
 
-@dataclass
-class LrLambda:
-    """``lr_at`` as a factor of ``base_lr``, for ``LambdaLR``. A class rather than a closure, so ``LambdaLR``
-    saves its fields in ``state_dict()`` and a resumed run gets back the schedule it started with."""
-
-    total_steps: int
-    base_lr: float
-    kind: str
-    warmup_steps: int = 0
-    min_lr: float = 0.0
-    power: float = 0.9
-
-    def __call__(self, step: int) -> float:
-        lr = lr_at(
-            step,
-            self.total_steps,
-            self.base_lr,
-            kind=self.kind,
-            warmup_steps=self.warmup_steps,
-            min_lr=self.min_lr,
-            power=self.power,
-        )
-        return lr / self.base_lr
-
-
-def lr_lambda(
-    total_steps: int,
-    base_lr: float,
-    *,
-    kind: str,
-    warmup_steps: int = 0,
-    min_lr: float = 0.0,
-    power: float = 0.9,
-) -> LrLambda:
-    """A ``LambdaLR`` factor function: ``LambdaLR(optimizer, lr_lambda(...))``, ``scheduler.step()`` after each
-    optimizer step. Param groups with another initial lr are scaled by the same factor, so their floor is
-    ``min_lr * group_lr / base_lr``."""
-    if base_lr <= 0:
-        raise VocsegError(f"base_lr must be > 0, got {base_lr}")
-    _check_schedule(0, total_steps, kind, warmup_steps, power)
-    if warmup_steps >= total_steps:  # a fixed-length schedule that is all warmup is a config mistake
-        raise VocsegError(f"warmup_steps ({warmup_steps}) must be smaller than total_steps ({total_steps})")
-    return LrLambda(total_steps, base_lr, kind, warmup_steps, min_lr, power)
-
-
 # ----------------------------------------------------------------------------- time budgets
-
-_DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?")
-
-
-def parse_duration(text: str | int | float) -> float:
-    """Seconds in a duration: ``"900"`` or ``900`` (seconds), ``"90s"``, ``"15m"``, ``"2h"``, ``"1h30m"``,
-    ``"1.5h"``, ``"1h 30m 10s"``. Units in the order h, m, s, each at most once; the result must be > 0."""
-    if isinstance(text, bool):
-        raise VocsegError(f"duration {text!r} is not a number of seconds or a string like '15m', '2h', '1h30m'")
-    if isinstance(text, (int, float)):
-        seconds = float(text)
-    else:
-        compact = str(text).strip().lower().replace(" ", "")
-        match = _DURATION.fullmatch(compact)
-        if re.fullmatch(r"\d+(?:\.\d+)?", compact):
-            seconds = float(compact)
-        elif compact and match:
-            seconds = sum(float(match[u] or 0) * f for u, f in (("h", 3600), ("m", 60), ("s", 1)))
-        else:
-            raise VocsegError(
-                f"duration {text!r} is not understood: use seconds ('900') or units h, m, s in that order "
-                f"('90s', '15m', '2h', '1h30m')"
-            )
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise VocsegError(f"duration {text!r} must be more than 0 seconds")
-    return seconds
 
 
 def plan_budget(
@@ -165,15 +91,15 @@ def plan_budget(
     ``seconds_per_step`` what a step costs with its share of the per-epoch work (checkpoints, the loader's
     start). ``margin`` keeps a share of the time *left* for what the estimates miss (step-time jitter): the
     run re-plans as it goes, so what the estimates can miss shrinks with what is left, and a margin of the
-    whole budget would leave it unspent at the end (5% of 15 minutes: 45 s of steps never run). The
-    validation term uses ``N / eval_every``, at least the
-    ``floor`` of the passes the run will make, so the result errs on the early side. N is
+    whole budget would leave it unspent at the end (5% of 15 minutes: 45 s of steps never run; see
+    docs/benchmarks.md, "Where a 15-minute budget goes"). The validation term uses ``N / eval_every``, at
+    least the ``floor`` of the passes the run will make, so the result errs on the early side. N is
     capped at ``max_steps`` (a config's ``iters``). ``eval_every=None``: no periodic validation
     (``eval_seconds`` unused); validating once per epoch, pass the steps per epoch.
 
     First plan (``replan=False``): a budget that cannot fit more steps than ``steps_done`` and
     ``warmup_steps`` is an error naming the numbers, raised before the run wastes its time. Re-planning
-    later with better measurements (``replan=True``, e.g. after each validation pass, now timed), a budget
+    later with better measurements (``replan=True``, e.g. after each timed validation pass), a budget
     already used up returns ``steps_done``: stop now and evaluate, rather than fail mid-run."""
     _check_plan_args(
         budget_s, seconds_per_step, eval_seconds, final_eval_seconds, elapsed_s, margin, eval_every, steps_done

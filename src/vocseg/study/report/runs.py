@@ -11,8 +11,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ...rundir import DONE, INTERRUPTED, RunDir
 from ..experiments import Experiment
-from ..rundir import DONE, INTERRUPTED, RunDir
 from ..significance import MeanStd, PerImage, mean_std
 from .data import DataInfo
 

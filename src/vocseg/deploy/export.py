@@ -32,11 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import __version__
-from .checkpoint import atomic_write_bytes, load_checkpoint
-from .data.classes import VOC_CLASSES
-from .errors import VocsegError
-from .models import create_model
+from ..checkpoint import load_model, model_metadata
+from ..errors import VocsegError
+from ..runtime.files import atomic_write_bytes, output_file
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -52,44 +50,6 @@ _TEXT_KEYS = ("model_name", "vocseg_version")
 _JSON_KEYS = ("model_kwargs", "num_classes", "class_names", "normalization_mean", "normalization_std")
 
 
-def load_checkpoint_model(
-    checkpoint: str | Path, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The checkpoint's model in eval mode on ``device`` and the checkpoint dict. Built from the
-    checkpoint's ``model_name``/``model_kwargs``/``num_classes`` without downloading anything."""
-    ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    missing = [k for k in ("model_name", "num_classes") if k not in ckpt]
-    if missing:
-        raise VocsegError(f"{checkpoint} is not a vocseg checkpoint: no {', '.join(missing)} entry")
-    model = create_model(
-        ckpt["model_name"], num_classes=int(ckpt["num_classes"]), offline=True, **dict(ckpt.get("model_kwargs") or {})
-    )
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise VocsegError(f"{checkpoint}: weights do not fit model {ckpt['model_name']!r}: {e}") from None
-    return model.eval().to(device), ckpt
-
-
-def checkpoint_metadata(ckpt: Mapping[str, Any]) -> dict[str, Any]:
-    """What an exported file records about its model, from a checkpoint dict."""
-    num_classes = int(ckpt["num_classes"])
-    names = ckpt.get("class_names") or (
-        list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else [f"class_{i}" for i in range(num_classes)]
-    )
-    norm = ckpt.get("normalization")
-    if not norm:
-        raise VocsegError("the checkpoint has no 'normalization' entry: the exported model's input scaling is unknown")
-    return {
-        "model_name": str(ckpt["model_name"]),
-        "model_kwargs": dict(ckpt.get("model_kwargs") or {}),
-        "num_classes": num_classes,
-        "class_names": [str(n) for n in names],
-        "normalization": {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]},
-        "vocseg_version": __version__,
-    }
-
-
 def export_model(
     checkpoint: str | Path, fmt: str, out: str | Path, *, opset: int | None = None, overwrite: bool = False
 ) -> Path:
@@ -102,21 +62,12 @@ def export_model(
         raise VocsegError(f"unknown export format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     if opset is not None and fmt != "onnx":
         raise VocsegError(f"opset={opset} applies to ONNX only, not to {fmt}")
-    out = Path(out)
-    _check_target(out, overwrite)
-    model, ckpt = load_checkpoint_model(checkpoint, "cpu")
-    meta = checkpoint_metadata(ckpt)
+    out = output_file(out, overwrite, what="export target")
+    model, ckpt = load_model(checkpoint, "cpu")
+    meta = model_metadata(ckpt)
     data = onnx_bytes(model, meta, opset=opset) if fmt == "onnx" else _export_torchscript(model, meta)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(data, out)
     return out
-
-
-def _check_target(out: Path, overwrite: bool) -> None:
-    if out.is_dir():
-        raise VocsegError(f"export target {out} is a folder; give a file name such as {out / 'model.onnx'}")
-    if out.exists() and not overwrite:
-        raise VocsegError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
 
 
 def _require(module: str) -> Any:
@@ -134,7 +85,7 @@ def _require(module: str) -> Any:
 
 def onnx_bytes(model: nn.Module, metadata: dict[str, Any] | None = None, *, opset: int | None = None) -> bytes:
     """``model`` (in eval mode) as a serialised ONNX model with dynamic batch, height and width, and
-    ``metadata`` (see :func:`checkpoint_metadata`) when given; checked against ``model`` in onnxruntime
+    ``metadata`` (see :func:`vocseg.checkpoint.model_metadata`) when given; checked against ``model`` in onnxruntime
     at two sizes when onnxruntime is installed."""
     onnx = _require("onnx")
     _require("onnxscript")
@@ -198,7 +149,7 @@ def _flatten_metadata(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def parse_metadata(props: Mapping[str, str], source: str | Path) -> dict[str, Any]:
-    """The metadata dict of an exported file from its ``key -> string`` properties (see ``checkpoint_metadata``)."""
+    """The metadata dict of an exported file from its ``key -> string`` properties (see ``vocseg.checkpoint.model_metadata``)."""
     missing = [k for k in (*_TEXT_KEYS, *_JSON_KEYS) if k not in props]
     if missing:
         raise VocsegError(

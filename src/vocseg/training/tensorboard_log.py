@@ -7,11 +7,25 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from ..data.voc import VOCSegmentation
+from ..evaluation.inference import predict_logits
+from ..plots import overlay
 
 SAMPLE_IMAGES = 4  # the first validation images, the same ones every epoch
 
 
-def log_epoch(writer: Any, row: dict[str, Any], metrics: dict[str, Any] | None, session: Any, step: int) -> None:
+def log_epoch(
+    writer: Any,
+    row: dict[str, Any],
+    metrics: dict[str, Any] | None,
+    model: nn.Module,
+    val: VOCSegmentation,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    step: int,
+) -> None:
     """Scalars under their history names, ``val_iou/<class>`` and ``val_samples`` overlays; an epoch without
     validation (``metrics`` None) logs its training scalars only."""
     for key, value in row.items():
@@ -23,26 +37,22 @@ def log_epoch(writer: Any, row: dict[str, Any], metrics: dict[str, Any] | None, 
     for name, iou in metrics.get("per_class_iou", {}).items():
         if iou is not None:
             writer.add_scalar(f"val_iou/{name}", iou, step)
-    writer.add_images("val_samples", sample_overlays(session), step, dataformats="NHWC")
+    writer.add_images("val_samples", sample_overlays(model, val, device, amp_dtype), step, dataformats="NHWC")
     writer.flush()
 
 
 @torch.inference_mode()
-def sample_overlays(session: Any) -> np.ndarray:
+def sample_overlays(
+    model: nn.Module, ds: VOCSegmentation, device: torch.device, amp_dtype: torch.dtype | None
+) -> np.ndarray:
     """``N x H x W x 3`` uint8: image | prediction overlay for the first validation images, padded to one size."""
-    from .inference import predict_logits
-    from .plots import overlay
-    from .train import unwrap
-
-    model = unwrap(session.model)
     was_training = model.training
     model.eval()
-    ds = session.data.val
     panels = []
     for i in range(min(SAMPLE_IMAGES, len(ds))):
         image, _ = ds.load(i)
         x, _ = ds[i]
-        logits = predict_logits(model, x[None].to(session.device), amp_dtype=session.amp_dtype)
+        logits = predict_logits(model, x[None].to(device), amp_dtype=amp_dtype)
         pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
         panels.append(np.concatenate([np.asarray(image), overlay(np.asarray(image), pred)], axis=1))
     model.train(was_training)

@@ -1,8 +1,7 @@
-"""Speed switches applied to a built model: channels-last, SyncBatchNorm, DDP and torch.compile.
+"""The wrappers a built model may run in: channels-last, SyncBatchNorm, DDP and torch.compile, and
+:func:`unwrap` to get the plain module back.
 
-Each is a config key (``channels_last``, ``sync_bn``, ``compile``); their measured effect per model and
-device is in docs/benchmarks.md. ``channels_last: null`` (the default) takes the model's measured choice
-from its registry entry; the others are off unless asked for.
+Their measured effect per model and device is in docs/benchmarks.md, section (d).
 """
 
 from __future__ import annotations
@@ -12,29 +11,31 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .config import Config, replace
-from .models import get_model_entry
 
-
-def resolve_channels_last(cfg: Config) -> Config:
-    """``cfg`` with ``channels_last: null`` replaced by the model's measured choice, so that a run's
-    config.yaml records the memory format it trained in."""
-    if cfg.channels_last is not None:
-        return cfg
-    return replace(cfg, channels_last=get_model_entry(cfg.model).channels_last)
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP and torch.compile's wrappers (what is saved and evaluated)."""
+    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return getattr(model, "_orig_mod", model)  # torch.compile's wrapper
 
 
 def wrap_for_speed(
-    model: nn.Module, cfg: Config, device: torch.device, world: int, log: Callable[[str], None] | None
+    model: nn.Module,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+    sync_bn: bool = False,
+    compile: bool = False,
+    world: int = 1,
+    log: Callable[[str], None] | None = None,
 ) -> nn.Module:
     """The model as training runs it. The returned module shares parameters with ``model``."""
-    if cfg.channels_last:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if world > 1:
-        if cfg.sync_bn:
+        if sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
+    if compile:
         model = compile_or_eager(model, log)
     return model
 

@@ -1,41 +1,15 @@
-"""Everything a training run is built from a Config, in one place: model, optimizer, scheduler, loaders.
-
-``train.py`` calls these and nothing else builds them, so a new optimizer or loader option is added here.
-"""
+"""The data loaders of a run: a fresh, seeded training loader per epoch and strided evaluation loaders."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import Config
-from .data.builder import DataBundle
-from .data.copy_paste import CopyPasteCollate
-from .data.transforms import collate_pad
-from .models import create_model
-from .system import resolve_workers
-
-
-def build_model(cfg: Config, for_loading: bool = False) -> nn.Module:
-    """The model the config names. ``for_loading`` skips pretrained downloads: the weights come from a checkpoint."""
-    return create_model(cfg.model, num_classes=cfg.num_classes, offline=for_loading, **cfg.model_kwargs)
-
-
-def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """The paper's cosine is stepped once per epoch with T_max = epochs; "none" keeps the LR constant."""
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+from ..config import Config
+from ..runtime.workers import resolve_workers
+from .builder import DataBundle
+from .copy_paste import CopyPasteCollate
+from .transforms import collate_pad
 
 
 class StridedSampler(Sampler):
@@ -87,7 +61,7 @@ def eval_loader(
 
 
 def _loader_options(cfg: Config, device: torch.device) -> dict:
-    """Workers per device (see system.resolve_workers); on CUDA pinned memory and prefetching."""
+    """Workers per device (see runtime.workers.resolve_workers); on CUDA pinned memory and prefetching."""
     workers = resolve_workers(cfg.num_workers, device)
     options: dict = {"num_workers": workers, "pin_memory": device.type == "cuda"}
     if workers > 0:

@@ -17,10 +17,10 @@ relative to each other and their extension (``a__x_jpg``, ``b__x_jpg``).
 
 Batching: only images of the same size are batched (sizes read from the headers first), so a mask
 does not depend on which other images share its batch; padding mixed sizes into one batch would
-change the logits near the borders. The default batch size is 1 on CPU, where batching measured no
-faster per image (fcn, transfer, unpool at 500x375: batch 4 and 8 slower than 1), and 8 on a GPU,
-where the model ran 3-8 times faster per image at batch 8 (H100). A pool of threads decodes the next
-batches and encodes the PNGs while the model runs: on a GPU those, not the model, set the pace.
+change the logits near the borders. The default batch size is 1 on CPU, where batching makes no image
+cheaper, and 8 on a GPU, where it does (docs/benchmarks.md, "What the defaults are, and why"). A pool of
+threads decodes the next batches and encodes the PNGs while the model runs: on a GPU those, not the model,
+set the pace.
 """
 
 from __future__ import annotations
@@ -42,22 +42,19 @@ from PIL import ExifTags, Image, ImageDraw, ImageFont, ImageOps, UnidentifiedIma
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data.classes import voc_colormap, voc_palette
-from .engine import resolve_amp, resolve_device
-from .errors import VocsegError
-from .export import (
-    checkpoint_metadata,
-    is_torchscript_file,
-    load_checkpoint_model,
-    load_onnx_model,
-    load_torchscript_model,
-)
-from .inference import TTA_MODES, check_slide, check_tta_scales, predict_logits
-from .plots import overlay
+from ..checkpoint import load_model, model_metadata, pretrained_checkpoint
+from ..config import CHOICES
+from ..data.classes import voc_colormap, voc_palette
+from ..errors import VocsegError
+from ..evaluation.inference import check_slide, check_tta, check_tta_scales, predict_logits
+from ..plots import overlay
+from ..runtime.device import resolve_amp, resolve_device
+from ..runtime.files import output_dir
+from ..runtime.workers import cpu_count
+from .export import is_torchscript_file, load_onnx_model, load_torchscript_model
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what a folder is searched for (any letter case)
 MASK_SUFFIX, OVERLAY_SUFFIX = ".png", "_overlay.png"
-AMP_CHOICES = ("none", "auto", "bf16", "fp16")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 _GLOB_CHARS = frozenset("*?[")
 IO_THREADS = 8  # decoding and PNG-writing threads (at most the CPU count)
@@ -136,13 +133,14 @@ def predict(
     out = Path(out)
     jobs = plan_jobs(find_images(inputs), out)
     check_targets(jobs, out, overwrite)
+    output_dir(out, create=False)  # checked before the model loads: a bad path costs nothing
     predictor = (
         load_predictor(source, device) if model_name is None else pretrained_predictor(model_name, weights, device)
     )
     if batch_size is None:
         batch_size = GPU_BATCH_SIZE if predictor.device.type == "cuda" else 1
     amp_dtype = resolve_amp(amp, predictor.device) if predictor.kind != "onnx" else None
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     summary = PredictSummary(out)
     with tqdm(total=len(jobs), desc="predict", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         batches = plan_batches(jobs, batch_size, summary)
@@ -156,10 +154,9 @@ def predict(
 def _check_options(batch_size: int | None, tta: str, slide: tuple[int, int] | None, amp: str) -> None:
     if batch_size is not None and int(batch_size) < 1:
         raise VocsegError(f"batch_size must be >= 1, got {batch_size}")
-    if tta not in TTA_MODES:
-        raise VocsegError(f"unknown tta {tta!r}; valid choices: {', '.join(TTA_MODES)}")
-    if amp not in AMP_CHOICES:
-        raise VocsegError(f"unknown amp {amp!r}; valid choices: {', '.join(AMP_CHOICES)}")
+    check_tta(tta)
+    if amp not in CHOICES["amp"]:
+        raise VocsegError(f"unknown amp {amp!r}; valid choices: {', '.join(CHOICES['amp'])}")
     if slide is not None:
         check_slide(slide)
 
@@ -232,8 +229,6 @@ def _output_stems(files: Sequence[Path]) -> list[str]:
 def check_targets(jobs: Sequence[Job], out: Path, overwrite: bool) -> None:
     """Refuse before writing anything: clashing targets, a target that is an input image, or (without
     ``overwrite``) a target that exists."""
-    if out.exists() and not out.is_dir():
-        raise VocsegError(f"output folder {out} exists and is not a folder")
     owner: dict[str, Path] = {}
     inputs = {j.image.resolve() for j in jobs}
     existing = []
@@ -272,8 +267,8 @@ def load_predictor(source: str | Path, device: str = "auto") -> Predictor:
         model, meta = load_torchscript_model(path, dev)
         kind = "torchscript"
     elif path.suffix.lower() in CHECKPOINT_SUFFIXES:
-        model, ckpt = load_checkpoint_model(path, dev)
-        meta, kind = checkpoint_metadata(ckpt), "checkpoint"
+        model, ckpt = load_model(path, dev)
+        meta, kind = model_metadata(ckpt), "checkpoint"
         scales = (ckpt.get("config") or {}).get("tta_scales")
     else:
         raise VocsegError(
@@ -289,8 +284,6 @@ def load_predictor(source: str | Path, device: str = "auto") -> Predictor:
 
 def pretrained_predictor(model_name: str, weights: str | None, device: str = "auto") -> Predictor:
     """A registry model with pretrained weights (e.g. torchvision's COCO_WITH_VOC_LABELS_V1), no checkpoint."""
-    from .evaluate import pretrained_checkpoint
-
     if weights is None:
         raise VocsegError(f"--model {model_name} needs --weights (e.g. COCO_WITH_VOC_LABELS_V1, or a file)")
     dev = resolve_device(device)
@@ -427,7 +420,7 @@ def _run(
 ) -> None:
     """Segment every batch on this thread while a pool decodes the next ones and writes finished masks:
     decoding and PNG encoding (which release the GIL) overlap with the model instead of adding to it."""
-    workers = max(1, min(IO_THREADS, _cpus()))
+    workers = max(1, min(IO_THREADS, cpu_count()))
     writes: deque = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="vocseg-io") as pool:
         for batch, decoded in _read_ahead(batches, pool):
@@ -450,11 +443,6 @@ def _run(
             bar.update(len(batch))
         while writes:
             _finish_write(writes.popleft(), summary)
-
-
-def _cpus() -> int:
-    """CPUs this process may run on (a container's limit, not the host's count, where the OS says)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _finish_write(entry: tuple[Job, Future], summary: PredictSummary) -> None:
@@ -490,7 +478,8 @@ def write_outputs(job: Job, image: np.ndarray, mask: np.ndarray, class_names: Se
 
 def _save_png(img: Image.Image, path: Path) -> None:
     """Encode in memory, write beside ``path`` and rename over it: a crash never leaves a torn PNG. No
-    fsync (unlike checkpoints): predictions can be made again, and syncing each file halves throughput."""
+    fsync (unlike checkpoints): predictions can be made again, and syncing each file costs throughput
+    (docs/benchmarks.md, "What the defaults are, and why")."""
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

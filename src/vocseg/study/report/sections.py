@@ -11,9 +11,9 @@ import shutil
 
 import numpy as np
 
-from ..errors import VocsegError
-from ..plots import comparison_figure, confusion_figure, per_class_iou_figure, plot_curves
-from ..rundir import RunDir
+from ...errors import VocsegError
+from ...plots import comparison_figure, confusion_figure, per_class_iou_figure, plot_curves
+from ...rundir import RunDir
 from ..significance import N_BOOT, paired_bootstrap, verdict
 from .data import all_background_metrics
 from .example import choose_example, predict_example
@@ -440,7 +440,7 @@ def _versions(device: str) -> list[str]:
     import torch
     import torchvision
 
-    from .. import __version__
+    from ...version import __version__
 
     dev = device
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -474,7 +474,7 @@ def _data_items(ctx: ReportContext) -> list[str]:
 
 
 def data_seeds_versions(doc: Doc, ctx: ReportContext) -> None:
-    from ..data.builder import HOLDOUT_SEED
+    from ...data.builder import HOLDOUT_SEED
 
     doc.h(2, "Data, seeds, versions")
     items = _data_items(ctx) if ctx.info is not None else []

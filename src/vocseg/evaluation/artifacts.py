@@ -24,10 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.classes import voc_palette
-from .data.voc import VOCSegmentation
-from .engine import Evaluation
-from .errors import VocsegError
+from ..data.classes import voc_palette
+from ..data.voc import VOCSegmentation
+from ..errors import VocsegError
+from ..plots import confusion_figure, error_panel_figure, per_class_iou_figure
+from ..rundir import RunDir
+from ..runtime.files import output_dir
+from .evaluator import Evaluation
 
 PANELS = 5  # best and worst images drawn
 
@@ -41,12 +44,11 @@ def per_image_iou(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
 
 
 class MaskWriter:
-    """Receives the evaluation's predictions (``engine.evaluate(on_predictions=...)``) and saves each as a
+    """Receives the evaluation's predictions (``evaluator.evaluate(on_predictions=...)``) and saves each as a
     palette PNG in ``save_dir/masks``: the masks come from the scoring pass itself, not a second one. The
     evaluation must run one image at a time, so that every prediction is at its image's native size."""
 
     def __init__(self, save_dir: Path, ds: VOCSegmentation) -> None:
-        _prepare(save_dir)  # before the evaluation: a bad folder fails at once
         self.folder, self.ids, self.palette = save_dir / "masks", ds.ids, voc_palette()
 
     def __call__(self, indices: torch.Tensor, preds: torch.Tensor) -> None:
@@ -67,8 +69,6 @@ def write_evaluation_artifacts(
     save_dir: Path, masks: MaskWriter, ds: VOCSegmentation, ev: Evaluation, ckpt: dict[str, Any]
 ) -> None:
     """Write everything listed in the module docstring but the masks (``masks`` wrote them during ``ev``)."""
-    from .plots import confusion_figure, per_class_iou_figure
-
     names = list(ckpt["class_names"])
     ious = per_image_iou(ev.intersection.numpy(), ev.union.numpy())
     order = [i for i in np.argsort(ious) if not np.isnan(ious[i])]  # worst first
@@ -88,22 +88,21 @@ def write_evaluation_artifacts(
         save_dir / "confusion.png",
         f"{ckpt['model_name']}: confusion on {ds.split}, row-normalised",
     )
-    (save_dir / "metrics.json").write_text(json.dumps(ev.metrics, indent=2))
+    (save_dir / RunDir.METRICS).write_text(json.dumps(ev.metrics, indent=2))
 
 
-def _prepare(save_dir: Path) -> None:
-    if save_dir.exists() and any(save_dir.iterdir()):
+def prepare_save_dir(save_dir: str | Path) -> Path:
+    """Create ``save_dir`` and its sub-folders, or stop with one line naming it: it must be new or empty
+    (nothing there is overwritten)."""
+    save_dir = Path(save_dir).expanduser()
+    if save_dir.is_dir() and any(save_dir.iterdir()):
         raise VocsegError(f"--save-dir {save_dir} is not empty; choose a new folder (nothing there is overwritten)")
-    try:
-        for sub in ("masks", "best", "worst"):
-            (save_dir / sub).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise VocsegError(f"cannot create {save_dir}: {e.strerror or e}") from None
+    for sub in ("masks", "best", "worst"):
+        output_dir(save_dir / sub, "--save-dir folder")
+    return save_dir
 
 
 def _write_panels(folder: Path, indices, ds, preds, ious, names) -> None:
-    from .plots import error_panel_figure
-
     for rank, i in enumerate(indices, 1):
         image, mask = ds.load(int(i))
         error_panel_figure(

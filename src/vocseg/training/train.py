@@ -18,23 +18,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, schedule_runtime
-from .builders import build_model, build_optimizer, build_scheduler, eval_loader, train_loader
-from .checkpoint import BackgroundWriter, capture_rng_state, detached_copy, restore_rng_state
-from .config import Config, config_from_dict, replace
-from .data.builder import DataBundle, build_datasets
-from .distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
+from ..checkpoint import checkpoint_metadata
+from ..config import Config, config_from_dict, replace
+from ..data.builder import DataBundle, build_datasets
+from ..data.loaders import eval_loader, train_loader
+from ..errors import VocsegError
+from ..evaluation.evaluator import Evaluation, evaluate
+from ..evaluation.inference import multiscale_views, predict_logits
+from ..losses import class_weights
+from ..models import count_parameters
+from ..plots import plot_curves
+from ..rundir import HISTORY_FIELDS, RunDir
+from ..runtime.device import resolve_amp, resolve_device
+from ..runtime.distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
+from ..runtime.files import BackgroundWriter, detached_copy
+from ..runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
+from ..runtime.wrappers import unwrap, wrap_for_speed
+from . import lr_schedule
+from .builders import build_model, build_optimizer, resolve_channels_last
 from .ema import ModelEma
-from .engine import Evaluation, evaluate, resolve_amp, resolve_device, train_one_epoch
-from .errors import VocsegError
-from .inference import multiscale_views
-from .losses import class_weights
-from .models import count_parameters
-from .rundir import HISTORY_FIELDS, RunDir
-from .schedule_runtime import StepSchedule, build_step_schedule
-from .speed import resolve_channels_last
+from .lr_schedule import LrSchedule, build_lr_schedule
+from .step import train_one_epoch
+from .tensorboard_log import log_epoch
 
-__all__ = ["EarlyStopping", "HISTORY_FIELDS", "RESUMABLE_KEYS", "TrainResult", "cosine_lr", "train"]
+__all__ = ["EarlyStopping", "HISTORY_FIELDS", "RESUMABLE_KEYS", "TrainResult", "train"]
 
 # Config keys a resumed run may change (`vocseg train --resume RUN --epochs 40`); any other is refused.
 RESUMABLE_KEYS = frozenset(
@@ -53,7 +60,8 @@ RESUMABLE_KEYS = frozenset(
 )
 # Entries of last.pt that best.pt leaves out: best.pt holds weights and metadata only. With ema_decay,
 # "model" is the averaged weights (what is evaluated) and "train_model" the weights being trained.
-TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "step_schedule", "train_model", "ema")
+# Checkpoints written before the one LR mechanism also hold a "scheduler" entry, which resuming ignores.
+TRAINING_STATE_KEYS = ("optimizer", "scaler", "rng", "step_schedule", "train_model", "ema")
 CURVES_EVERY_S = 30.0  # curves.png is redrawn at most this often while training, and after the last epoch
 
 
@@ -62,11 +70,6 @@ CURVES_EVERY_S = 30.0  # curves.png is redrawn at most this often while training
 
 # How EarlyStopping compares each config ``monitor``: "last" keeps every epoch, so best.pt is the final one.
 MONITOR_MODES = {"val_loss": "min", "val_miou": "max", "last": "last"}
-
-
-def cosine_lr(epoch: int, base_lr: float, min_lr: float, t_max: int) -> float:
-    """The paper's eq. (1): the LR CosineAnnealingLR gives at ``epoch`` (for reading and tests)."""
-    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * epoch / t_max))
 
 
 @dataclass
@@ -101,22 +104,6 @@ class EarlyStopping:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    return getattr(model, "_orig_mod", model)  # torch.compile's wrapper
-
-
 # ----------------------------------------------------------------------------- the session
 
 
@@ -142,8 +129,7 @@ class Session:
     data: DataBundle
     weight: torch.Tensor | None
     optimizer: torch.optim.Optimizer
-    scheduler: Any
-    steps: StepSchedule
+    steps: LrSchedule
     amp_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler
     stopper: EarlyStopping
@@ -179,7 +165,7 @@ def train(
     """Train ``cfg`` into its run folder. With ``resume``, continue the run found there: its saved config
     wins, except for the keys in ``changes`` (only :data:`RESUMABLE_KEYS`; extending ``epochs`` is the
     common one) and ``device``, which may move a resumed run to another device."""
-    started = schedule_runtime.clock()  # a time budget counts from here
+    started = lr_schedule.clock()  # a time budget counts from here
     run = RunDir(cfg.out or f"runs/{cfg.model}")
     saved = None
     if resume:
@@ -268,8 +254,7 @@ def start_session(
         data,
         weight.to(device) if weight is not None else None,
         optimizer,
-        build_scheduler(cfg, optimizer),
-        build_step_schedule(cfg, optimizer, len(data.train), len(data.val), len(data.test or data.val), world, started),
+        build_lr_schedule(cfg, optimizer, len(data.train), len(data.val), len(data.test or data.val), world, started),
         amp_dtype,
         torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
         EarlyStopping(cfg.patience, MONITOR_MODES[cfg.monitor]),
@@ -299,7 +284,6 @@ def restore(s: Session, saved: dict[str, Any]) -> None:
     the weight average is restored by :func:`start_session`, once the model has its memory format)."""
     s.model.load_state_dict(saved.get("train_model", saved["model"]))
     s.optimizer.load_state_dict(saved["optimizer"])
-    s.scheduler.load_state_dict(saved["scheduler"])
     if saved["scaler"]:  # empty when the run started without fp16; a resume may switch devices
         s.scaler.load_state_dict(saved["scaler"])
     s.stopper.load_state_dict(saved["early_stopping"])
@@ -307,35 +291,26 @@ def restore(s: Session, saved: dict[str, Any]) -> None:
     s.history = list(saved["history"])
     s.start_epoch = saved["epoch"]
     s.stopped_early = s.stopper.should_stop
-    if isinstance(s.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and s.scheduler.T_max != s.cfg.epochs:
-        stretch_cosine(s.scheduler, s.cfg.epochs, s.start_epoch)
     restore_rng_state(saved["rng"])
     s.log(f"resuming {s.run.path} after epoch {s.start_epoch}")
 
 
-def stretch_cosine(scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, epochs: int, epoch: int) -> None:
-    """Extending a cosine run: the schedule is stretched to the new length (docs/paper-notes.md), so the LR
-    continues from the point ``epoch / epochs`` of the longer curve instead of restarting its period."""
-    scheduler.T_max = epochs
-    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
-        group["lr"] = cosine_lr(epoch, base, scheduler.eta_min, epochs)
-    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
-
-
 def wrap_model(s: Session) -> nn.Module:
     """channels-last, SyncBatchNorm, DDP and torch.compile, as the config asks."""
-    from .speed import wrap_for_speed
-
-    return wrap_for_speed(s.model, s.cfg, s.device, s.world, s.log if s.main else None)
+    c = s.cfg
+    log = s.log if s.main else None
+    return wrap_for_speed(
+        s.model, s.device, channels_last=c.channels_last, sync_bn=c.sync_bn, compile=c.compile, world=s.world, log=log
+    )
 
 
 def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], Evaluation | None]:
     """One training pass and, when due (:func:`validation_due`), a validation pass; returns the history row
     (its val_* values None without a validation) and the validation."""
-    t0 = schedule_runtime.clock()
+    t0 = lr_schedule.clock()
+    s.steps.begin_epoch(epoch)
     lr = s.optimizer.param_groups[0]["lr"]
     loader = train_loader(s.data, s.cfg, epoch, s.device, s.rank, s.world)
-    s.steps.begin_epoch()
     train_loss, _ = train_one_epoch(
         s.model,
         loader,
@@ -353,11 +328,9 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         channels_last=s.cfg.channels_last,
         after_step=s.after_step,
     )
-    if not s.steps.per_step:
-        s.scheduler.step()
-    t_train = schedule_runtime.clock()
+    t_train = lr_schedule.clock()
     val = score(s, s.data.val, progress, f"epoch {epoch + 1} val") if validation_due(s, epoch) else None
-    seconds = schedule_runtime.clock() - t0
+    seconds = lr_schedule.clock() - t0
     s.steps.end_epoch(seconds - (t_train - t0) if val is not None else None)
     m = val.metrics if val is not None else {}
     row = {
@@ -402,19 +375,17 @@ def score(s: Session, dataset, progress: bool, desc: str, tta: str = "none") -> 
 def eval_seconds_per_image(s: Session, images: int = 3, tta: str = "none") -> float:
     """Seconds one validation image takes (forward at native size, with ``tta``), timed on the first few:
     the time budget's first plan needs it before any validation pass has run."""
-    from .inference import predict_logits
-
     model = unwrap(s.model)
     was_training = model.training
     model.eval()
     n = min(images, len(s.data.val))
     scales = s.cfg.tta_scales if tta == "multiscale" else None
-    t0 = schedule_runtime.clock()
+    t0 = lr_schedule.clock()
     for i in range(n):
         x, _ = s.data.val[i]
         predict_logits(model, x[None].to(s.device), tta=tta, scales=scales, amp_dtype=s.amp_dtype)
     model.train(was_training)
-    return (schedule_runtime.clock() - t0) / max(n, 1)
+    return (lr_schedule.clock() - t0) / max(n, 1)
 
 
 def measured_tta_cost(s: Session, images: int = 2) -> float | None:
@@ -454,31 +425,14 @@ def check_finite(s: Session, row: dict[str, Any], epoch: int) -> None:
         )
 
 
-def checkpoint_meta(s: Session) -> dict[str, Any]:
-    """What every checkpoint carries besides weights: enough to rebuild, normalise and label."""
-    return {
-        "model_name": s.cfg.model,
-        "model_kwargs": dict(s.cfg.model_kwargs),
-        "num_classes": s.cfg.num_classes,
-        "class_names": s.data.class_names,
-        "normalization": {"mean": list(s.data.mean), "std": list(s.data.std)},
-        "class_weight": s.weight.cpu() if s.weight is not None else None,
-        "config": s.cfg.to_dict(),
-        "vocseg_version": __version__,
-    }
-
-
 def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | None, improved: bool) -> None:
     """Checkpoints (best.pt when improved, then last.pt) and history.csv, written on a background thread
     from a snapshot while the next epoch trains; curves, TensorBoard and the log line."""
-    from .plots import plot_curves
-
     state = {
-        **checkpoint_meta(s),
+        **checkpoint_metadata(s.cfg, s.data.class_names, s.data.mean, s.data.std, s.weight),
         "model": unwrap(s.eval_model()).state_dict(),
         "epoch": epoch + 1,
         "optimizer": s.optimizer.state_dict(),
-        "scheduler": s.scheduler.state_dict(),
         "scaler": s.scaler.state_dict(),
         "step_schedule": s.steps.state_dict(),
         "early_stopping": s.stopper.state_dict(),
@@ -491,11 +445,10 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | No
     if curves_due(s, epoch):
         with s.run.writing(s.run.curves_path):
             plot_curves(s.history, s.run.curves_path, title=s.cfg.model)
-        s.curves_plotted_at = schedule_runtime.clock()
+        s.curves_plotted_at = lr_schedule.clock()
     if s.writer is not None:
-        from .tensorboard_log import log_epoch
-
-        log_epoch(s.writer, row, val.metrics if val is not None else None, s, epoch + 1)
+        metrics = val.metrics if val is not None else None
+        log_epoch(s.writer, row, metrics, unwrap(s.model), s.data.val, s.device, s.amp_dtype, epoch + 1)
     s.log(
         f"epoch {epoch + 1}/{s.steps.epochs_label()}  train {row['train_loss']:.4f}  {_val_note(row)}  "
         f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + _memory_note(s.device) + ("  *" if improved else "")
@@ -512,7 +465,7 @@ def curves_due(s: Session, epoch: int) -> bool:
     """Redraw curves.png after the last epoch, and between, at most every CURVES_EVERY_S seconds: drawing
     takes ~0.1 s, 1% of a 9 s epoch, which short epochs should spend on steps (history.csv is every epoch)."""
     last = s.stopped_early or s.steps.finished or epoch + 1 >= s.steps.epochs
-    recent = s.curves_plotted_at is not None and schedule_runtime.clock() - s.curves_plotted_at < CURVES_EVERY_S
+    recent = s.curves_plotted_at is not None and lr_schedule.clock() - s.curves_plotted_at < CURVES_EVERY_S
     return last or not recent
 
 

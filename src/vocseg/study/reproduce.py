@@ -3,8 +3,8 @@
     vocseg reproduce --out DIR [--data-root VOC] [--quick] [--only NAME ...] [--seeds N] [--device D] [--overwrite]
 
 The experiments are data (:mod:`vocseg.experiments`); this module only runs them: it plans every run,
-records what happened in the manifest, trains through :func:`vocseg.train.train`, and hands the run
-folders to :func:`vocseg.report.write_report`. Output::
+records what happened in the manifest, trains through :func:`vocseg.training.train.train`, and hands the run
+folders to :func:`vocseg.study.report.write_report`. Output::
 
     DIR/runs/<name>/         the experiment's run folder (see rundir.py); with --seeds N also
     DIR/runs/<name>-seed<k>/ for k = 1 .. N-1, trained with the YAML's seed + k
@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import Config
+from ..errors import VocsegError
+from ..rundir import DONE, EMPTY, INTERRUPTED, RunDir
+from ..runtime.files import atomic_write_bytes
 from . import experiments
-from .checkpoint import atomic_write_bytes
-from .config import Config
-from .errors import VocsegError
 from .experiments import (
     EXPERIMENTS,
     Experiment,
@@ -44,7 +45,6 @@ from .experiments import (
     select_experiments,
 )
 from .report import ReportRun, write_report
-from .rundir import DONE, EMPTY, INTERRUPTED, RunDir
 
 __all__ = ["MANIFEST", "ReproduceResult", "load_manifest", "reproduce", "study_runs", "write_study_report"]
 
@@ -187,7 +187,7 @@ def start_manifest(out: Path, quick: bool, data_root: str | Path | None, device:
 
 
 def _train_plan(plan: Plan, progress: bool, log: Callable[[str], None]) -> tuple[str, Any]:
-    from .train import train
+    from ..training.train import train
 
     if plan.action == "skip":
         return "skipped", None
@@ -306,7 +306,7 @@ def reproduce(
     A run that fails with a :class:`VocsegError` (e.g. pretrained weights missing outside ``quick``)
     does not stop the others: it is reported, and after the report is written this raises a
     ``VocsegError`` naming the failures."""
-    from .engine import resolve_device
+    from ..runtime.device import resolve_device
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise VocsegError(f"seeds must be an integer >= 1, got {seeds!r}")

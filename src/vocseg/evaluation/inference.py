@@ -27,14 +27,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .engine import autocast
-from .errors import VocsegError
+from ..config import CHOICES
+from ..errors import VocsegError
+from ..runtime.device import autocast
 
-TTA_MODES = ("none", "flip", "multiscale")
 # mmsegmentation's standard multi-scale test ratios (its configs' ``img_ratios``).
 MULTISCALE_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 Model = Callable[[Tensor], Tensor]
+
+
+def check_tta(tta: str) -> None:
+    """``tta`` must be one of the config field's choices."""
+    if tta not in CHOICES["tta"]:
+        raise VocsegError(f"unknown tta {tta!r}; valid choices: {', '.join(CHOICES['tta'])}")
 
 
 def check_tta_scales(tta: str, tta_scales: Sequence[float] | None) -> None:
@@ -55,8 +61,7 @@ def tta_cost(tta: str, scales: Sequence[float] | None = None) -> float:
     """Pixels ``tta`` pushes through the model, relative to one plain forward: what a time budget reserves
     for a final evaluation with it (``flip``: 2; ``multiscale``: both flips at every scale, ``2 * sum(s^2)``;
     ``scales`` None: :data:`MULTISCALE_SCALES`)."""
-    if tta not in TTA_MODES:
-        raise VocsegError(f"unknown tta {tta!r}; valid choices: {', '.join(TTA_MODES)}")
+    check_tta(tta)
     if tta == "none":
         return 1.0
     return 2.0 * sum(s**2 for s in multiscale_views(tta, scales) or [1.0])
@@ -97,8 +102,7 @@ def predict_logits(
 
 
 def _check_args(model: Model, images: Tensor, tta: str, scales: Sequence[float], slide: tuple[int, int] | None) -> None:
-    if tta not in TTA_MODES:
-        raise VocsegError(f"unknown tta {tta!r}; valid choices: {', '.join(TTA_MODES)}")
+    check_tta(tta)
     if images.ndim != 4 or not images.is_floating_point():
         raise VocsegError(
             f"images must be a float tensor (B, 3, H, W); got {images.dtype} of shape {tuple(images.shape)}"

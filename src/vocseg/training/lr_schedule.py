@@ -1,13 +1,15 @@
 """The learning-rate schedule and the time budget while a run trains (the pure functions are in schedule.py).
 
-Two ways to schedule, chosen from the config:
+One mechanism, :class:`LrSchedule`, sets every param group's LR to ``schedule.lr_at(...)``; the config
+decides how often:
 
-* per epoch (the paper's: ``scheduler: cosine`` or ``none``, no warmup, no ``iters``, no ``budget``): the
-  torch scheduler built in builders.py is stepped once per epoch; :class:`StepSchedule` does nothing.
+* per epoch (the paper's: ``scheduler: cosine`` or ``none``, no warmup, no ``iters``, no ``budget``): at
+  the start of epoch ``e`` the LR is ``lr_at(e, epochs)``, the value ``CosineAnnealingLR(T_max=epochs)``
+  gives (eq. 1). Extending a finished run's ``epochs`` stretches the curve to the new length.
 * per optimizer step (``poly``, ``warmup_iters > 0``, ``iters`` or ``budget``): after every step the LR
-  is set to ``schedule.lr_at(step, total_steps, ...)``. ``iters`` fixes ``total_steps``; a ``budget``
-  re-plans it from the measured step and validation times so the whole run, final evaluation
-  included, ends within the budget (see :func:`vocseg.schedule.plan_budget`).
+  is ``lr_at(step, total_steps)``. ``iters`` fixes ``total_steps``; a ``budget`` re-plans it from the
+  measured step and validation times so the whole run, final evaluation included, ends within the
+  budget (see :func:`vocseg.training.schedule.plan_budget`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from typing import Any
 
 import torch
 
-from .config import Config
-from .distributed import broadcast_int
-from .inference import tta_cost
-from .schedule import lr_at, parse_duration, plan_budget
+from ..config import Config, parse_duration
+from ..evaluation.inference import tta_cost
+from ..runtime.distributed import broadcast_int
+from .schedule import lr_at, plan_budget
 
 # The clock every budget decision reads (a module attribute so tests can run training on a simulated clock).
 clock = time.perf_counter
@@ -37,8 +39,8 @@ def steps_per_epoch(num_train: int, batch_size: int, world: int) -> int:
     return per_rank // batch_size if per_rank > batch_size else max(1, math.ceil(per_rank / batch_size))
 
 
-class StepSchedule:
-    """Per-step LR and budget bookkeeping; inert for the paper's per-epoch schedules."""
+class LrSchedule:
+    """Sets the LR (per epoch or per step, see the module docstring) and keeps a time budget's books."""
 
     def __init__(
         self,
@@ -63,8 +65,8 @@ class StepSchedule:
         self.final_eval_ratio = final_eval_ratio  # final evaluation's cost / a validation pass's
         self.eval_probe = eval_probe  # seconds to evaluate one validation image, measured when called
         # The final evaluation's test-time augmentation, timed against plain passes when called (None: not
-        # measurable). Small scales cost more than their pixels (2.3x at 0.5 on transfer_unet here), so the
-        # pixel count alone (tta_cost) under-reserved strong_cpu.yaml's final evaluation by ~40%.
+        # measurable). Small scales cost more than their pixels, so the pixel count alone (tta_cost) would
+        # under-reserve a multi-scale final evaluation (docs/benchmarks.md, "Where a 15-minute budget goes").
         self.tta_probe: Callable[[], float | None] | None = None
         self.elapsed_before = 0.0  # seconds spent before a resume
         self.step_seconds: float | None = None
@@ -99,12 +101,13 @@ class StepSchedule:
     def elapsed(self) -> float:
         return self.elapsed_before + clock() - self.started
 
-    def _set_lr(self) -> None:
+    def _set_lr(self, step: int | None = None, total: int | None = None) -> None:
+        """Every group's LR at ``step`` of ``total`` (default: the optimizer step of the planned total)."""
         c = self.cfg
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = lr_at(
-                self.step,
-                self.total_steps,
+                self.step if step is None else step,
+                self.total_steps if total is None else total,
                 base,
                 kind=c.scheduler,
                 warmup_steps=c.warmup_iters,
@@ -122,7 +125,10 @@ class StepSchedule:
         self._set_lr()
         return self.step >= self.total_steps
 
-    def begin_epoch(self) -> None:
+    def begin_epoch(self, epoch: int) -> None:
+        """Before epoch ``epoch`` (0-based) trains: a per-epoch schedule sets its LR here."""
+        if not self.per_step:
+            self._set_lr(epoch, self.cfg.epochs)
         self._last_step_at = None  # the first step of an epoch also pays for the loader's start: not timed
         now = clock()
         if self._epoch_began is not None and self.step_seconds is not None:
@@ -220,7 +226,7 @@ class StepSchedule:
         return out
 
 
-def build_step_schedule(
+def build_lr_schedule(
     cfg: Config,
     optimizer: torch.optim.Optimizer,
     num_train: int,
@@ -229,8 +235,8 @@ def build_step_schedule(
     world: int,
     started: float,
     eval_probe: Callable[[], float] | None = None,
-) -> StepSchedule:
-    return StepSchedule(
+) -> LrSchedule:
+    return LrSchedule(
         cfg,
         optimizer,
         steps_per_epoch(num_train, cfg.batch_size, world),

@@ -13,10 +13,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import VocsegError
+from ..errors import VocsegError
+from ..rundir import RunDir
 from .experiments import RUNTIME_KEYS, recipe
 from .report import ReportRun, write_report
-from .rundir import RunDir
 
 __all__ = ["compare", "default_labels", "recipe_groups"]
 
@@ -71,7 +71,7 @@ def compare(
     """Write ``out/report.md`` and ``out/report.html`` comparing ``run_dirs``; return their paths.
 
     ``labels`` names the runs (default: their folder names); ``device`` runs the example predictions."""
-    from .engine import resolve_device
+    from ..runtime.device import resolve_device
 
     runs = _run_dirs(run_dirs)
     names = _labels(runs, labels)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, config_from_dict, load_config
-from .errors import VocsegError
+from ..config import Config, config_from_dict, load_config
+from ..errors import VocsegError
 
 __all__ = [
     "EXPERIMENTS",
@@ -131,12 +131,12 @@ QUICK: dict[str, Any] = dict(
     num_workers=0,  # 2 cores: worker processes would only compete with the model for them
 )
 # Per-experiment additions to QUICK ("model_kwargs" is merged into the config's model_kwargs). Epochs
-# keep the paper's ordering (13 < 30 < 50) as far as the budget allows; uncontended seconds per epoch
-# on 2 cores are about 3 (fcn), 5 (unet), 8 (transfer) and 12 (unpool).
+# keep the paper's ordering (13 < 30 < 50) as far as the budget allows, given each model's seconds per
+# epoch on 2 cores (docs/benchmarks.md, "The paper's study, quick mode").
 QUICK_PER_EXPERIMENT: dict[str, dict[str, Any]] = {
     "augment": dict(epochs=8),
     "weighted": dict(epochs=8),
-    "unpool": dict(epochs=6, max_train_images=240),  # full-resolution stages: ~5x the baseline's cost
+    "unpool": dict(epochs=6, max_train_images=240),  # full-resolution stages: the costliest epochs
     "transfer": dict(epochs=8),
     "unet": dict(epochs=10, model_kwargs={"base_channels": 16}),  # 1.9 M instead of 31 M parameters
 }
@@ -222,7 +222,7 @@ def pretrained_weights_cached(model: str, model_kwargs: Mapping[str, Any]) -> bo
     (called with the kwargs it names) and ``weights_cache_dir()``; a module without them counts as
     not cached, so callers assume a download.
     """
-    from .models import get_model_entry
+    from ..models import get_model_entry
 
     entry = get_model_entry(model)
     kwargs = {**_builder_defaults(entry.builder), **model_kwargs}
@@ -244,7 +244,7 @@ def pretrained_weights_cached(model: str, model_kwargs: Mapping[str, Any]) -> bo
 
 
 def _without_download(model: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    from .models import get_model_entry
+    from ..models import get_model_entry
 
     return {**kwargs, **get_model_entry(model).offline_kwargs}
 

@@ -1,0 +1,38 @@
+"""What the machine offers, and the loader workers that suit it."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..errors import VocsegError
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask where the OS has one: a container's limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_workers(num_workers: int | str, device: torch.device) -> int:
+    """Loader processes for ``num_workers`` ("auto" or a number) on ``device``.
+
+    "auto" loads in the main process on CPU machines of up to 4 cores: the model's intra-op threads
+    already use every core, and loader processes only compete with them (docs/benchmarks.md, section (a)).
+    With a GPU the cores are free for decoding, so "auto" uses most of them. A number is capped at the
+    core count (more processes than cores only thrash)."""
+    cores = cpu_count()
+    if num_workers != "auto":
+        try:
+            n = int(num_workers)
+        except (TypeError, ValueError):
+            raise VocsegError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}") from None
+        if n < 0:
+            raise VocsegError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}")
+        return min(n, cores)
+    if device.type == "cuda":
+        return max(1, min(8, cores - 1))
+    return 0 if cores <= 4 else min(4, cores // 4)
