@@ -38,12 +38,18 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if amp == "bf16":
         return torch.bfloat16
-    # auto: bf16 where it is native (CPU autocast, Ampere+ GPUs), else fp16 on CUDA.
+    # auto: bf16 where the hardware has it (Ampere+ GPUs; CPUs with AVX512-BF16 or AMX), else fp16 on CUDA
+    # and fp32 on other CPUs, where bf16 is emulated and slower than fp32 (docs/benchmarks.md, "Precision").
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu":
+    if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
