@@ -82,5 +82,5 @@ def test_no_space_left_names_the_path_and_keeps_the_previous_checkpoint(tmp_path
 def test_a_folder_that_cannot_be_created_is_one_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(VocsegError, match=r"cannot write .*file.*Not a directory"):
+    with pytest.raises(VocsegError, match=r"cannot use .*file/run as the run folder: .*file is a file, not a folder"):
         RunDir(blocker / "run").prepare(resume=False, overwrite=False)

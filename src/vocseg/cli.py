@@ -12,8 +12,12 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from .config import FIELD_NAMES, Config, load_config, parse_value
 from .errors import VocsegError
 from .version import __version__
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_HINTS = typing.get_type_hints(Config)
 
 # A config flag's default: "not given" (so the YAML's value stands), distinct from "--patience null".
 UNSET = argparse.SUPPRESS
@@ -36,26 +40,33 @@ def _field_kind(hint: Any) -> tuple[type, bool]:
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Config field, with the field's help text and choices: defined once, in config.py."""
-    from .config import Config, parse_value
-
-    hints = typing.get_type_hints(Config)
     group = parser.add_argument_group("training options (each overrides the YAML config)")
     for f in dataclasses.fields(Config):
-        base, is_list = _field_kind(hints[f.name])
-        flags = [f"--{f.name.replace('_', '-')}"] + FLAG_ALIASES.get(f.name, [])
-        help_text = f"{f.metadata.get('help', '')} (default: {_default_text(f)})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": UNSET, "help": help_text}
-        if base is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif base is dict:
-            kwargs.update(action="append", metavar="KEY=VALUE")
-        elif is_list:
-            kwargs.update(nargs="+", type=parse_value, metavar="VALUE")
-        elif f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
-        else:
-            kwargs.update(type=parse_value if base is not str else str, metavar=f.name.upper())
-        group.add_argument(*flags, **kwargs)
+        add_field_flag(group, f.name, UNSET, FLAG_ALIASES.get(f.name, []))
+
+
+def add_field_flag(parser: Any, name: str, default: Any, aliases: Sequence[str] = (), default_text: str = "") -> None:
+    """The flag ``--<name>`` of the Config field ``name``: its type, help text and choices come from the
+    field, so another command's ``--amp`` or ``--tta`` offers exactly what the config accepts."""
+    f = FIELDS[name]
+    base, is_list = _field_kind(_HINTS[name])
+    shown = default_text or (_default_text(f) if default is UNSET else ("null" if default is None else str(default)))
+    kwargs: dict[str, Any] = {
+        "dest": name,
+        "default": default,
+        "help": f"{f.metadata.get('help', '')} (default: {shown})",
+    }
+    if base is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif base is dict:
+        kwargs.update(action="append", metavar="KEY=VALUE")
+    elif is_list:
+        kwargs.update(nargs="+", type=parse_value, metavar="VALUE")
+    elif f.metadata.get("choices"):
+        kwargs["choices"] = f.metadata["choices"]
+    else:
+        kwargs.update(type=parse_value if base is not str else str, metavar=name.upper())
+    parser.add_argument(f"--{name.replace('_', '-')}", *aliases, **kwargs)
 
 
 def _default_text(f: dataclasses.Field) -> str:
@@ -66,8 +77,6 @@ def _default_text(f: dataclasses.Field) -> str:
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The Config fields the user set on the command line (``null`` included); the others are absent and
     left to the YAML."""
-    from .config import FIELD_NAMES
-
     out = {name: getattr(args, name) for name in FIELD_NAMES if hasattr(args, name)}
     if "model_kwargs" in out:
         out["model_kwargs"] = _model_args(out["model_kwargs"])
@@ -75,8 +84,6 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _model_args(pairs: Sequence[str]) -> dict[str, Any]:
-    from .config import parse_value
-
     out = {}
     for pair in pairs:
         if "=" not in pair:
@@ -102,7 +109,6 @@ def _slide(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import Config, load_config
     from .training.train import train
 
     overrides = config_overrides(args)
@@ -284,20 +290,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- the parser
 
-TTA_CHOICES = ("none", "flip", "multiscale")
-
 
 def _add_inference_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation (default: none)")
-    p.add_argument(
-        "--tta-scales",
-        type=float,
-        nargs="+",
-        metavar="SCALE",
-        help="scales of --tta multiscale (default: the run's own, else 0.5 0.75 1.0 1.25 1.5 1.75)",
-    )
+    add_field_flag(p, "tta", "none")
+    add_field_flag(p, "tta_scales", None, default_text="the run's own, else 0.5 0.75 1.0 1.25 1.5 1.75")
     p.add_argument("--slide", metavar="CROP,STRIDE", help="sliding-window inference for images larger than CROP")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add_field_flag(p, "device", "auto")
     p.add_argument("--model", help="a registry model with pretrained --weights instead of a checkpoint")
     p.add_argument("--weights", help="pretrained weights for --model, e.g. COCO_WITH_VOC_LABELS_V1")
 
@@ -315,9 +313,9 @@ def _train_parser(sub) -> None:
 def _evaluate_parser(sub) -> None:
     e = sub.add_parser("evaluate", help="evaluate a checkpoint or a pretrained model on a split")
     e.add_argument("checkpoint", nargs="?", help="a run's best.pt (or last.pt)")
-    e.add_argument("--data-root", help="folder holding VOCdevkit (default: the run's data)")
+    add_field_flag(e, "data_root", None, default_text="the run's data")
     e.add_argument("--split", default="val")
-    e.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"])
+    add_field_flag(e, "amp", None, default_text="the run's own")
     e.add_argument("--batch-size", type=int)
     e.add_argument("--workers", type=int)
     e.add_argument("--save-dir", help="also write masks, best/worst panels, per-class IoU and confusion figures")
@@ -335,7 +333,7 @@ def _predict_parser(sub) -> None:
     p.add_argument(
         "--batch-size", type=int, help="images per forward (same-size images only; default 1 on CPU, 8 on GPU)"
     )
-    p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"], default="none", help="autocast (default: none)")
+    add_field_flag(p, "amp", "none")
     p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
     p.add_argument("--no-progress", action="store_true")
     _add_inference_flags(p)
@@ -355,16 +353,16 @@ def _other_parsers(sub) -> None:
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--out", required=True)
     c.add_argument("--labels", nargs="+", help="a label per run (default: folder names)")
-    c.add_argument("--device", default="auto")
+    add_field_flag(c, "device", "auto")
     c.set_defaults(func=cmd_compare)
 
     r = sub.add_parser("reproduce", help="rerun the paper's experiments and write a report")
     r.add_argument("--out", required=True)
-    r.add_argument("--data-root")
+    add_field_flag(r, "data_root", None)
     r.add_argument("--quick", action="store_true", help="short CPU run on the synthetic dataset")
     r.add_argument("--only", nargs="+", metavar="NAME")
     r.add_argument("--seeds", type=int, default=1, help="train each experiment this many times (mean, std, CIs)")
-    r.add_argument("--device", default="auto")
+    add_field_flag(r, "device", "auto")
     r.add_argument("--overwrite", action="store_true", help="retrain experiments already finished in --out")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_reproduce)

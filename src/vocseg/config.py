@@ -38,7 +38,7 @@ class Config:
 
     # --- data
     data_root: str | None = _field(
-        None, "folder holding VOCdevkit, or VOC2012 itself (default: built-in synthetic data)"
+        None, "folder holding VOCdevkit, or VOC2012 itself; null: the built-in synthetic data"
     )
     train_split: str = _field("train", "split file to train on (ImageSets/Segmentation/<name>.txt)")
     val_split: str = _field("val", "split for early stopping and curves (the test split when val_holdout > 0)")
@@ -63,7 +63,7 @@ class Config:
     eval_batch_size: int = _field(1, "evaluation batch size (padded images; 1 is exact native resolution)")
     tta: str = _field(
         "none",
-        "test-time augmentation of the final evaluation (validation passes stay plain; the budget pays for it)",
+        "test-time augmentation (in training: of the final evaluation; validation passes stay plain)",
         ("none", "flip", "multiscale"),
     )
     tta_scales: list[float] | None = _field(
@@ -115,7 +115,9 @@ class Config:
     # --- system
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
     amp: str = _field(
-        "auto", "autocast: auto (bf16 on CPU and recent GPUs), bf16, fp16, none", ("auto", "none", "bf16", "fp16")
+        "auto",
+        "autocast: auto (bf16 where the CPU or GPU has it natively, else fp32; fp16 on older GPUs), bf16, fp16, none",
+        ("auto", "none", "bf16", "fp16"),
     )
     seed: int = _field(0, "random seed")
     deterministic: bool = _field(False, "deterministic algorithms (slower)")

@@ -31,7 +31,7 @@ import yaml
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import VocsegError
-from .runtime.files import atomic_write_bytes
+from .runtime.files import atomic_write_bytes, output_dir
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "lr", "seconds")
 
@@ -109,11 +109,11 @@ class RunDir:
                 f"{self.path} already holds a run ({', '.join(existing)}); use --resume to continue it, "
                 "--overwrite to replace it, or --out to choose another folder"
             )
+        output_dir(self.path, "run folder")
         with self.writing(self.path):
             for name in existing:
                 (self.path / name).unlink()
             shutil.rmtree(self.tensorboard_dir, ignore_errors=True)
-            self.path.mkdir(parents=True, exist_ok=True)
 
     @contextlib.contextmanager
     def writing(self, target: Path) -> Iterator[None]:
@@ -210,7 +210,25 @@ class RunDir:
             raise VocsegError(f"{path} is corrupt ({e}); rerun `vocseg evaluate` or delete it") from None
 
     def load_last(self, map_location: Any = "cpu") -> dict[str, Any]:
-        return load_checkpoint(self.last_path, map_location=map_location)
+        """last.pt; when it cannot be read, the error also says what in the run is intact and what to do."""
+        try:
+            return load_checkpoint(self.last_path, map_location=map_location)
+        except VocsegError as e:
+            raise VocsegError(f"{e}. {self.recovery_hint()}") from None
+
+    def recovery_hint(self) -> str:
+        """What is left of a run whose last.pt is unreadable, and the next step."""
+        try:
+            best = load_checkpoint(self.best_path)
+        except VocsegError:
+            best = None
+        fresh = f"`vocseg train --config {self.config_path} --out NEW_FOLDER`"
+        if best is None:
+            return f"No readable best.pt either: the run cannot be continued; start it again with {fresh}."
+        return (
+            f"{self.best_path} (epoch {best.get('epoch', '?')}) is intact: evaluate, predict or export with it as it "
+            f"is, or train again with {fresh} (resuming needs last.pt's optimizer state, which best.pt does not hold)."
+        )
 
     def load_best(self, map_location: Any = "cpu") -> dict[str, Any]:
         return load_checkpoint(self.best_path, map_location=map_location)

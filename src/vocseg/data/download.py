@@ -14,6 +14,7 @@ from torchvision.datasets.utils import check_integrity, download_url
 from torchvision.datasets.voc import DATASET_YEAR_DICT
 
 from ..errors import VocsegError
+from ..runtime.files import output_dir
 
 
 def voc_archive_info(year: str = "2012") -> dict[str, str]:
@@ -89,7 +90,7 @@ def fetch_verified_archive(
 ) -> Path:
     """``root/info["filename"]``, md5-checked: a pre-placed archive is verified, a missing one downloaded
     (failing at once offline with ``offline_message``). A corrupt file is left where it is and named."""
-    root.mkdir(parents=True, exist_ok=True)
+    output_dir(root, "download folder")
     archive = root / info["filename"]
     if archive.exists():
         if not check_integrity(str(archive), info["md5"]):

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import VocsegError
+from ..runtime.files import output_dir
 from .classes import IGNORE_INDEX, NUM_CLASSES, voc_palette
 from .stats import cache_dir as default_cache_dir
 
@@ -152,11 +153,8 @@ def generate_synthetic_voc(
     root = Path(out).expanduser() / "VOCdevkit" / "VOC2012"
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise VocsegError(f"{root} already exists and is not empty; refusing to overwrite it (choose another folder)")
-    try:
-        for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise VocsegError(f"cannot create the dataset folder {root}: {e}") from e
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        output_dir(root / sub, "dataset folder")
 
     n = n_train + n_val
     workers = max(1, min(workers or os.cpu_count() or 1, n))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from ..errors import VocsegError
 from ..rundir import RunDir
+from ..runtime.device import resolve_device
+from ..runtime.files import output_dir
 from .experiments import RUNTIME_KEYS, recipe
 from .report import ReportRun, write_report
 
@@ -71,10 +73,9 @@ def compare(
     """Write ``out/report.md`` and ``out/report.html`` comparing ``run_dirs``; return their paths.
 
     ``labels`` names the runs (default: their folder names); ``device`` runs the example predictions."""
-    from ..runtime.device import resolve_device
-
     runs = _run_dirs(run_dirs)
     names = _labels(runs, labels)
+    output_dir(out, "report folder")  # before any run is read or model loaded
     groups = recipe_groups([r.read_config() or {} for r in runs], names)
     report_runs = [ReportRun(label, run, group=group) for label, run, group in zip(names, runs, groups)]
     n_groups = len(dict.fromkeys(groups))

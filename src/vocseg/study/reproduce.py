@@ -33,7 +33,7 @@ from typing import Any
 from ..config import Config
 from ..errors import VocsegError
 from ..rundir import DONE, EMPTY, INTERRUPTED, RunDir
-from ..runtime.files import atomic_write_bytes
+from ..runtime.files import atomic_write_bytes, output_dir
 from . import experiments
 from .experiments import (
     EXPERIMENTS,
@@ -310,10 +310,9 @@ def reproduce(
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise VocsegError(f"seeds must be an integer >= 1, got {seeds!r}")
-    out = Path(out).expanduser()
+    out = output_dir(out, "study folder")
     plans = plan_runs(out, select_experiments(only), data_root, quick, device, overwrite, seeds)
     resolved = str(resolve_device(device))
-    out.mkdir(parents=True, exist_ok=True)
     manifest = start_manifest(out, quick, data_root, resolved, seeds)
     if not quick:
         _warn_downloads(plans, log)

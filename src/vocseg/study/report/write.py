@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ...runtime.files import output_dir
 from .data import data_info
 from .render import Doc
 from .runs import ReportContext, ReportRun, group_runs
@@ -40,7 +41,7 @@ def write_report(
     is tested; by default each paper experiment against the one it builds on, else the best against
     every other. ``quick_overrides`` (``{"all": ..., "per_experiment": ...}``) are listed with the recipes.
     ``device`` runs the example predictions."""
-    out = Path(out)
+    out = output_dir(out, "report folder")
     runs = list(runs)
     ref = _reference(runs)
     ctx = ReportContext(
@@ -55,7 +56,7 @@ def write_report(
         pairs=list(pairs) if pairs is not None else None,
         quick_overrides=quick_overrides,
     )
-    (out / ReportContext.FIGURES).mkdir(parents=True, exist_ok=True)
+    output_dir(out / ReportContext.FIGURES, "report folder")
     doc = Doc()
     for section in SECTIONS:
         section(doc, ctx)
