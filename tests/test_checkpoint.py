@@ -6,66 +6,27 @@ docs/reliability.md lists every fault tried here, what vocseg does about it, and
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from helpers import cli, subprocess_env
-from vocseg.checkpoint import load_checkpoint, save_checkpoint
+from vocseg.checkpoint import checkpoint_metadata, load_checkpoint, load_model, model_metadata, save_checkpoint
+from vocseg.cli import main
+from vocseg.config import Config
 from vocseg.errors import VocsegError
-from vocseg.runtime.files import BackgroundWriter, detached_copy
+from vocseg.models import create_model
 
 # Every test gets its own stats cache and leaves torch's global state (threads, RNGs, flags) as it found it.
 pytestmark = pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
-
-# ----------------------------------------------------------------------------- background writes
-
-
-def test_detached_copy_is_a_snapshot_training_cannot_change() -> None:
-    """Parameters and optimizer moments change in place after the snapshot: the copy must not follow."""
-    w = torch.ones(3, requires_grad=True)
-    state = {"model": {"w": w}, "optimizer": {"state": {0: {"exp_avg": torch.zeros(3)}}}, "history": [{"e": 1}]}
-    snap = detached_copy(state)
-    with torch.no_grad():
-        w.add_(1.0)
-    state["optimizer"]["state"][0]["exp_avg"].fill_(5.0)
-    state["history"].append({"e": 2})
-    assert torch.equal(snap["model"]["w"], torch.ones(3)) and not snap["model"]["w"].requires_grad
-    assert torch.equal(snap["optimizer"]["state"][0]["exp_avg"], torch.zeros(3))
-    assert snap["history"] == [{"e": 1}]
-
-
-def test_background_writes_land_in_order_off_the_calling_thread() -> None:
-    writer, done, threads = BackgroundWriter(), [], set()
-
-    def write(i: int) -> None:
-        threads.add(threading.get_ident())
-        done.append(i)
-
-    for i in range(5):
-        writer.submit(write, i)
-    writer.close()
-    assert done == [0, 1, 2, 3, 4] and threading.get_ident() not in threads
-
-
-def test_a_failed_background_write_raises_in_the_training_thread(tmp_path: Path) -> None:
-    """The error (naming the file) surfaces at the next submit, or at close: never lost in the thread."""
-    target = tmp_path / "missing-folder" / "last.pt"
-    writer = BackgroundWriter()
-    writer.submit(save_checkpoint, {"model": {}}, target)
-    with pytest.raises(FileNotFoundError, match="missing-folder"):
-        writer.submit(lambda: None)
-    writer.submit(save_checkpoint, {"model": {}}, target)
-    with pytest.raises(FileNotFoundError, match="missing-folder"):
-        writer.close()
-
 
 # ----------------------------------------------------------------------------- atomic writes
 
@@ -195,3 +156,73 @@ def test_checkpoint_with_pickle_payload_is_refused_and_never_runs(payload, tmp_p
     # The payload is live: an unsafe torch.load would have run it.
     torch.load(run / "last.pt", weights_only=False)
     assert marker.exists()
+
+
+# ----------------------------------------------------------------------------- one contract, old files
+
+
+OLD_RUN = Path(__file__).parent / "fixtures" / "run-0.1.0-3b68f4e"  # written by vocseg before the layers change
+
+
+def _old_run_copy(tmp_path: Path, tiny_voc: Path) -> Path:
+    """The old run folder, with its data root pointed at this machine's copy of the same tiny data."""
+    run = tmp_path / "old-run"
+    shutil.copytree(OLD_RUN, run)
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run / name, weights_only=True)
+        ckpt["config"]["data_root"] = str(tiny_voc)
+        torch.save(ckpt, run / name)
+    return run
+
+
+def test_checkpoint_metadata_is_what_load_model_needs() -> None:
+    cfg = Config(model="fcn", num_classes=3, class_names=["bg", "a", "b"])
+    meta = checkpoint_metadata(cfg, ["bg", "a", "b"], [0.5] * 3, [0.25] * 3, torch.tensor([0.1, 0.2, 0.7]))
+    state = create_model("fcn", num_classes=3).state_dict()
+    model, ckpt = load_model({**meta, "model": state})
+    assert not model.training and model_metadata(ckpt)["class_names"] == ["bg", "a", "b"]
+    assert torch.equal(model.state_dict()["head.weight"] if "head.weight" in state else next(iter(model.state_dict().values())),
+                       state["head.weight"] if "head.weight" in state else next(iter(state.values())))  # fmt: skip
+
+
+def test_load_model_names_the_file_and_what_does_not_fit(tmp_path: Path) -> None:
+    ckpt = torch.load(OLD_RUN / "best.pt", weights_only=True)
+    ckpt["num_classes"] = 5  # the head in the weights has 21 classes
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(VocsegError, match=r"bad\.pt: weights do not fit model 'unet'"):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_a_checkpoint_written_before_the_change_loads_evaluates_predicts_exports_and_resumes(
+    tmp_path: Path, tiny_voc: Path, capsys
+) -> None:
+    run = _old_run_copy(tmp_path, tiny_voc)
+    model, ckpt = load_model(run / "best.pt")
+    assert ckpt["model_name"] == "unet" and not model.training and "scheduler" in torch.load(run / "last.pt")
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "best.pt"), "--device", "cpu", "--json"]) == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["mean_iou"] <= 1.0
+    images = tiny_voc / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    rc, _ = cli(
+        ["predict", run / "best.pt", next(images.iterdir()), "--out", tmp_path / "masks", "--device", "cpu"], capsys
+    )
+    assert rc == 0 and len(list((tmp_path / "masks").glob("*_overlay.png"))) == 1
+    rc, _ = cli(["export", run / "best.pt", "--format", "torchscript", "--out", tmp_path / "m.pt"], capsys)
+    assert rc == 0 and (tmp_path / "m.pt").is_file()
+    # The old last.pt holds a "scheduler" entry the one LR mechanism ignores: the cosine continues.
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    assert f"resuming {run} after epoch 1" in capsys.readouterr().out
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_resume_with_a_truncated_last_pt_names_what_is_intact_and_the_next_step(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(OLD_RUN, run)
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[: len(data) // 2])
+    rc, err = cli(["train", "--resume", run], capsys)
+    assert rc == 2 and "not a readable checkpoint" in err and str(run / "last.pt") in err
+    assert f"{run / 'best.pt'} (epoch 1) is intact" in err and "vocseg train --config" in err
+    (run / "best.pt").write_bytes(b"")
+    rc, err = cli(["train", "--resume", run], capsys)
+    assert rc == 2 and "No readable best.pt either" in err

@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from vocseg.data.classes import VOC_CLASSES
 from vocseg.errors import VocsegError
-from vocseg.metrics import ConfusionMatrix
+from vocseg.metrics import ConfusionMatrix, per_image_counts
 
 METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
 
@@ -267,3 +267,18 @@ def test_all_reduce_is_noop_without_distributed_and_sums_with_it(tmp_path) -> No
         assert torch.equal(cm.matrix, before)
     finally:
         dist.destroy_process_group()
+
+
+def test_per_image_counts_match_a_numpy_reference():
+    g = torch.Generator().manual_seed(0)
+    preds = torch.randint(0, 4, (3, 9, 7), generator=g)
+    masks = torch.randint(0, 4, (3, 9, 7), generator=g)
+    masks[0, :2] = 255
+    inter, union = per_image_counts(preds, masks, 4)
+    for b in range(3):
+        p, m = preds[b].numpy(), masks[b].numpy()
+        valid = m != 255
+        for c in range(4):
+            tp = np.sum((p == c) & (m == c) & valid)
+            un = np.sum(((p == c) | (m == c)) & valid)
+            assert inter[b, c] == tp and union[b, c] == un, (b, c)
