@@ -252,7 +252,7 @@ def write_fake_run(path: Path, data_root: Path, *, error_rate: float = 0.2, seed
         "confusion_matrix": cm.matrix.tolist(),
     }
     run.write_metrics(metrics)
-    run.write_per_image(list(ds.ids), *per_image_counts(preds, masks))
+    run.write_per_image(list(ds.ids), *per_image_counts(preds, masks), ds.mask_digests())
     run.write_history(
         [
             {

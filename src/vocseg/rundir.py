@@ -156,14 +156,18 @@ class RunDir:
         with self.writing(self.metrics_path):
             atomic_write_bytes(json.dumps(metrics, indent=2).encode(), self.metrics_path)
 
-    def write_per_image(self, ids: list[str], intersection: np.ndarray, union: np.ndarray) -> None:
-        """Per-image, per-class intersections and unions (``N x C`` each) of the final evaluation."""
+    def write_per_image(
+        self, ids: list[str], intersection: np.ndarray, union: np.ndarray, mask_digests: list[str] | None = None
+    ) -> None:
+        """Per-image, per-class intersections and unions (``N x C`` each) of the final evaluation, and a
+        digest of each image's mask (``VOCSegmentation.mask_digests``) to tell which pictures were scored."""
         path = self.path / self.PER_IMAGE
         with self.writing(path):
             import io
 
             buf = io.BytesIO()
-            np.savez_compressed(buf, ids=np.array(ids), intersection=intersection, union=union)
+            extra = {"mask_digest": np.array(mask_digests)} if mask_digests is not None else {}
+            np.savez_compressed(buf, ids=np.array(ids), intersection=intersection, union=union, **extra)
             atomic_write_bytes(buf.getvalue(), path)
 
     # ----------------------------------------------------------------- reading
@@ -199,13 +203,17 @@ class RunDir:
         return rows
 
     def read_per_image(self) -> dict[str, np.ndarray] | None:
-        """``{"ids", "intersection", "union"}`` or None when the run has no per-image file."""
+        """``{"ids", "intersection", "union"}`` (and ``"mask_digest"`` when the run recorded it) or None when
+        the run has no per-image file."""
         path = self.path / self.PER_IMAGE
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in ("ids", "intersection", "union")}
+                out = {k: data[k] for k in ("ids", "intersection", "union")}
+                if "mask_digest" in data.files:
+                    out["mask_digest"] = data["mask_digest"]
+                return out
         except (OSError, ValueError, KeyError) as e:
             raise VocsegError(f"{path} is corrupt ({e}); rerun `vocseg evaluate` or delete it") from None
 

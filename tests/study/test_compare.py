@@ -10,6 +10,7 @@ import torch
 
 from helpers import fake_predictions, per_image_counts, read_report, write_fake_run
 from vocseg.cli import main
+from vocseg.data.synthetic import generate_synthetic_voc
 from vocseg.errors import VocsegError
 from vocseg.metrics import ConfusionMatrix
 from vocseg.study.compare import compare, default_labels, recipe_groups
@@ -146,3 +147,21 @@ def test_compare_refuses_folders_that_are_not_runs_and_bad_labels(tmp_path, tiny
     with pytest.raises(VocsegError, match=r"2 label\(s\) for 1 run folder"):
         compare([run.path], tmp_path / "out", labels=["x", "y"])
     assert not (tmp_path / "out").exists()
+
+
+def test_compare_refuses_the_paired_test_for_other_pictures_under_the_same_ids(tmp_path, tiny_voc, vocseg_cache):
+    """Two synthetic sets of different seeds name their images alike (synth_000000, ...): the runs must not
+    be paired image by image, and the report says why instead of printing an interval."""
+    other = tmp_path / "other-voc"
+    generate_synthetic_voc(other, n_train=12, n_val=4, seed=1, max_side=64, workers=1)
+    runs = tmp_path / "runs"
+    write_fake_run(runs / "a", tiny_voc, error_rate=0.05, seed=0)
+    write_fake_run(runs / "b", other, error_rate=0.5, seed=0, lr=0.01)
+    md, _ = compare([runs / "a", runs / "b"], tmp_path / "cmp", device="cpu")
+    text = md.read_text()
+    assert "different test pictures under the same ids" in text and "a paired test needs the same images" in text
+    assert "beats" not in text and "95% CI" not in text
+    # The same data under both runs is still paired.
+    write_fake_run(runs / "c", tiny_voc, error_rate=0.5, seed=0, lr=0.01)
+    md, _ = compare([runs / "a", runs / "c"], tmp_path / "cmp2", device="cpu")
+    assert "a beats c by" in md.read_text()

@@ -36,6 +36,7 @@ class PerImage:
     ids: list[str]
     intersection: np.ndarray
     union: np.ndarray
+    digests: list[str] | None = None  # a hash of each test mask; None in runs made before it was recorded
 
     @classmethod
     def from_arrays(cls, data: dict[str, np.ndarray], source: str = "per_image.npz") -> PerImage:
@@ -47,7 +48,10 @@ class PerImage:
                 f"{source}: intersection {inter.shape} and union {union.shape} must both be "
                 f"(images, classes) with one row per id ({len(ids)} ids)"
             )
-        return cls(ids, inter, union)
+        digests = [str(d) for d in data["mask_digest"]] if "mask_digest" in data else None
+        if digests is not None and len(digests) != len(ids):
+            raise VocsegError(f"{source}: {len(digests)} mask digests for {len(ids)} ids")
+        return cls(ids, inter, union, digests)
 
 
 @dataclass(frozen=True)
@@ -116,8 +120,23 @@ def align(runs: Sequence[PerImage]) -> tuple[list[str], list[PerImage]]:
     for r in runs:
         pos = {image_id: k for k, image_id in enumerate(r.ids)}
         idx = np.array([pos[i] for i in ids])
-        out.append(PerImage(ids, r.intersection[idx], r.union[idx]))
+        digests = [r.digests[k] for k in idx] if r.digests is not None else None
+        out.append(PerImage(ids, r.intersection[idx], r.union[idx], digests))
+    _check_same_pictures(out)
     return ids, out
+
+
+def _check_same_pictures(runs: Sequence[PerImage]) -> None:
+    """Refuse to pair runs whose test images under one id differ (their masks' digests disagree): the same
+    ids over other pictures, such as two synthetic sets of different seeds, are not paired data."""
+    recorded = [r for r in runs if r.digests is not None]
+    for r in recorded[1:]:
+        differ = [i for i, a, b in zip(r.ids, recorded[0].digests, r.digests) if a != b]
+        if differ:
+            raise VocsegError(
+                f"the runs were scored on different test pictures under the same ids ({len(differ)} of "
+                f"{len(r.ids)} masks differ, e.g. {differ[0]!r}); a paired test needs the same images"
+            )
 
 
 def _replicate_mious(side: Sequence[PerImage], weights: np.ndarray) -> np.ndarray:

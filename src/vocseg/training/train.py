@@ -504,7 +504,7 @@ def final_evaluation(s: Session, progress: bool) -> dict[str, Any]:
         **s.steps.summary(),
     }
     if s.main:
-        s.run.write_per_image(list(final_set.ids), ev.intersection.numpy(), ev.union.numpy())
+        s.run.write_per_image(list(final_set.ids), ev.intersection.numpy(), ev.union.numpy(), final_set.mask_digests())
         s.run.write_metrics(metrics)  # last: its presence marks the run finished
     return metrics
 
