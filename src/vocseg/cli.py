@@ -161,7 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.device,
         args.amp,
         args.batch_size,
-        args.workers,
+        args.num_workers,
         progress=not args.json and sys.stderr.isatty(),
         model_name=args.model,
         weights=args.weights,
@@ -317,7 +317,7 @@ def _evaluate_parser(sub) -> None:
     e.add_argument("--split", default="val")
     add_field_flag(e, "amp", None, default_text="the run's own")
     e.add_argument("--batch-size", type=int)
-    e.add_argument("--workers", type=int)
+    add_field_flag(e, "num_workers", None, ["--workers"], default_text="the run's own")
     e.add_argument("--save-dir", help="also write masks, best/worst panels, per-class IoU and confusion figures")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _add_inference_flags(e)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torchvision
 from torch.export import Dim
 
-from helpers import IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, random_resnet_state
+from helpers import COVERED_BY, IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, random_resnet_state
 from vocseg.errors import VocsegError
 from vocseg.models import count_parameters, create_model, format_model_table, get_model_entry, list_models, model_table
 from vocseg.models.unpool import MaxUnpool2x2
@@ -50,14 +50,6 @@ MODEL_PARAMS = [
     pytest.param(n, marks=pytest.mark.slow) if get_model_entry(VARIANTS.get(n, (n,))[0]).source == "torchvision" else n
     for n in MODEL_IDS
 ]
-# Models made only of modules and ops that cheaper models already export: torch.export, ONNX and the
-# largest forward are not run again for them (on 2 CPU cores that saves about a minute).
-COVERED_BY = {
-    "fcn_resnet101": "fcn_resnet50",
-    "deeplabv3_resnet101": "deeplabv3_resnet50",
-    "deeplabv3_mobilenet_v3_large": "lraspp_mobilenet_v3_large (backbone) and deeplabv3_resnet50 (head)",
-    "transfer_unet-aux": "transfer_unet (the aux head runs only in training)",
-}
 LARGE_SHAPE = (1, 3, 333, 517)
 
 EXPORT_SIZES = [(1, 3, 97, 131), (3, 3, 70, 200)]  # two sizes the exported programs must both handle

@@ -6,8 +6,6 @@ import pytest
 import torch
 
 import vocseg.runtime.wrappers as speed
-import vocseg.training.builders as builders
-from vocseg.config import Config
 from vocseg.models import create_model, get_model_entry, list_models
 
 CHANNELS_LAST_MODELS = [n for n in list_models() if get_model_entry(n).channels_last]
@@ -33,13 +31,6 @@ def test_channels_last_model_gives_the_same_logits(name):
         assert err < 1e-2 and (ref.argmax(1) == out.argmax(1)).float().mean() > 0.995, err
     else:
         assert err < 1e-5, err
-
-
-def test_channels_last_null_takes_the_models_measured_choice():
-    assert builders.resolve_channels_last(Config(model="transfer_unet")).channels_last is True
-    assert builders.resolve_channels_last(Config(model="unet")).channels_last is False
-    assert builders.resolve_channels_last(Config(model="unet", channels_last=True)).channels_last is True
-    assert builders.resolve_channels_last(Config(model="fcn", channels_last=False)).channels_last is False
 
 
 def test_compile_failure_falls_back_to_eager_with_one_message(monkeypatch):

@@ -4,94 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from helpers import fake_predictions, per_image_counts, read_report, write_fake_run
+from helpers import read_report, write_fake_run
 from vocseg.cli import main
 from vocseg.data.synthetic import generate_synthetic_voc
 from vocseg.errors import VocsegError
-from vocseg.metrics import ConfusionMatrix
 from vocseg.study.compare import compare, default_labels, recipe_groups
-from vocseg.study.significance import PerImage, align, mean_std, miou, paired_bootstrap, verdict
-
-
-def _per_image(inter: np.ndarray, union: np.ndarray, ids: list[str] | None = None) -> PerImage:
-    return PerImage(ids or [f"img{i}" for i in range(len(inter))], inter, union)
-
-
-def _random_masks(n: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    masks = []
-    for _ in range(n):
-        m = rng.integers(0, 6, (24, 24)).astype(np.uint8)
-        m[rng.random((24, 24)) < 0.05] = 255
-        masks.append(m)
-    return masks
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def test_mean_std_is_the_sample_standard_deviation():
-    s = mean_std([0.1, 0.3, None])
-    assert (s.mean, s.n) == (pytest.approx(0.2), 2) and s.std == pytest.approx(np.sqrt(0.02))
-    assert s.format() == "0.2000 ± 0.1414"
-    one = mean_std([0.5])
-    assert one.std is None and one.format() == "0.5000"
-    assert mean_std([None]).format() == "–"
-
-
-def test_full_sample_miou_equals_the_confusion_matrix_miou():
-    masks = _random_masks(7)
-    preds = fake_predictions(masks, 0.3, seed=3)
-    cm = ConfusionMatrix(21)
-    for p, m in zip(preds, masks):
-        cm.update(torch.from_numpy(p.astype(np.int64)), torch.from_numpy(m.astype(np.int64)))
-    inter, union = per_image_counts(preds, masks)
-    assert miou(inter.sum(0), union.sum(0)) == pytest.approx(cm.compute()["mean_iou"], abs=1e-12)
-    # and a bootstrap of a model against itself sees no difference at all
-    result = paired_bootstrap([_per_image(inter, union)], [_per_image(inter, union)], n_boot=300)
-    assert (result.diff, result.low, result.high) == (0.0, 0.0, 0.0)
-    assert "not distinguishable from test-set noise" in verdict("A", "B", result)
-
-
-def test_a_model_better_on_every_image_has_a_positive_interval():
-    masks = _random_masks(12, seed=1)
-    good = per_image_counts(fake_predictions(masks, 0.1, seed=5), masks)
-    bad = per_image_counts(fake_predictions(masks, 0.4, seed=6), masks)
-    per_image_good = miou(*good)
-    per_image_bad = miou(*bad)
-    assert (per_image_good > per_image_bad).all()  # better on every single image
-    result = paired_bootstrap([_per_image(*good)], [_per_image(*bad)], n_boot=500, seed=1)
-    assert 0 < result.low <= result.diff <= result.high
-    assert result.diff == pytest.approx(miou(good[0].sum(0), good[1].sum(0)) - miou(bad[0].sum(0), bad[1].sum(0)))
-    sentence = verdict("good", "bad", result)
-    assert sentence.startswith(f"good beats bad by {result.diff:.3f} mIoU (95% CI ")
-    assert sentence.endswith("distinguishable from test-set noise.")
-    flipped = verdict("bad", "good", paired_bootstrap([_per_image(*bad)], [_per_image(*good)], n_boot=500, seed=1))
-    assert flipped == sentence  # the sentence always names the winner first
-
-
-def test_seed_resampling_widens_the_interval_of_equal_groups():
-    masks = _random_masks(10, seed=2)
-    seeds = [
-        _per_image(*per_image_counts(fake_predictions(masks, r, seed=k), masks)) for k, r in enumerate((0.1, 0.35))
-    ]
-    result = paired_bootstrap(seeds, seeds, n_boot=400)
-    assert result.diff == 0.0 and result.low < 0 < result.high  # same seeds on both sides: only seed noise
-    assert "not distinguishable from seed and test-set noise" in verdict("A", "B", result)
-
-
-def test_align_uses_the_common_images_in_one_order():
-    a = _per_image(np.array([[1, 0], [2, 0], [3, 0]]), np.array([[2, 0], [2, 0], [4, 0]]), ["x", "y", "z"])
-    b = _per_image(np.array([[3, 1], [1, 1]]), np.array([[3, 1], [1, 1]]), ["z", "x"])
-    ids, (a2, b2) = align([a, b])
-    assert ids == ["x", "z"] and a2.intersection[:, 0].tolist() == [1, 3] and b2.intersection[:, 0].tolist() == [1, 3]
-    with pytest.raises(VocsegError, match="share no test image"):
-        align([a, _per_image(np.ones((1, 2)), np.ones((1, 2)), ["w"])])
-
 
 # ----------------------------------------------------------------------------- compare
 

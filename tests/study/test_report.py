@@ -8,9 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import PNG_SIGNATURE, HTMLReport, read_report, write_fake_run
-from vocseg.data.classes import IGNORE_INDEX
-from vocseg.plots import error_map, error_panel_figure, per_class_iou_figure
+from helpers import HTMLReport, read_report, write_fake_run
+from vocseg.plots import per_class_iou_figure
 from vocseg.rundir import RunDir
 from vocseg.study.experiments import EXPERIMENTS
 from vocseg.study.report import Doc, ReportRun, all_background_metrics, write_report
@@ -120,19 +119,3 @@ def test_doc_renders_the_same_blocks_to_markdown_and_html(tmp_path):
     page.feed(doc.html(tmp_path, "Title"))
     assert page.rows[1] == ["a|b", "0.5000 ± 0.0100", "2/3"]
     assert "<code>code</code>" in doc.html(tmp_path, "Title") and len(page.imgs) == 1
-
-
-def test_error_panel_marks_exactly_the_wrong_scored_pixels(tmp_path):
-    image = np.full((20, 30, 3), 200, np.uint8)
-    mask = np.zeros((20, 30), np.uint8)
-    mask[5:10, 5:10] = 8
-    mask[0, :] = IGNORE_INDEX
-    pred = mask.copy()
-    pred[5:10, 5:7] = 0  # 10 wrong pixels
-    pred[0, :] = 3  # void: never an error
-    errors = error_map(image, mask, pred)
-    red = np.all(errors == (230, 30, 30), axis=-1)
-    assert red.sum() == 10 and red[5:10, 5:7].all()
-    assert np.all(errors[0] == (150, 150, 150))
-    error_panel_figure(image, mask, pred, tmp_path / "panel.png", title="x", class_names=["background"] * 21)
-    assert (tmp_path / "panel.png").read_bytes()[:8] == PNG_SIGNATURE

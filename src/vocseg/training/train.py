@@ -462,8 +462,9 @@ def write_epoch_files(run: RunDir, state: dict[str, Any], improved: bool) -> Non
 
 
 def curves_due(s: Session, epoch: int) -> bool:
-    """Redraw curves.png after the last epoch, and between, at most every CURVES_EVERY_S seconds: drawing
-    takes ~0.1 s, 1% of a 9 s epoch, which short epochs should spend on steps (history.csv is every epoch)."""
+    """Redraw curves.png after the last epoch, and between, at most every CURVES_EVERY_S seconds: short
+    epochs should spend their time on steps (docs/benchmarks.md, "Where a 15-minute budget goes";
+    history.csv is written every epoch)."""
     last = s.stopped_early or s.steps.finished or epoch + 1 >= s.steps.epochs
     recent = s.curves_plotted_at is not None and lr_schedule.clock() - s.curves_plotted_at < CURVES_EVERY_S
     return last or not recent
