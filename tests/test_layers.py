@@ -140,3 +140,12 @@ def test_function_local_imports_are_seen(tmp_path):
     )
     found = imports_of("vocseg.data.m", src, {})
     assert {"vocseg.cli", "vocseg.data.training"} <= found
+
+
+def test_every_package_ships_in_the_wheel():
+    """pyproject.toml lists the packages setuptools builds: a new sub-package missing there would import
+    from a checkout but not from an installed wheel."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((SRC.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module_name(p) for p in (SRC / "vocseg").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml's packages: {sorted(found - listed)}"
