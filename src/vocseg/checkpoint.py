@@ -87,7 +87,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"which could run code when loaded ({str(e).splitlines()[0]})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise VocsegError(f"{path} is not a readable checkpoint (truncated or not a torch file?): {e}") from None
+        reason = str(e).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(e).strip() else type(e).__name__
+        raise VocsegError(f"{path} is not a readable checkpoint (truncated or not a torch file?): {reason}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise VocsegError(f"{path} is not a vocseg checkpoint (no 'model' entry)")
     return ckpt

@@ -153,6 +153,7 @@ def generate_synthetic_voc(
     root = Path(out).expanduser() / "VOCdevkit" / "VOC2012"
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise VocsegError(f"{root} already exists and is not empty; refusing to overwrite it (choose another folder)")
+    output_dir(Path(out).expanduser(), "dataset folder")
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         output_dir(root / sub, "dataset folder")
 

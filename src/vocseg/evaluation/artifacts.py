@@ -97,6 +97,7 @@ def prepare_save_dir(save_dir: str | Path) -> Path:
     save_dir = Path(save_dir).expanduser()
     if save_dir.is_dir() and any(save_dir.iterdir()):
         raise VocsegError(f"--save-dir {save_dir} is not empty; choose a new folder (nothing there is overwritten)")
+    output_dir(save_dir, "--save-dir folder")
     for sub in ("masks", "best", "worst"):
         output_dir(save_dir / sub, "--save-dir folder")
     return save_dir

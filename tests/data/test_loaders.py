@@ -1,0 +1,154 @@
+"""The loaders of a run: strided evaluation shards, a training order that depends only on (seed, epoch),
+and evaluation batches of the configured (or overridden) size."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from vocseg.config import Config
+from vocseg.data.builder import build_datasets
+from vocseg.data.copy_paste import CopyPasteCollate
+from vocseg.data.loaders import StridedSampler, eval_loader, train_loader
+from vocseg.data.transforms import collate_pad
+
+CPU = torch.device("cpu")
+
+
+class Recording(Dataset):
+    """A dataset that records which indices were asked for, in order."""
+
+    def __init__(self, inner: Dataset) -> None:
+        self.inner, self.asked = inner, []
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        self.asked.append(int(i))
+        return self.inner[i]
+
+
+def _config(tiny_voc, **changes) -> Config:
+    base = dict(data_root=str(tiny_voc), num_workers=0, image_size=32, cache="none", batch_size=4)
+    return Config(**{**base, **changes})
+
+
+@pytest.fixture
+def data(tiny_voc, vocseg_cache):
+    return build_datasets(_config(tiny_voc).validate(), None)
+
+
+def _epoch_order(data, cfg: Config, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """The dataset indices of each batch the training loader yields for ``epoch``."""
+    rec = Recording(data.train)
+    loader = train_loader(dataclasses.replace(data, train=rec), cfg, epoch, CPU, rank, world)
+    batches = []
+    for images, _ in loader:
+        batches.append(rec.asked[-len(images) :])
+    return batches
+
+
+# ----------------------------------------------------------------------------- StridedSampler
+
+
+def test_strided_sampler_hand_case():
+    assert list(StridedSampler(10, 1, 3)) == [1, 4, 7]
+    assert list(StridedSampler(10, 0, 1)) == list(range(10))
+    assert list(StridedSampler(2, 3, 4)) == [] and len(StridedSampler(2, 3, 4)) == 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 12, 13])
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 7])
+def test_strided_sampler_ranks_are_disjoint_and_cover_every_index(n, world):
+    shards = [list(StridedSampler(n, rank, world)) for rank in range(world)]
+    assert sorted(i for s in shards for i in s) == list(range(n))  # each index exactly once
+    assert [len(StridedSampler(n, rank, world)) for rank in range(world)] == [len(s) for s in shards]
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced, no padding duplicates
+
+
+# ----------------------------------------------------------------------------- train_loader
+
+
+def test_train_order_depends_only_on_seed_and_epoch(data, tiny_voc, torch_global_state):
+    cfg = _config(tiny_voc, seed=3)
+    torch.manual_seed(0)
+    first = _epoch_order(data, cfg, epoch=2)
+    torch.manual_seed(1)  # the global generator does not choose the order
+    again = _epoch_order(data, cfg, epoch=2)
+    assert first == again
+    assert len(first) == 3 and all(len(b) == 4 for b in first)  # 12 images in batches of 4
+    assert sorted(i for b in first for i in b) == list(range(12))  # a permutation of the training set
+    assert _epoch_order(data, cfg, epoch=3) != first
+    assert _epoch_order(data, _config(tiny_voc, seed=4), epoch=2) != first
+
+
+def test_same_seed_and_epoch_give_identical_batches(data, tiny_voc, torch_global_state):
+    """Order from (seed, epoch); crops and flips (drawn in this process with 0 workers) from torch's global
+    generator, which a checkpoint saves: with both the same, every batch is the same."""
+    cfg = _config(tiny_voc, seed=0)
+
+    def batches(epoch):
+        torch.manual_seed(11)
+        return list(train_loader(data, cfg, epoch, CPU, 0, 1))
+
+    a, b = batches(1), batches(1)
+    assert len(a) == len(b) == 3
+    for (ia, ma), (ib, mb) in zip(a, b):
+        assert ia.shape == (4, 3, 32, 32) and ma.shape == (4, 32, 32)
+        assert torch.equal(ia, ib) and torch.equal(ma, mb)
+    other = batches(2)
+    assert any(not torch.equal(x[0], y[0]) for x, y in zip(a, other))
+
+
+def test_small_training_sets_keep_their_last_batch(data, tiny_voc):
+    """drop_last only when the set is larger than one batch: a tiny set still gives a batch."""
+    assert [len(b) for b in _epoch_order(data, _config(tiny_voc, batch_size=5), 0)] == [5, 5]  # 2 dropped
+    assert [len(b) for b in _epoch_order(data, _config(tiny_voc, batch_size=12), 0)] == [12]
+    assert [len(b) for b in _epoch_order(data, _config(tiny_voc, batch_size=20), 0)] == [12]
+
+
+def test_distributed_ranks_train_on_disjoint_images(data, tiny_voc):
+    cfg = _config(tiny_voc, batch_size=2)
+    shards = [[i for b in _epoch_order(data, cfg, 0, rank, 2) for i in b] for rank in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 6
+    assert sorted(shards[0] + shards[1]) == list(range(12))
+    assert _epoch_order(data, cfg, 0, 0, 2) == _epoch_order(data, cfg, 0, 0, 2)
+    assert _epoch_order(data, cfg, 1, 0, 2) != _epoch_order(data, cfg, 0, 0, 2)
+
+
+def test_copy_paste_picks_its_collate(data, tiny_voc):
+    assert train_loader(data, _config(tiny_voc), 0, CPU, 0, 1).collate_fn is collate_pad
+    collate = train_loader(data, _config(tiny_voc, copy_paste=0.3), 0, CPU, 0, 1).collate_fn
+    assert isinstance(collate, CopyPasteCollate) and collate.prob == 0.3
+
+
+# ----------------------------------------------------------------------------- eval_loader
+
+
+def test_eval_loader_batch_size_and_override(data, tiny_voc):
+    cfg = _config(tiny_voc, eval_batch_size=3)
+    assert eval_loader(data.val, cfg, CPU).batch_size == 3
+    loader = eval_loader(data.val, cfg, CPU, batch_size=2)
+    assert loader.batch_size == 2 and len(loader) == 2  # 4 val images
+    images, masks = next(iter(loader))
+    ref_images, ref_masks = collate_pad([data.val[0], data.val[1]])  # padded to the larger image
+    assert torch.equal(images, ref_images) and torch.equal(masks, ref_masks)
+
+
+def test_eval_loader_shards_by_rank_in_order(data, tiny_voc):
+    loader = eval_loader(data.val, _config(tiny_voc), CPU, rank=1, world=2)
+    assert list(loader.sampler) == [1, 3]
+    rec = Recording(data.val)
+    list(eval_loader(rec, _config(tiny_voc), CPU, rank=1, world=2))
+    assert rec.asked == [1, 3]
+
+
+def test_loader_options_on_cpu(data, tiny_voc):
+    plain = eval_loader(data.val, _config(tiny_voc), CPU)
+    assert plain.num_workers == 0 and plain.pin_memory is False and plain.prefetch_factor is None
+    workers = eval_loader(data.val, dataclasses.replace(_config(tiny_voc), num_workers=1), CPU)
+    assert workers.num_workers == 1 and workers.pin_memory is False and workers.prefetch_factor == 2
