@@ -26,8 +26,10 @@ class StridedSampler(Sampler):
 
 
 def train_loader(data: DataBundle, cfg: Config, epoch: int, device: torch.device, rank: int, world: int) -> DataLoader:
-    """A fresh loader per epoch whose order and augmentation depend only on (seed, epoch): resuming at an
-    epoch boundary replays exactly the batches an uninterrupted run would have seen."""
+    """A fresh loader per epoch whose order depends only on (seed, epoch). The augmentation draws come from
+    the workers' seeds, which the same generator sets, or, loading in the main process, from the global
+    RNG that last.pt saves: resuming at an epoch boundary replays exactly the batches an uninterrupted
+    run would have seen."""
     g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     if world > 1:
         sampler = torch.utils.data.DistributedSampler(
