@@ -179,6 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .deploy.predict import predict
+    from .deploy.video import is_video, plan_videos, predict_videos
 
     paths = list(args.paths)
     if args.model is None:
@@ -189,23 +190,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.weights is None:
             raise VocsegError("--model needs --weights (e.g. COCO_WITH_VOC_LABELS_V1)")
         source = None
-    summary = predict(
-        source,
-        paths,
-        args.out,
-        batch_size=args.batch_size,
-        tta=args.tta,
-        tta_scales=args.tta_scales,
-        slide=_slide(args.slide),
-        device=args.device,
-        amp=args.amp,
-        overwrite=args.overwrite,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        model_name=args.model,
-        weights=args.weights,
-    )
-    print(summary)
-    return 1 if summary.failed else 0
+    videos = [p for p in paths if is_video(p)]
+    images = [p for p in paths if not is_video(p)]
+    common = dict(
+        tta=args.tta, tta_scales=args.tta_scales, slide=_slide(args.slide), device=args.device, amp=args.amp,
+        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
+        model_name=args.model, weights=args.weights,
+    )  # fmt: skip
+    if videos:  # refused before any image is written
+        plan_videos(videos, args.out, masks=args.masks, overwrite=args.overwrite)
+    failed = 0
+    if images:
+        summary = predict(source, images, args.out, batch_size=args.batch_size, **common)
+        print(summary)
+        failed += len(summary.failed)
+    if videos:
+        video_summary = predict_videos(source, videos, args.out, masks=args.masks, **common)
+        for written in video_summary.written:
+            print(written)
+        print(video_summary)
+        failed += len(video_summary.failed)
+    return 1 if failed else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -327,8 +332,12 @@ def _evaluate_parser(sub) -> None:
 def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="segment your own images with a checkpoint or an exported ONNX file")
     p.add_argument(
-        "paths", nargs="+", metavar="CHECKPOINT INPUT", help="a .pt or .onnx file, then images, folders or globs"
+        "paths",
+        nargs="+",
+        metavar="CHECKPOINT INPUT",
+        help="a .pt or .onnx file, then images, folders or globs, and videos (.mp4 .mov .avi .mkv .webm)",
     )
+    p.add_argument("--masks", action="store_true", help="also write a palette mask PNG per video frame")
     p.add_argument("--out", required=True, help="folder for the masks and overlays")
     p.add_argument(
         "--batch-size", type=int, help="images per forward (same-size images only; default 1 on CPU, 8 on GPU)"
