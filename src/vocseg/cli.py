@@ -286,6 +286,18 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .data.importers import import_coco, import_labelme, read_class_names
+
+    if args.format == "labelme":
+        names = read_class_names(args.classes) if args.classes else None
+        report = import_labelme(args.src, args.out, class_names=names)
+    else:
+        report = import_coco(args.annotations, args.images, args.out)
+    print(report)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models.summary import format_model_table, model_table
 
@@ -396,9 +408,34 @@ def _other_parsers(sub) -> None:
     d.add_argument("--sbd", action="store_true", help="also SBD, converted, and the train_aug split")
     d.set_defaults(func=cmd_download)
 
+    _import_parser(sub)
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("--image-size", type=int, default=512)
     m.set_defaults(func=cmd_models)
+
+
+def _import_parser(sub) -> None:
+    im = sub.add_parser(
+        "import",
+        help="turn labelme or COCO polygon annotations into a VOC-format dataset",
+        description="Write OUT/VOCdevkit/VOC2012 (images, palette masks, an 80/20 split, class_names.txt) "
+        "from labelme or COCO annotations; see docs/import.md.",
+    )
+    formats = im.add_subparsers(dest="format", required=True, metavar="{labelme,coco}")
+    lm = formats.add_parser("labelme", help="a folder of labelme JSON files")
+    lm.add_argument("src", metavar="SRC", help="folder holding the labelme *.json files")
+    lm.add_argument("out", metavar="OUT", help="writes OUT/VOCdevkit/VOC2012 (refused if it holds anything)")
+    lm.add_argument(
+        "--classes",
+        metavar="FILE",
+        help="class list, one a line, fixing the indices (labelme's labels.txt works as it is); "
+        "default: background, then the labels found, sorted",
+    )
+    co = formats.add_parser("coco", help="a COCO instance-annotation file and its image folder")
+    co.add_argument("annotations", metavar="ANNOTATIONS.json")
+    co.add_argument("images", metavar="IMAGES", help="folder the images' file_name paths are relative to")
+    co.add_argument("out", metavar="OUT", help="writes OUT/VOCdevkit/VOC2012 (refused if it holds anything)")
+    im.set_defaults(func=cmd_import)
 
 
 def build_parser() -> argparse.ArgumentParser:

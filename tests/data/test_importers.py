@@ -275,6 +275,7 @@ def test_report_table():
     assert lines[2].split() == ["0", "background", "75", "75.00%"]
     assert lines[3].split() == ["1", "cat", "20", "20.00%"]
     assert lines[4].split() == ["255", "void", "5", "5.00%"]
+    assert lines[-1] == "train on it: vocseg train --data-root /x/VOC2012 --num-classes 2 --class-names background cat"
 
 
 # ----------------------------------------------------------------------------- labelme: refusals
@@ -478,3 +479,56 @@ def test_coco_too_many_categories(tmp_path):
     path, folder = _coco(tmp_path, [], categories=[{"id": i, "name": f"c{i}"} for i in range(1, 256)])
     with pytest.raises(VocsegError, match="256 classes"):
         import_coco(path, folder, tmp_path / "out")
+
+
+def test_cli_import_labelme_then_train_one_epoch(tmp_path, capsys, vocseg_cache, torch_global_state):
+    """A new user's path: `vocseg import labelme SRC OUT`, then the printed train command on the result."""
+    from vocseg.cli import main
+
+    src = tmp_path / "labelme"
+    src.mkdir()
+    for i in range(6):
+        _image(src / f"img{i}.png")
+        _labelme(
+            src,
+            f"img{i}",
+            [_shape("cat", [[2, 2], [20, 2], [20, 20], [2, 20]]), _shape("dog", [[24, 4], [40, 4], [40, 30]])],
+            image=f"img{i}.png",
+        )
+    assert main(["import", "labelme", str(src), str(tmp_path / "data")]) == 0
+    printed = capsys.readouterr().out
+    assert "cat" in printed and "dog" in printed
+    root = tmp_path / "data"
+    args = [
+        "train",
+        "--model",
+        "fcn",
+        "--data-root",
+        str(root),
+        "--num-classes",
+        "3",
+        "--class-names",
+        "background",
+        "cat",
+        "dog",
+    ]
+    assert (
+        main(
+            [
+                *args,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--image-size",
+                "32",
+                "--workers",
+                "0",
+                "--out",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "run" / "best.pt").is_file()

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
@@ -94,15 +95,23 @@ class ImportReport:
         width = max(14, *(len(c) for c in self.classes))
         lines = [
             f"imported {self.images} images ({self.source}) into {self.root}: "
-            f"{self.train} train, {self.val} val; {len(self.classes)} classes "
-            f"(VOCSegmentation(..., num_classes={len(self.classes)}); --num-classes {len(self.classes)})",
+            f"{self.train} train, {self.val} val; {len(self.classes)} classes",
             f"  {'index':>5}  {'class':<{width}} {'pixels':>14} {'share':>7}",
         ]
         for i, (name, n) in enumerate(zip(self.classes, self.pixels)):
             lines.append(f"  {i:>5}  {name:<{width}} {n:>14,} {n / total:7.2%}")
         lines.append(f"  {IGNORE_INDEX:>5}  {'void':<{width}} {self.void_pixels:>14,} {self.void_pixels / total:7.2%}")
         lines += [f"  note: {n}" for n in self.notes]
+        lines.append(f"train on it: {self.train_command()}")
         return "\n".join(lines)
+
+    def train_command(self) -> str:
+        """The ``vocseg train`` flags that point a run at this dataset and its classes."""
+        names = " ".join(shlex.quote(c) for c in self.classes)
+        return (
+            f"vocseg train --data-root {shlex.quote(str(self.root))} --num-classes {len(self.classes)} "
+            f"--class-names {names}"
+        )
 
 
 # ----------------------------------------------------------------------------- class lists
@@ -293,11 +302,13 @@ def _write_tree(out: Path, samples: Sequence[_Sample], classes: list[str], sourc
         if root.is_dir():
             root.rmdir()  # empty (checked); rename does not replace a folder everywhere
         os.rename(tmp, root)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         for p in reversed(created):
             with contextlib.suppress(OSError):
                 p.rmdir()  # only if empty
+        if isinstance(e, OSError):  # disk full, permissions, VOC2012 filled meanwhile: one line, no traceback
+            raise VocsegError(f"writing the dataset into {root} failed (nothing was kept): {e}") from None
         raise
     unused = [c for i, c in enumerate(classes) if i and not counts[i]]
     notes = [f"classes with no pixels: {', '.join(unused)}"] if unused else []
@@ -365,7 +376,7 @@ def _labelme_shapes(raw: dict, where: str) -> list[_Shape]:
     out = []
     for i, s in enumerate(shapes):
         at = f"{where}: shape {i}"
-        if not isinstance(s, dict) or not isinstance(s.get("label"), str):
+        if not isinstance(s, dict) or not isinstance(s.get("label"), str) or not s["label"].strip():
             raise VocsegError(f"{at} has no label")
         kind = s.get("shape_type") or "polygon"  # labelme: None means polygon
         at = f"{at} ({kind} {s['label']!r})"
