@@ -310,9 +310,10 @@ def reproduce(
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise VocsegError(f"seeds must be an integer >= 1, got {seeds!r}")
-    out = output_dir(out, "study folder")
+    out = output_dir(out, "study folder", create=False)  # created once the experiments are known good
     plans = plan_runs(out, select_experiments(only), data_root, quick, device, overwrite, seeds)
     resolved = str(resolve_device(device))
+    output_dir(out, "study folder")
     manifest = start_manifest(out, quick, data_root, resolved, seeds)
     if not quick:
         _warn_downloads(plans, log)
