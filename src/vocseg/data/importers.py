@@ -664,11 +664,26 @@ def import_coco(annotations: Path, images: Path, out: Path) -> ImportReport:
     if not isinstance(anns, list):
         raise VocsegError(f'{where}: "annotations" must be a list')
 
-    for c in raw["categories"]:
+    classes, value = _coco_classes(raw["categories"], where)
+    by_id = _coco_images(raw["images"], images, where)
+    objects = _coco_objects(anns, by_id, value, where)
+
+    samples = []
+    for key, (entry, image) in by_id.items():
+        stem = PureWindowsPath(entry["file_name"]).with_suffix("").as_posix().strip("/").replace("/", "_")
+        paint = functools.partial(_paint_coco, image.height, image.width, objects[key])
+        samples.append(_Sample(stem, f"{where}: image {key} ({entry['file_name']})", image, paint))
+    _check_ids(samples)
+    return _write_tree(out, samples, classes, "coco")
+
+
+def _coco_classes(categories: list, where: str) -> tuple[list[str], dict[int, int]]:
+    """Class names (background first, then categories in id order) and each category id's mask value."""
+    for c in categories:
         if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not isinstance(c.get("name"), str):
             raise VocsegError(f'{where}: every category needs an integer "id" and a "name"; got {c!r}')
     classes, value = ["background"], {}
-    for c in sorted(raw["categories"], key=lambda c: c["id"]):
+    for c in sorted(categories, key=lambda c: c["id"]):
         if c["id"] in value:
             raise VocsegError(f"{where}: category id {c['id']} is listed twice")
         name = c["name"]
@@ -682,9 +697,13 @@ def import_coco(annotations: Path, images: Path, out: Path) -> ImportReport:
             value[c["id"]] = len(classes)
             classes.append(name)
     _check_class_count(classes, where)
+    return classes, value
 
+
+def _coco_images(entries: list, images: Path, where: str) -> dict[Any, tuple[dict, _Image]]:
+    """Each listed image, probed and its size checked, by id."""
     by_id: dict[Any, tuple[dict, _Image]] = {}
-    for entry in raw["images"]:
+    for entry in entries:
         if not isinstance(entry, dict) or not _coco_id(entry.get("id")) or not isinstance(entry.get("file_name"), str):
             raise VocsegError(f'{where}: every image needs an "id" and a "file_name"; got {entry!r}')
         if entry["id"] in by_id:
@@ -696,7 +715,11 @@ def import_coco(annotations: Path, images: Path, out: Path) -> ImportReport:
         by_id[entry["id"]] = (entry, image)
     if not by_id:
         raise VocsegError(f"{where} lists no images")
+    return by_id
 
+
+def _coco_objects(anns: list, by_id: dict, value: dict[int, int], where: str) -> dict[Any, list[tuple[int, _Segment]]]:
+    """Each image's objects in annotation order, as (mask value, segment); crowd regions are void."""
     objects: dict[Any, list[tuple[int, _Segment]]] = {k: [] for k in by_id}  # image id -> (value, segment)
     for i, a in enumerate(anns):
         at = f"{where}: annotation {a.get('id', f'#{i}') if isinstance(a, dict) else f'#{i}'}"
@@ -709,14 +732,7 @@ def import_coco(annotations: Path, images: Path, out: Path) -> ImportReport:
         image = by_id[a["image_id"]][1]
         segment = _coco_segment(a.get("segmentation"), image.height, image.width, at)
         objects[a["image_id"]].append((IGNORE_INDEX if a.get("iscrowd") else value[a["category_id"]], segment))
-
-    samples = []
-    for key, (entry, image) in by_id.items():
-        stem = PureWindowsPath(entry["file_name"]).with_suffix("").as_posix().strip("/").replace("/", "_")
-        paint = functools.partial(_paint_coco, image.height, image.width, objects[key])
-        samples.append(_Sample(stem, f"{where}: image {key} ({entry['file_name']})", image, paint))
-    _check_ids(samples)
-    return _write_tree(out, samples, classes, "coco")
+    return objects
 
 
 def _paint_coco(height: int, width: int, objects: Sequence[tuple[int, _Segment]]) -> np.ndarray:

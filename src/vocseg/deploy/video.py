@@ -160,6 +160,29 @@ class VideoSummary:
         )
 
 
+def _check_video_args(
+    path: str | os.PathLike, tta: str, tta_scales: Sequence[float] | None, slide: tuple[int, int] | None
+) -> tuple[Path, tuple[int, int] | None]:
+    """The video's path and the checked ``slide``; bad test-time options or a missing file are refused."""
+    check_tta(tta)
+    check_tta_scales(tta, tta_scales)
+    if slide is not None:
+        slide = check_slide(slide)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise VideoReadError(f"video {path} does not exist" if not path.exists() else f"video {path} is not a file")
+    return path, slide
+
+
+def _segment_frame(predictor, rgb, index, path, tta, scales, slide, amp_dtype) -> np.ndarray:
+    """One frame's class-index mask; running out of memory names the frame and the way out."""
+    try:
+        (mask,) = segment(predictor, [rgb], tta=tta, tta_scales=scales, slide=slide, amp_dtype=amp_dtype)
+    except torch.OutOfMemoryError:
+        raise VocsegError(f"out of memory segmenting frame {index} of {path}; try sliding windows (--slide)") from None
+    return mask
+
+
 def predict_video(
     predictor: Predictor,
     path: str | os.PathLike,
@@ -184,13 +207,7 @@ def predict_video(
     ``overwrite``) or cannot be written; nothing is left under the final names then."""
     start = time.perf_counter()
     av = _av()
-    check_tta(tta)
-    check_tta_scales(tta, tta_scales)
-    if slide is not None:
-        slide = check_slide(slide)
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise VideoReadError(f"video {path} does not exist" if not path.exists() else f"video {path} is not a file")
+    path, slide = _check_video_args(path, tta, tta_scales, slide)
     targets = check_video_targets(path, out_dir, masks=masks, overwrite=overwrite, stem=stem)
     output_dir(out_dir, create=False)  # a bad output path fails before the video is opened
     scales = tuple(tta_scales) if tta_scales else predictor.tta_scales
@@ -208,23 +225,11 @@ def predict_video(
         rate = _frame_rate(stream)
         writer = _Writer(av, targets, rate)
         try:
-            with tqdm(
-                total=stream.frames or None,  # 0: the container does not say
-                desc=path.name,
-                unit="frame",
-                disable=not progress,
-                dynamic_ncols=True,
-            ) as bar:
+            # total 0: the container does not say how many frames it holds
+            with tqdm(total=stream.frames or None, desc=path.name, unit="frame", disable=not progress) as bar:
                 for index, frame in enumerate(_decoded(source, stream, path, errors)):
                     rgb = _upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0) or 0)
-                    try:
-                        (mask,) = segment(
-                            predictor, [rgb], tta=tta, tta_scales=scales, slide=slide, amp_dtype=amp_dtype
-                        )
-                    except torch.OutOfMemoryError:
-                        raise VocsegError(
-                            f"out of memory segmenting frame {index} of {path}; try sliding windows (--slide)"
-                        ) from None
+                    mask = _segment_frame(predictor, rgb, index, path, tta, scales, slide, amp_dtype)
                     writer.write(index, rgb, mask, frame.time)
                     bar.update(1)
             if writer.frames == 0:
