@@ -44,7 +44,7 @@ import vocseg
 from vocseg.checkpoint import save_checkpoint
 from vocseg.cli import main
 from vocseg.config import Config
-from vocseg.data.classes import IGNORE_INDEX
+from vocseg.data.classes import IGNORE_INDEX, VOC_CLASSES
 from vocseg.data.voc import VOCSegmentation
 from vocseg.metrics import ConfusionMatrix
 from vocseg.models import create_model
@@ -317,3 +317,37 @@ COVERED_BY = {
     "deeplabv3_mobilenet_v3_large": "lraspp_mobilenet_v3_large (backbone) and deeplabv3_resnet50 (head)",
     "transfer_unet-aux": "transfer_unet (the aux head runs only in training)",
 }
+
+
+# A random "fcn" checkpoint that predicts many classes: what the predict and video tests segment with.
+PREDICT_MEAN, PREDICT_STD = [0.45, 0.43, 0.40], [0.23, 0.22, 0.24]
+
+
+def tiny_fcn() -> torch.nn.Module:
+    """The registered "fcn" with random BN statistics, so the argmax varies over pixels and classes."""
+    torch.manual_seed(0)
+    model = create_model("fcn", num_classes=21, offline=True)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def write_fcn_checkpoint(path: Path) -> Path:
+    """:func:`tiny_fcn` saved as a vocseg checkpoint with VOC's class names at ``path``."""
+    save_checkpoint(
+        {
+            "model": tiny_fcn().state_dict(),
+            "model_name": "fcn",
+            "model_kwargs": {},
+            "num_classes": 21,
+            "class_names": list(VOC_CLASSES),
+            "normalization": {"mean": PREDICT_MEAN, "std": PREDICT_STD},
+            "config": {"model": "fcn", "num_classes": 21},
+        },
+        path,
+    )
+    return path

@@ -12,12 +12,11 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from .config import FIELD_NAMES, Config, load_config, parse_value
+from .config import FIELD_NAMES, HINTS, Config, load_config, parse_value
 from .errors import VocsegError
 from .version import __version__
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_HINTS = typing.get_type_hints(Config)
 
 # A config flag's default: "not given" (so the YAML's value stands), distinct from "--patience null".
 UNSET = argparse.SUPPRESS
@@ -49,7 +48,7 @@ def add_field_flag(parser: Any, name: str, default: Any, aliases: Sequence[str] 
     """The flag ``--<name>`` of the Config field ``name``: its type, help text and choices come from the
     field, so another command's ``--amp`` or ``--tta`` offers exactly what the config accepts."""
     f = FIELDS[name]
-    base, is_list = _field_kind(_HINTS[name])
+    base, is_list = _field_kind(HINTS[name])
     shown = default_text or (_default_text(f) if default is UNSET else ("null" if default is None else str(default)))
     kwargs: dict[str, Any] = {
         "dest": name,

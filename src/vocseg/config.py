@@ -194,13 +194,13 @@ class Config:
 
 FIELD_NAMES = {f.name for f in fields(Config)}
 CHOICES: dict[str, tuple] = {f.name: f.metadata["choices"] for f in fields(Config) if f.metadata.get("choices")}
-_HINTS = typing.get_type_hints(Config)
+HINTS = typing.get_type_hints(Config)
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Check ``value`` against the field's annotation, converting the harmless cases YAML and the CLI
     produce (``1e-3`` is a string to YAML; ``3.0`` for an int); anything else is an error naming the key."""
-    hint = _HINTS[key]
+    hint = HINTS[key]
     allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     if value is None:
         if type(None) in allowed:

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vocseg.checkpoint import save_checkpoint
-from vocseg.data.classes import VOC_CLASSES, voc_palette
+from helpers import PREDICT_MEAN, PREDICT_STD, write_fcn_checkpoint
+from vocseg.data.classes import voc_palette
 from vocseg.deploy import video
 from vocseg.deploy.predict import Predictor, load_predictor, segment
 from vocseg.deploy.video import (
@@ -28,46 +28,19 @@ from vocseg.deploy.video import (
     predict_videos,
 )
 from vocseg.errors import VocsegError
-from vocseg.models import create_model
 from vocseg.plots import overlay
 
 av = pytest.importorskip("av")
 
-MEAN, STD = [0.45, 0.43, 0.40], [0.23, 0.22, 0.24]
+MEAN, STD = PREDICT_MEAN, PREDICT_STD
 H, W, FRAMES, RATE = 48, 64, 12, Fraction(24)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
-def tiny_fcn() -> torch.nn.Module:
-    """The registered "fcn" with random BN statistics, so the argmax varies over pixels and classes."""
-    torch.manual_seed(0)
-    model = create_model("fcn", num_classes=21, offline=True)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 2.0)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "fcn.pt"
-    save_checkpoint(
-        {
-            "model": tiny_fcn().state_dict(),
-            "model_name": "fcn",
-            "model_kwargs": {},
-            "num_classes": 21,
-            "class_names": list(VOC_CLASSES),
-            "normalization": {"mean": MEAN, "std": STD},
-            "config": {"model": "fcn", "num_classes": 21},
-        },
-        path,
-    )
-    return path
+    return write_fcn_checkpoint(tmp_path_factory.mktemp("ckpt") / "fcn.pt")
 
 
 @pytest.fixture(scope="module")
