@@ -254,22 +254,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from .data.builder import resolve_data_root
-    from .data.classes import VOC_CLASSES
+    from .data.classes import NUM_CLASSES, class_names
     from .data.stats import dataset_stats
     from .data.voc import VOCSegmentation
 
-    ds = VOCSegmentation(resolve_data_root(args.data_root), args.split)
+    layout = resolve_data_root(args.data_root)
+    names = class_names(len(layout.class_names or []) or NUM_CLASSES, layout.class_names)
+    ds = VOCSegmentation(layout, args.split, num_classes=len(names))
     stats = dataset_stats(ds)
     if args.json:
-        print(json.dumps({"root": str(ds.voc_root), "split": args.split, **stats.__dict__}))
+        print(json.dumps({"root": str(ds.voc_root), "split": args.split, "class_names": names, **stats.__dict__}))
         return 0
     print(f"{ds.voc_root} split {args.split}: {stats.num_images} images")
     print(f"  mean {[round(v, 4) for v in stats.mean]}\n  std  {[round(v, 4) for v in stats.std]}")
     total = sum(stats.class_counts) + stats.void_pixels
-    print(f"\n  {'class':<14} {'pixels':>12} {'share':>7}")
-    for name, n in zip(VOC_CLASSES, stats.class_counts):
-        print(f"  {name:<14} {n:>12,} {n / total:7.2%}")
-    print(f"  {'void (255)':<14} {stats.void_pixels:>12,} {stats.void_pixels / total:7.2%}")
+    width = max(14, *(len(n) for n in names))
+    print(f"\n  {'class':<{width}} {'pixels':>12} {'share':>7}")
+    for name, n in zip(names, stats.class_counts):
+        print(f"  {name:<{width}} {n:>12,} {n / total:7.2%}")
+    print(f"  {'void (255)':<{width}} {stats.void_pixels:>12,} {stats.void_pixels / total:7.2%}")
     return 0
 
 
@@ -286,7 +289,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .data.importers import import_coco, import_labelme, read_class_names
+    from .data.importers import import_coco, import_labelme
+    from .data.layout import read_class_names
 
     if args.format == "labelme":
         names = read_class_names(args.classes) if args.classes else None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from vocseg.data.classes import IGNORE_INDEX, voc_palette
@@ -22,8 +23,8 @@ from vocseg.data.importers import (
     decode_coco_rle,
     import_coco,
     import_labelme,
-    read_class_names,
 )
+from vocseg.data.layout import read_class_names
 from vocseg.data.voc import VOCSegmentation
 from vocseg.errors import VocsegError
 
@@ -275,7 +276,7 @@ def test_report_table():
     assert lines[2].split() == ["0", "background", "75", "75.00%"]
     assert lines[3].split() == ["1", "cat", "20", "20.00%"]
     assert lines[4].split() == ["255", "void", "5", "5.00%"]
-    assert lines[-1] == "train on it: vocseg train --data-root /x/VOC2012 --num-classes 2 --class-names background cat"
+    assert lines[-1] == "train on it: vocseg train --data-root /x/VOC2012"
 
 
 # ----------------------------------------------------------------------------- labelme: refusals
@@ -499,19 +500,7 @@ def test_cli_import_labelme_then_train_one_epoch(tmp_path, capsys, vocseg_cache,
     printed = capsys.readouterr().out
     assert "cat" in printed and "dog" in printed
     root = tmp_path / "data"
-    args = [
-        "train",
-        "--model",
-        "fcn",
-        "--data-root",
-        str(root),
-        "--num-classes",
-        "3",
-        "--class-names",
-        "background",
-        "cat",
-        "dog",
-    ]
+    args = ["train", "--model", "fcn", "--data-root", str(root)]  # the classes come from its class_names.txt
     assert (
         main(
             [
@@ -532,3 +521,5 @@ def test_cli_import_labelme_then_train_one_epoch(tmp_path, capsys, vocseg_cache,
         == 0
     )
     assert (tmp_path / "run" / "best.pt").is_file()
+    saved = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert saved["num_classes"] == 3 and saved["class_names"] == ["background", "cat", "dog"]

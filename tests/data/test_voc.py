@@ -622,16 +622,19 @@ def test_missing_and_empty_split_files_name_the_file(case: str, make_voc, tmp_pa
 @pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
 @pytest.mark.parametrize("case", ["missing", "empty-folder", "half-a-voc-tree"])
 def test_wrong_dataset_root_names_the_path(case: str, tmp_path: Path, capsys) -> None:
-    """From the reader and from the CLI (train and stats). A folder that holds no VOC tree gets the hint
-    to run `vocseg download`."""
+    """From the reader and from the CLI (train and stats). A folder that holds no dataset gets the hint
+    to run `vocseg download` (and the reader's message names both layouts it accepts)."""
     root = tmp_path / "no" / "such" / "folder" if case == "missing" else tmp_path / "photos"
     if case == "empty-folder":
         root.mkdir()
     elif case == "half-a-voc-tree":
         (root / "JPEGImages").mkdir(parents=True)
-    expected = f"dataset root does not exist: {root}" if case == "missing" else f"no VOC tree under {root}"
-    for open_root in (resolve_voc_root, VOCSegmentation):
-        with pytest.raises(VocsegError, match=re.escape(expected)) as e:
+    expected = f"dataset root does not exist: {root}" if case == "missing" else f"no dataset under {root}"
+    for open_root, message in (
+        (resolve_voc_root, expected.replace("no dataset", "no VOC tree")),
+        (VOCSegmentation, expected),
+    ):
+        with pytest.raises(VocsegError, match=re.escape(message)) as e:
             open_root(root)
         assert case == "missing" or "vocseg download" in str(e.value)
     rc, err = cli(["train", *TRAIN_ARGS, "--data-root", root, "--out", tmp_path / "run", "--epochs", 1], capsys)

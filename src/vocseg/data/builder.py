@@ -8,25 +8,48 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, replace
 from ..errors import VocsegError
 from .cache import SHARE_OF_AVAILABLE, apply_cache
 from .classes import class_names
+from .layout import DatasetLayout, resolve_layout
 from .photometric import PhotometricDistortion
 from .stats import DatasetStats, dataset_stats
 from .transforms import SegmentationPresetEval, SegmentationPresetTrain
-from .voc import VOCSegmentation, read_split, resolve_voc_root
+from .voc import VOCSegmentation
 
 HOLDOUT_SEED = 0  # fixed, so every experiment holds out the same images whatever its training seed
 
 
-def resolve_data_root(data_root: str | Path | None) -> Path:
-    """The VOC2012 folder to use: the given root, or the built-in synthetic dataset (generated once)."""
+def resolve_data_root(data_root: str | Path | None) -> DatasetLayout:
+    """The dataset to use (a VOC tree or image/mask folders; data/layout.py): the given root, or the
+    built-in synthetic dataset (generated once)."""
     if data_root is None:
         from .synthetic import default_dataset_root
 
         data_root = default_dataset_root()
-    return resolve_voc_root(data_root)
+    return resolve_layout(data_root)
+
+
+def with_dataset_classes(cfg: Config) -> Config:
+    """``cfg`` with the dataset's own class list (its classes.txt, class_names.txt or dataset.yaml), when it
+    has one: ``num_classes`` and ``class_names`` then come from the data. A config that names other classes,
+    or another count than the default's, is refused rather than silently trained on the wrong labels."""
+    layout = resolve_data_root(cfg.data_root)
+    names = layout.class_names
+    if names is None or (cfg.class_names == names and cfg.num_classes == len(names)):
+        return cfg
+    if cfg.class_names is not None and cfg.class_names != names:
+        raise VocsegError(
+            f"config class_names {cfg.class_names} differ from the dataset's {names} ({layout.root}); "
+            "drop class_names from the config to use the dataset's"
+        )
+    if cfg.num_classes not in (Config.num_classes, len(names)):
+        raise VocsegError(
+            f"config num_classes is {cfg.num_classes} but the dataset at {layout.root} lists {len(names)} classes "
+            f"({', '.join(names)}); drop num_classes to use the dataset's"
+        )
+    return replace(cfg, num_classes=len(names), class_names=list(names))
 
 
 @dataclass
@@ -38,11 +61,12 @@ class SplitIds:
     test_name: str | None
 
 
-def split_ids(voc_root: Path, cfg: Config) -> SplitIds:
+def split_ids(root: str | Path | DatasetLayout, cfg: Config) -> SplitIds:
     """Without holdout: train on ``train_split``, early-stop and report on ``val_split``.
     With ``val_holdout = f``: the paper's protocol, early-stop on a fraction ``f`` of ``train_split``
     and report on ``val_split`` as the test split."""
-    train = read_split(voc_root, cfg.train_split)
+    layout = root if isinstance(root, DatasetLayout) else resolve_layout(root)
+    train = layout.read_split(cfg.train_split)
     if cfg.val_holdout > 0:
         shuffled = sorted(train)
         random.Random(HOLDOUT_SEED).shuffle(shuffled)
@@ -50,13 +74,13 @@ def split_ids(voc_root: Path, cfg: Config) -> SplitIds:
         held = set(shuffled[:n_hold])
         train_ids = [i for i in train if i not in held]
         val_ids = [i for i in train if i in held]
-        test = read_split(voc_root, cfg.val_split)
+        test = layout.read_split(cfg.val_split)
         out = SplitIds(train_ids, val_ids, test, f"{cfg.train_split} holdout", cfg.val_split)
     else:
-        out = SplitIds(train, read_split(voc_root, cfg.val_split), None, cfg.val_split, None)
+        out = SplitIds(train, layout.read_split(cfg.val_split), None, cfg.val_split, None)
     if not out.train or not out.val:
         raise VocsegError(
-            f"{voc_root}: split {cfg.train_split!r} leaves {len(out.train)} training and {len(out.val)} "
+            f"{layout.root}: split {cfg.train_split!r} leaves {len(out.train)} training and {len(out.val)} "
             f"{out.val_name!r} images; both need at least one (check the split files and val_holdout)"
         )
     if cfg.max_train_images:
@@ -87,9 +111,9 @@ def build_datasets(
     """Datasets with the train/eval presets. ``normalization`` (mean, std) overrides the training split's
     own statistics (pretrained encoders want the statistics they were trained with). ``log`` receives
     one-line notes (the decoded-image cache's size)."""
-    voc_root = resolve_data_root(cfg.data_root)
-    ids = split_ids(voc_root, cfg)
-    raw_train = VOCSegmentation(voc_root, cfg.train_split, ids=ids.train, num_classes=cfg.num_classes)
+    layout = resolve_data_root(cfg.data_root)
+    ids = split_ids(layout, cfg)
+    raw_train = VOCSegmentation(layout, cfg.train_split, ids=ids.train, num_classes=cfg.num_classes)
     raw_train.check()
     stats = dataset_stats(raw_train)
     mean, std = (list(normalization[0]), list(normalization[1])) if normalization else (stats.mean, stats.std)
@@ -99,19 +123,19 @@ def build_datasets(
         mean, std, cfg.image_size, cfg.hflip, cfg.vflip, scale, photometric, rotate=cfg.rotate
     )
     eval_tf = SegmentationPresetEval(mean, std)
-    train = VOCSegmentation(voc_root, cfg.train_split, train_tf, ids.train, cfg.num_classes)
-    val = VOCSegmentation(voc_root, cfg.val_split, eval_tf, ids.val, cfg.num_classes)
+    train = VOCSegmentation(layout, cfg.train_split, train_tf, ids.train, cfg.num_classes)
+    val = VOCSegmentation(layout, cfg.val_split, eval_tf, ids.val, cfg.num_classes)
     val.check()
     test = None
     if ids.test is not None:
-        test = VOCSegmentation(voc_root, ids.test_name or cfg.val_split, eval_tf, ids.test, cfg.num_classes)
+        test = VOCSegmentation(layout, ids.test_name or cfg.val_split, eval_tf, ids.test, cfg.num_classes)
         test.check()
     # Decoded once, here in the main process, before any loader forks: workers share the buffers.
     share = SHARE_OF_AVAILABLE / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # each rank keeps its own copy
     for ds in (train, val, test):
         if ds is not None:
             apply_cache(ds, cfg.cache, log, share)
-    return DataBundle(voc_root, train, val, test, stats, mean, std, class_names_for(cfg), ids)
+    return DataBundle(layout.root, train, val, test, stats, mean, std, class_names_for(cfg), ids)
 
 
 def class_names_for(cfg: Config) -> list[str]:

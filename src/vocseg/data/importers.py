@@ -30,7 +30,6 @@ import io
 import json
 import math
 import os
-import random
 import shlex
 import shutil
 import warnings
@@ -45,13 +44,13 @@ from PIL import Image, ImageDraw, ImageOps
 from ..errors import VocsegError
 from ..runtime.files import output_dir
 from .classes import IGNORE_INDEX, voc_palette
-from .voc import IMAGE_DIR, MASK_DIR, MAX_IMAGE_PIXELS, SPLIT_DIR, _pil_rgb
+from .layout import IMAGE_DIR, MASK_DIR, SPLIT_DIR, seeded_split
+from .voc import MAX_IMAGE_PIXELS, _pil_rgb
 
 __all__ = [
     "ImportReport",
     "import_labelme",
     "import_coco",
-    "read_class_names",
     "BACKGROUND_LABELS",
     "IGNORE_LABELS",
 ]
@@ -60,7 +59,6 @@ BACKGROUND_LABELS = frozenset({"_background_", "background"})  # class 0
 IGNORE_LABELS = frozenset({"__ignore__", "_ignore_", "ignore"})  # void (255); labelme's __ignore__ is class -1
 MAX_CLASSES = IGNORE_INDEX  # indices 0..254; 255 is void
 JPEG_QUALITY = 95
-VAL_FRACTION, SPLIT_SEED = 0.2, 0
 # labelme's shape_to_mask defaults (labelme/utils/shape.py)
 LABELME_LINE_WIDTH, LABELME_POINT_RADIUS = 10, 5
 _EXIF_ORIENTATION = 0x0112
@@ -106,29 +104,11 @@ class ImportReport:
         return "\n".join(lines)
 
     def train_command(self) -> str:
-        """The ``vocseg train`` flags that point a run at this dataset and its classes."""
-        names = " ".join(shlex.quote(c) for c in self.classes)
-        return (
-            f"vocseg train --data-root {shlex.quote(str(self.root))} --num-classes {len(self.classes)} "
-            f"--class-names {names}"
-        )
+        """The ``vocseg train`` command for this dataset (its class_names.txt gives the classes)."""
+        return f"vocseg train --data-root {shlex.quote(str(self.root))}"
 
 
 # ----------------------------------------------------------------------------- class lists
-
-
-def read_class_names(path: str | os.PathLike) -> list[str]:
-    """A class-list file (``--classes FILE``): one name a line, blank lines skipped. labelme's ``labels.txt``
-    (``__ignore__``, ``_background_``, then the classes) works as it is."""
-    path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise VocsegError(f"cannot read the class list {path}: {e}") from None
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise VocsegError(f"the class list {path} is empty")
-    return names
 
 
 def _given_classes(given: Sequence[str]) -> list[str]:
@@ -265,14 +245,6 @@ def _check_ids(samples: Sequence[_Sample]) -> None:
         seen[s.id] = s.where
 
 
-def _split(ids: Sequence[str]) -> tuple[list[str], list[str]]:
-    """A seeded 80/20 split of ``ids`` (order-independent: the ids are sorted first); one image: train only."""
-    order = sorted(ids)
-    random.Random(SPLIT_SEED).shuffle(order)
-    n_val = 0 if len(order) < 2 else max(1, round(len(order) * VAL_FRACTION))
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
 def _write_tree(out: Path, samples: Sequence[_Sample], classes: list[str], source: str) -> ImportReport:
     """Write every sample into a hidden folder beside ``VOC2012``, then rename it into place. On any error the
     hidden folder goes, and so do the folders above it that this call created (left empty)."""
@@ -295,7 +267,7 @@ def _write_tree(out: Path, samples: Sequence[_Sample], classes: list[str], sourc
             png = Image.fromarray(mask)  # mode "L"; putpalette makes it "P", as VOC's own masks
             png.putpalette(palette)
             png.save(tmp / MASK_DIR / f"{s.id}.png", format="PNG")
-        train, val = _split([s.id for s in samples])
+        train, val = seeded_split([s.id for s in samples])
         for name, ids in (("train", train), ("val", val), ("trainval", sorted(train + val))):
             (tmp / SPLIT_DIR / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
         (tmp / "class_names.txt").write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")

@@ -34,7 +34,8 @@ from torchvision.datasets import SBDataset
 from ..errors import VocsegError
 from .classes import IGNORE_INDEX, NUM_CLASSES, voc_palette
 from .download import fetch_verified_archive, safe_extract
-from .voc import AUG_MASK_DIR, IMAGE_DIR, MASK_DIR, SPLIT_DIR, read_split, resolve_voc_root
+from .layout import AUG_MASK_DIR, IMAGE_DIR, MASK_DIR, SPLIT_DIR
+from .voc import read_split, resolve_voc_root
 
 TRAIN_AUG_SPLIT = "train_aug"
 SBD_SPLITS = {"train": "sbd_train", "val": "sbd_val"}  # SBD's list name -> name of its copy in VOC's ImageSets

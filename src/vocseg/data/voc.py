@@ -1,8 +1,10 @@
-"""Reader for the PASCAL VOC 2012 segmentation tree (and any dataset laid out the same way).
+"""Reader for PASCAL VOC 2012's segmentation tree and any dataset laid out like it or as image/mask folders.
 
     <root>/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
                             /SegmentationClass/<id>.png      palette PNG: class index per pixel, 255 = void
                             /ImageSets/Segmentation/<split>.txt
+
+or DIR/images/<id>.<jpg|png> + DIR/masks/<id>.png (data/layout.py finds the files of either).
 
 Decoding: each file is read once into memory, its header parsed here (size, format, channels), then
 8-bit RGB/grayscale JPEGs and 8-bit RGB/grayscale/palette PNGs are decoded by ``torchvision.io``
@@ -14,6 +16,7 @@ reported, naming the file. torchvision keeps palette PNGs as indices (``ImageRea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import warnings
@@ -31,13 +34,12 @@ from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
 from ..errors import VocsegError
 from .classes import IGNORE_INDEX, NUM_CLASSES, voc_colormap
+from .layout import IMAGE_DIR, MASK_DIR, SPLIT_DIR, DatasetLayout, find_voc_tree, resolve_layout
 
 # PIL refuses images above 2x this many pixels and only warns above 1x; we refuse both (see load_image).
 MAX_IMAGE_PIXELS = 89_478_485
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
-IMAGE_DIR, MASK_DIR, SPLIT_DIR = "JPEGImages", "SegmentationClass", "ImageSets/Segmentation"
-AUG_MASK_DIR = "SegmentationClassAug"  # SBD-converted masks of train_aug (see data/sbd.py)
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec and warns on every call; the
 # decoders still work, and a build without them raises RuntimeError, which falls back to PIL.
@@ -56,25 +58,18 @@ def resolve_voc_root(root: str | Path) -> Path:
     root = Path(root).expanduser()
     if not root.exists():
         raise VocsegError(f"dataset root does not exist: {root}")
-    for candidate in (root / "VOCdevkit" / "VOC2012", root / "VOC2012", root):
-        if (candidate / IMAGE_DIR).is_dir() and (candidate / MASK_DIR).is_dir():
-            return candidate
+    voc = find_voc_tree(root)
+    if voc is not None:
+        return voc
     raise VocsegError(
         f"no VOC tree under {root}: expected {root}/VOCdevkit/VOC2012/{{{IMAGE_DIR},{MASK_DIR},{SPLIT_DIR}}} "
         f"(or pass the VOC2012 folder itself); run `vocseg download --root {root}` to fetch VOC 2012"
     )
 
 
-def read_split(voc_root: Path, split: str) -> list[str]:
-    """Image ids listed in ``ImageSets/Segmentation/<split>.txt``."""
-    path = voc_root / SPLIT_DIR / f"{split}.txt"
-    if not path.is_file():
-        available = sorted(p.stem for p in (voc_root / SPLIT_DIR).glob("*.txt"))
-        raise VocsegError(f"split file not found: {path} (available splits: {', '.join(available) or 'none'})")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not ids:
-        raise VocsegError(f"split file is empty: {path}")
-    return ids
+def read_split(root: str | Path | DatasetLayout, split: str) -> list[str]:
+    """Image ids of ``split`` of the dataset at ``root`` (either layout; see data/layout.py)."""
+    return (root if isinstance(root, DatasetLayout) else resolve_layout(root)).read_split(split)
 
 
 # ----------------------------------------------------------------------------- headers
@@ -271,26 +266,36 @@ def load_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(decode_image(path).permute(1, 2, 0).numpy())
 
 
-# VOC colour -> class index, as sorted 24-bit codes for a vectorised lookup of RGB-coded masks.
-_LUT_CODES, _LUT_INDEX = (
-    np.array(col, dtype=np.int64)
-    for col in zip(*sorted(((r << 16) | (g << 8) | b, i) for i, (r, g, b) in enumerate(voc_colormap(256))))
-)
+Colours = Sequence[tuple[int, int, int]] | None  # a dataset's class colours; None: VOC's colour map
 
 
-def _rgb_to_indices(rgb: np.ndarray, path: Path) -> np.ndarray:
-    """An RGB-coded mask (H, W, 3) mapped back through VOC's colour map to class indices (H, W)."""
+@functools.lru_cache(maxsize=8)
+def _colour_lut(colours: tuple[tuple[int, int, int], ...] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted 24-bit colour codes and their class indices, for a vectorised lookup of RGB-coded masks. A
+    dataset's own colours map to their positions; VOC's void colour (224, 224, 192) stays void."""
+    pairs = list(enumerate(voc_colormap(256))) if colours is None else list(enumerate(colours))
+    if colours is not None:
+        pairs.append((IGNORE_INDEX, voc_colormap(256)[IGNORE_INDEX]))
+    codes = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in reversed(pairs)}  # a repeated colour: its first class
+    order = sorted(codes)
+    return np.array(order, dtype=np.int64), np.array([codes[c] for c in order], dtype=np.int64)
+
+
+def _rgb_to_indices(rgb: np.ndarray, path: Path, colours: Colours = None) -> np.ndarray:
+    """An RGB-coded mask (H, W, 3) mapped back through the class colours (VOC's by default) to indices (H, W)."""
+    lut_codes, lut_index = _colour_lut(None if colours is None else tuple(tuple(c) for c in colours))
     rgb = rgb.astype(np.int64)
     codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    pos = np.clip(np.searchsorted(_LUT_CODES, codes), 0, len(_LUT_CODES) - 1)
-    found = _LUT_CODES[pos] == codes
+    pos = np.clip(np.searchsorted(lut_codes, codes), 0, len(lut_codes) - 1)
+    found = lut_codes[pos] == codes
     if not found.all():
         bad = tuple(int(v) for v in rgb[~found][0])
-        raise VocsegError(f"mask {path} has colour {bad}, which is not in VOC's colour map")
-    return _LUT_INDEX[pos].astype(np.uint8)
+        where = "VOC's colour map" if colours is None else "the dataset's class colours"
+        raise VocsegError(f"mask {path} has colour {bad}, which is not in {where}")
+    return lut_index[pos].astype(np.uint8)
 
 
-def _tv_mask(data: bytes, hdr: ImageHeader | None, path: Path) -> Tensor | None:
+def _tv_mask(data: bytes, hdr: ImageHeader | None, path: Path, colours: Colours) -> Tensor | None:
     """8-bit palette/grayscale PNGs as stored indices, 8-bit RGB PNGs through the colour map; None
     for anything else (PIL then reads it)."""
     if hdr is None or hdr.format != "png" or hdr.bit_depth != 8:
@@ -300,15 +305,15 @@ def _tv_mask(data: bytes, hdr: ImageHeader | None, path: Path) -> Tensor | None:
         return None if out is None else out[0]
     if hdr.channels == 3 and not hdr.transparency:
         out = _tv_decode(data, hdr, ImageReadMode.RGB)
-        return None if out is None else torch.from_numpy(_rgb_to_indices(out.permute(1, 2, 0).numpy(), path))
+        return None if out is None else torch.from_numpy(_rgb_to_indices(out.permute(1, 2, 0).numpy(), path, colours))
     return None
 
 
-def _pil_mask(img: Image.Image, path: Path) -> Tensor:
+def _pil_mask(img: Image.Image, path: Path, colours: Colours) -> Tensor:
     if img.mode in ("P", "L"):
         return torch.from_numpy(np.array(img, dtype=np.uint8))
     if img.mode in ("RGB", "RGBA"):
-        return torch.from_numpy(_rgb_to_indices(np.asarray(img.convert("RGB")), path))
+        return torch.from_numpy(_rgb_to_indices(np.asarray(img.convert("RGB")), path, colours))
     raise VocsegError(f"mask {path} has unsupported mode {img.mode!r}; expected a palette (P) or grayscale PNG")
 
 
@@ -323,16 +328,17 @@ def _check_mask_values(mask: Tensor, path: Path, num_classes: int) -> None:
         )
 
 
-def decode_mask(path: str | Path, num_classes: int = NUM_CLASSES) -> Tensor:
-    """Decode a VOC mask to a uint8 tensor of class indices (H, W): palette/grayscale PNGs are read as
-    indices, RGB PNGs are mapped back through VOC's colour map. Values must be 0..num_classes-1 or 255."""
+def decode_mask(path: str | Path, num_classes: int = NUM_CLASSES, colours: Colours = None) -> Tensor:
+    """Decode a mask to a uint8 tensor of class indices (H, W): palette/grayscale PNGs are read as
+    indices, RGB PNGs are mapped back through ``colours`` (VOC's colour map by default). Values must be
+    0..num_classes-1 or 255."""
     path = Path(path)
     data = _read_checked(path, "mask")
     hdr = parse_header(data)
     _check_pixels(hdr, path, "mask")
-    mask = _tv_mask(data, hdr, path)
+    mask = _tv_mask(data, hdr, path, colours)
     if mask is None:
-        mask = _pil_mask(_open_checked(path, "mask", data), path)
+        mask = _pil_mask(_open_checked(path, "mask", data), path, colours)
     _check_mask_values(mask, path, num_classes)
     return mask
 
@@ -354,16 +360,16 @@ class VOCSegmentation(Dataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | DatasetLayout,
         split: str = "train",
         transforms: Callable | None = None,
         ids: Sequence[str] | None = None,
         num_classes: int = NUM_CLASSES,
     ) -> None:
-        self.voc_root = resolve_voc_root(root)
-        self.image_dir, self.mask_dir = self.voc_root / IMAGE_DIR, self.voc_root / MASK_DIR  # joined once
+        self.layout = root if isinstance(root, DatasetLayout) else resolve_layout(root)
+        self.voc_root = self.layout.root  # the dataset's root: VOC2012, or the folder holding images/ and masks/
         self.split = split
-        self.ids = list(ids) if ids is not None else read_split(self.voc_root, split)
+        self.ids = list(ids) if ids is not None else self.layout.read_split(split)
         self.transforms = transforms
         self.num_classes = num_classes
         # Every item decoded (a data.cache.DecodedCache, indexed like the dataset), set by apply_cache.
@@ -373,21 +379,20 @@ class VOCSegmentation(Dataset):
         return len(self.ids)
 
     def image_path(self, i: int) -> Path:
-        return self.image_dir / f"{self.ids[i]}.jpg"
+        return self.layout.image_path(self.ids[i])
 
     def mask_path(self, i: int) -> Path:
-        """VOC's own mask when it has one, else SegmentationClassAug's (SBD's, for train_aug ids)."""
-        own = self.mask_dir / f"{self.ids[i]}.png"
-        if own.is_file():
-            return own
-        aug = self.voc_root / AUG_MASK_DIR / f"{self.ids[i]}.png"
-        return aug if aug.is_file() else own
+        """The mask of item ``i`` (for VOC ids of train_aug without their own: SegmentationClassAug's)."""
+        return self.layout.mask_path(self.ids[i])
+
+    def _decode_mask(self, i: int) -> Tensor:
+        return decode_mask(self.mask_path(i), self.num_classes, self.layout.colours)
 
     def decode(self, i: int) -> tuple[Tensor, Tensor]:
         """Item ``i`` decoded from disk (never the cache): ``(image uint8 (3,H,W), mask uint8 (H,W))``,
         checked for matching sizes."""
         image = decode_image(self.image_path(i))
-        mask = decode_mask(self.mask_path(i), self.num_classes)
+        mask = self._decode_mask(i)
         if image.shape[1:] != mask.shape:
             raise VocsegError(
                 f"image {self.image_path(i)} is {image.shape[2]}x{image.shape[1]} but its mask "
@@ -412,7 +417,7 @@ class VOCSegmentation(Dataset):
         that two test sets with the same ids but other pictures are told apart."""
         digests = []
         for i in range(len(self)):
-            mask = self.cache[i][1] if self.cache is not None else decode_mask(self.mask_path(i), self.num_classes)
+            mask = self.cache[i][1] if self.cache is not None else self._decode_mask(i)
             h = hashlib.blake2b(digest_size=8)
             h.update(repr(tuple(mask.shape)).encode())
             h.update(mask.contiguous().numpy().tobytes())

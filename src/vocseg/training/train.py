@@ -20,7 +20,7 @@ from torch import nn
 
 from ..checkpoint import checkpoint_metadata
 from ..config import Config, config_from_dict, replace
-from ..data.builder import DataBundle, build_datasets
+from ..data.builder import DataBundle, build_datasets, with_dataset_classes
 from ..data.loaders import eval_loader, train_loader
 from ..errors import VocsegError
 from ..evaluation.evaluator import Evaluation, evaluate
@@ -226,7 +226,7 @@ def start_session(
     cfg: Config, run: RunDir, saved: dict[str, Any] | None, overwrite: bool, log, started: float
 ) -> Session:
     """Build the run's model, data, optimizer and schedule, restoring them from ``saved`` when resuming."""
-    cfg = resolve_channels_last(cfg)
+    cfg = resolve_channels_last(cfg if saved is not None else with_dataset_classes(cfg))
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     main = is_main_process()

@@ -39,12 +39,13 @@ def data_info(cfg_dict: Mapping[str, Any], source: str = "config.yaml") -> DataI
     from ...data.voc import VOCSegmentation, read_split
 
     cfg = config_from_dict(dict(cfg_dict), source)
-    root = resolve_data_root(cfg.data_root)
-    ids = split_ids(root, cfg)
+    layout = resolve_data_root(cfg.data_root)
+    root = layout.root
+    ids = split_ids(layout, cfg)
     sizes = {}
     for split in dict.fromkeys((cfg.train_split, cfg.val_split)):
         with contextlib.suppress(VocsegError):  # a split file the runs did not need
-            sizes[split] = len(read_split(root, split))
+            sizes[split] = len(read_split(layout, split))
     test_ids = ids.test if ids.test is not None else ids.val
     test_split = ids.test_name or ids.val_name
     used = {"train": len(ids.train), f"early stopping ({ids.val_name})": len(ids.val)}
@@ -52,7 +53,7 @@ def data_info(cfg_dict: Mapping[str, Any], source: str = "config.yaml") -> DataI
         used[f"test ({ids.test_name})"] = len(ids.test)
     synthetic = all(i.startswith(ID_PREFIX) for i in ids.train + test_ids)
     m = re.search(r"synthetic-v\d+-\d+-\d+-s(\d+)-\d+", str(root))
-    stats = dataset_stats(VOCSegmentation(root, test_split, ids=test_ids, num_classes=cfg.num_classes))
+    stats = dataset_stats(VOCSegmentation(layout, test_split, ids=test_ids, num_classes=cfg.num_classes))
     return DataInfo(
         root,
         synthetic,
