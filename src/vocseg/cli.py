@@ -301,6 +301,20 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import config_dir, resolve_config_path, shipped_configs
+
+    if args.action == "list":
+        for name in shipped_configs():
+            print(name)
+        print(f"(in {config_dir()}; `vocseg config show NAME` prints one, `vocseg train --config NAME` trains it)")
+        return 0
+    if not args.name:
+        raise VocsegError(f"vocseg config show needs a NAME: one of {', '.join(shipped_configs())}")
+    sys.stdout.write(resolve_config_path(args.name).read_text())
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models.summary import format_model_table, model_table
 
@@ -412,6 +426,10 @@ def _other_parsers(sub) -> None:
     d.set_defaults(func=cmd_download)
 
     _import_parser(sub)
+    cf = sub.add_parser("config", help="list or print the configs vocseg ships (strong, strong_cpu, ...)")
+    cf.add_argument("action", choices=["list", "show"])
+    cf.add_argument("name", nargs="?", metavar="NAME", help="for show: a shipped config, e.g. strong")
+    cf.set_defaults(func=cmd_config)
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("--image-size", type=int, default=512)
     m.set_defaults(func=cmd_models)

@@ -4,6 +4,7 @@ config is saved as ``config.yaml`` beside the checkpoints."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import types
 import typing
@@ -60,6 +61,12 @@ class Config:
     max_val_images: int | None = _field(None, "use at most this many validation/test images")
     num_workers: int | str = _field("auto", "data-loader processes; auto: chosen per device (docs/benchmarks.md)")
     cache: str = _field("auto", "keep decoded images in RAM: auto (when they fit), ram, none", ("auto", "ram", "none"))
+    augment_on: str = _field(
+        "auto",
+        "where training crops are rescaled, flipped and distorted: workers (loader processes), device (batched on "
+        "the training device), auto (device on CUDA, workers elsewhere; docs/benchmarks.md)",
+        ("auto", "workers", "device"),
+    )
     eval_batch_size: int = _field(1, "evaluation batch size (padded images; 1 is exact native resolution)")
     tta: str = _field(
         "none",
@@ -246,9 +253,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     key to null, e.g. ``--patience null`` turns early stopping off)."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise VocsegError(f"config file not found: {path}")
+        path = resolve_config_path(path)
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
@@ -265,6 +270,41 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         else:
             data[key] = value
     return config_from_dict(data, source)
+
+
+def config_dir() -> Path:
+    """The folder of the configs vocseg ships: ``$VOCSEG_CONFIG_DIR``, else ``configs/`` of a source checkout
+    (beside ``src/``), else the copy a wheel installs as ``vocseg/configs``."""
+    package = Path(__file__).resolve().parent
+    candidates = [package.parents[1] / "configs", package / "configs"]
+    if os.environ.get("VOCSEG_CONFIG_DIR"):
+        candidates.insert(0, Path(os.environ["VOCSEG_CONFIG_DIR"]).expanduser())
+    for path in candidates:
+        if (path / "baseline.yaml").is_file():
+            return path
+    raise VocsegError(
+        f"cannot find vocseg's configs (baseline.yaml ...); looked in {', '.join(map(str, candidates))}. "
+        "Reinstall vocseg, or set VOCSEG_CONFIG_DIR to a folder holding them."
+    )
+
+
+def shipped_configs() -> list[str]:
+    """The names of the configs vocseg ships (``vocseg config list``), e.g. ``strong``."""
+    return sorted(p.stem for p in config_dir().glob("*.yaml"))
+
+
+def resolve_config_path(path_or_name: str | Path) -> Path:
+    """A config file's path: the file given, else the shipped config of that name (``strong``, ``strong.yaml``)."""
+    path = Path(path_or_name).expanduser()
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml")
+    if path.parent == Path(".") and name in shipped_configs():
+        return config_dir() / f"{name}.yaml"
+    raise VocsegError(
+        f"config file not found: {path} (or name a shipped config: {', '.join(shipped_configs())}; "
+        "`vocseg config show NAME` prints one)"
+    )
 
 
 def parse_value(text: str) -> Any:

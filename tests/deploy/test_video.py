@@ -254,7 +254,9 @@ def test_missing_pyav_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
     with pytest.raises(VocsegError) as e:
         predict_video(channel_predictor(), clip, tmp_path / "out", progress=False)
-    assert str(e.value) == "video needs the 'video' extra: pip install 'vocseg[video]'"
+    assert str(e.value) == "reading and writing video needs the Python package 'av' of the 'video' extra: " + (
+        "pip install 'vocseg[video]'"
+    )
     assert is_video(clip)  # needs no PyAV
 
 

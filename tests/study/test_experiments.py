@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vocseg.config import FIELD_NAMES, load_config
+from vocseg.config import FIELD_NAMES, config_dir, load_config
 from vocseg.errors import VocsegError
 from vocseg.models import list_models
 from vocseg.models.transfer import weights_file_name
@@ -23,7 +23,7 @@ def torch_home(tmp_path, monkeypatch) -> Path:
 
 
 def test_every_config_loads_and_names_a_registered_model():
-    folder = X.config_dir()
+    folder = config_dir()
     paths = sorted(folder.glob("*.yaml"))
     assert {p.name for p in paths} >= {e.config for e in X.EXPERIMENTS} | {"modern.yaml"}
     for path in paths:
@@ -34,7 +34,7 @@ def test_every_config_loads_and_names_a_registered_model():
 
 
 def test_configs_follow_the_papers_recipes():
-    cfg = {e.name: load_config(X.config_dir() / e.config) for e in X.EXPERIMENTS}
+    cfg = {e.name: load_config(config_dir() / e.config) for e in X.EXPERIMENTS}
     for c in cfg.values():  # the protocol: early stopping on a holdout of train, native size, flips only
         assert c.val_holdout > 0 and c.image_size is None and c.scale_range is None and c.optimizer == "adam"
         assert c.monitor == "val_loss"
@@ -66,7 +66,7 @@ def test_configs_follow_the_papers_recipes():
 
 def test_strong_configs_hold_the_fields_recipe():
     """strong.yaml is mmsegmentation's voc12aug recipe; strong_cpu.yaml keeps its pieces at a CPU's size."""
-    s = load_config(X.config_dir() / "strong.yaml")
+    s = load_config(config_dir() / "strong.yaml")
     assert (s.train_split, s.val_split, s.val_holdout, s.image_size, list(s.scale_range)) == (
         "train_aug",
         "val",
@@ -92,7 +92,7 @@ def test_strong_configs_hold_the_fields_recipe():
         1000,
         {"encoder": "resnet50", "aspp": True, "aux": True},  # mmseg's FCNHead aux on layer3, weight 0.4
     )
-    c = load_config(X.config_dir() / "strong_cpu.yaml")
+    c = load_config(config_dir() / "strong_cpu.yaml")
     assert (list(c.scale_range), c.hflip, c.vflip, c.eval_batch_size, c.amp) == ([0.5, 1.0], 0.5, 0.0, 1, "auto")
     assert (c.image_size, c.tta, c.tta_scales) == (128, "multiscale", [0.5, 0.75, 1.0])  # tested at its train scales
     assert (c.optimizer, c.scheduler, c.warmup_iters, c.budget, c.class_weighting) == (

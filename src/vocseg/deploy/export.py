@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import load_model, model_metadata
-from ..errors import VocsegError
+from ..errors import VocsegError, require
 from ..runtime.files import atomic_write_bytes, output_file
 
 FORMATS = ("onnx", "torchscript")
@@ -44,7 +44,6 @@ TORCHSCRIPT_METADATA = "vocseg.json"
 TRACE_SHAPE = (2, 3, 97, 131)
 # Sizes the exported model is checked at before it is written: neither is the traced one.
 VERIFY_SHAPES = ((1, 3, 75, 157), (3, 3, 64, 45))
-EXPORT_EXTRA = "pip install 'vocseg[export]'"
 # Metadata keys: plain strings are stored as they are, the others as JSON.
 _TEXT_KEYS = ("model_name", "vocseg_version")
 _JSON_KEYS = ("model_kwargs", "num_classes", "class_names", "normalization_mean", "normalization_std")
@@ -72,12 +71,7 @@ def export_model(
 
 def _require(module: str) -> Any:
     """Import an optional dependency of ONNX export/inference, or say how to install it."""
-    try:
-        return __import__(module)
-    except ImportError:
-        raise VocsegError(
-            f"the Python package {module!r} is needed for ONNX; install it with: {EXPORT_EXTRA}"
-        ) from None
+    return require(module, "onnx", "ONNX export and inference")
 
 
 # ---------------------------------------------------------------------------------------------- ONNX

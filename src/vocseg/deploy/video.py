@@ -54,7 +54,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import CHOICES
-from ..errors import VocsegError
+from ..errors import VocsegError, require
 from ..evaluation.inference import check_slide, check_tta, check_tta_scales
 from ..plots import overlay
 from ..runtime.device import resolve_amp
@@ -68,7 +68,6 @@ CODECS = ("libx264", "mpeg4")  # the first one PyAV's FFmpeg can encode with is 
 X264_CRF = 20  # a little better than x264's default 23: mask edges stay crisp
 MPEG4_BITS_PER_PIXEL = 0.3  # mpeg4's bit rate per pixel per frame (its default, 200 kb/s, is blocky)
 DEFAULT_RATE = Fraction(25)  # when the stream states no frame rate at all
-MISSING_EXTRA = "video needs the 'video' extra: pip install 'vocseg[video]'"
 
 
 class VideoReadError(VocsegError):
@@ -77,11 +76,7 @@ class VideoReadError(VocsegError):
 
 def _av() -> ModuleType:
     """PyAV, imported on first use; a VocsegError saying how to install it when missing."""
-    try:
-        import av
-    except ImportError:
-        raise VocsegError(MISSING_EXTRA) from None
-    return av
+    return require("av", "video", "reading and writing video")
 
 
 def is_video(path: str | os.PathLike) -> bool:

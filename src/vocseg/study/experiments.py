@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import copy
 import inspect
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, config_from_dict, load_config
+from ..config import Config, config_dir, config_from_dict, load_config
 from ..errors import VocsegError
 
 __all__ = [
@@ -27,7 +26,6 @@ __all__ = [
     "QUICK",
     "QUICK_PER_EXPERIMENT",
     "RUNTIME_KEYS",
-    "config_dir",
     "experiment_config",
     "get_experiment",
     "pretrained_weights_cached",
@@ -148,27 +146,6 @@ RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "tensorboard", "cache"
 
 
 # ----------------------------------------------------------------------------- looking experiments up
-
-
-def config_dir() -> Path:
-    """The folder holding the experiment YAMLs: ``$VOCSEG_CONFIG_DIR``, else ``configs/`` of the source
-    checkout (beside ``src/``), else the copy a wheel installs as ``vocseg/configs``, else ``./configs``."""
-    candidates = []
-    if os.environ.get("VOCSEG_CONFIG_DIR"):
-        candidates.append(Path(os.environ["VOCSEG_CONFIG_DIR"]).expanduser())
-    candidates += [
-        Path(__file__).resolve().parents[2] / "configs",
-        Path(__file__).resolve().parent / "configs",
-        Path.cwd() / "configs",
-    ]
-    for path in candidates:
-        if (path / EXPERIMENTS[0].config).is_file():
-            return path
-    raise VocsegError(
-        "cannot find the experiment configs (configs/baseline.yaml ...); looked in "
-        + ", ".join(str(p) for p in candidates)
-        + ". Run from the vocseg source checkout or set VOCSEG_CONFIG_DIR to its configs/ folder."
-    )
 
 
 def get_experiment(name: str) -> Experiment:
