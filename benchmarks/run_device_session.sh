@@ -8,6 +8,14 @@
 # GPU use sampled each second, then the same config under --budget 2m, and multi-scale TTA's cost.
 # Phase "ckpt" (about 4 minutes): the same training with checkpoints written from a background thread,
 # GPU use sampled, and benchmarks/bench_checkpoint.py's side-by-side on the GPU.
+# Phase "mfu" (at most TOTAL=550 s, steps in order of importance, each under `timeout`, the later ones cut
+# when time runs out): benchmarks/bench_mfu.py at 512, batch 16: strong.yaml's model alone against the
+# end-to-end loop (the real loader over 1,000 synthetic VOC-sized images; the "epoch s" of 10,582 images is
+# estimated from that rate), its profile (top ops, trace), compile off/default/reduce-overhead, batch 32,
+# benchmarks/bench_device_path.py if present, FCN/DeepLabV3-R50 compile off/on, then max-autotune.
+# Everything lands in $OUT/mfu_session.log, $OUT/profile/ and $OUT/gpu_use_mfu.csv (the tool returns 8 files).
+# A dry run on a CPU (COMPILE=0: eager only):
+#   DEV=cpu SIZE=64 BATCH=2 STEPS=1 WARMUP=1 REPEATS=1 N=24 MAXSIDE=128 COMPILE=0 OUT=/tmp/o bash ... mfu
 set -u
 export PYTHONPATH=$PWD/src MPLBACKEND=Agg VOCSEG_CACHE=/tmp/vocseg-cache
 RES=/tmp/vocseg-results
@@ -61,4 +69,35 @@ if [ "$1" = ckpt ]; then
   kill $SMI
   cat /tmp/strong-async/history.csv >> $OUT/strong_async.log
   python3 benchmarks/bench_checkpoint.py --config configs/strong.yaml --device cuda --steps 100 --repeats 2 > $OUT/bench_checkpoint_gpu.txt 2>&1
+fi
+if [ "$1" = mfu ]; then
+  DEV=${DEV:-cuda}; SIZE=${SIZE:-512}; BATCH=${BATCH:-16}; STEPS=${STEPS:-10}; N=${N:-1000}; MAXSIDE=${MAXSIDE:-500}
+  WARMUP=${WARMUP:-5}; REPEATS=${REPEATS:-3}; END=$((SECONDS + ${TOTAL:-550})); LOG=$OUT/mfu_session.log
+  DATA=/tmp/synth-mfu; rm -rf $DATA
+  export PYTHONUNBUFFERED=1
+  # step CAP NAME CMD...: CMD under `timeout` (CAP s, less if the phase's time is nearly out), appended to LOG
+  step() {
+    local cap=$1 name=$2 left=$((END - SECONDS)) t0=$SECONDS rc; shift 2
+    if [ $left -lt 30 ]; then echo "=== $name: skipped, $left s left" >> $LOG; return; fi
+    [ $cap -gt $left ] && cap=$left
+    echo "=== $name (at most $cap s): $*" >> $LOG
+    timeout -k 10 $cap "$@" >> $LOG 2>&1; rc=$?
+    echo "=== $name: exit $rc after $((SECONDS - t0)) s" >> $LOG
+  }
+  if [ "${COMPILE:-1}" = 1 ]; then MODES="none default reduce-overhead"; TV="none default"; else MODES=none; TV=none; fi
+  MFU="python3 benchmarks/bench_mfu.py --device $DEV --size $SIZE --batch $BATCH --steps $STEPS --warmup $WARMUP --repeats $REPEATS"
+  { python3 -c "import torch, torchvision; print('torch', torch.__version__, torchvision.__version__)"
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; lscpu | grep -E 'Model name|^CPU\(s\)'; } >> $LOG 2>&1
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 1 > $OUT/gpu_use_mfu.csv 2>&1 &
+  SMI=$!
+  step 120 synth python3 -m vocseg synth $DATA --train $N --val 8 --max-side $MAXSIDE --workers 16
+  # strong.yaml as shipped (eager): model alone, end to end, loader alone, epoch estimate, profile of the loop
+  step 150 strong-e2e $MFU --models configs/strong.yaml --data-root $DATA --profile $OUT/profile
+  # the MFU goal: compile modes side by side, each also end to end (the ratio with the faster model)
+  step 240 strong-compile $MFU --models configs/strong.yaml --data-root $DATA --compile $MODES
+  step 60 strong-batch32 $MFU --models configs/strong.yaml --batch $((BATCH * 2))
+  [ -f benchmarks/bench_device_path.py ] && step 90 device-path python3 benchmarks/bench_device_path.py --device $DEV
+  step 200 torchvision-compile $MFU --models fcn_resnet50 deeplabv3_resnet50 --compile $TV
+  [ "${COMPILE:-1}" = 1 ] && step 300 strong-autotune $MFU --models configs/strong.yaml --compile max-autotune-no-cudagraphs
+  kill $SMI 2>/dev/null
 fi

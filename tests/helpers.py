@@ -44,7 +44,7 @@ import vocseg
 from vocseg.checkpoint import save_checkpoint
 from vocseg.cli import main
 from vocseg.config import Config
-from vocseg.data.classes import IGNORE_INDEX, VOC_CLASSES
+from vocseg.data.classes import IGNORE_INDEX, VOC_CLASSES, voc_palette
 from vocseg.data.voc import VOCSegmentation
 from vocseg.metrics import ConfusionMatrix
 from vocseg.models import create_model
@@ -351,3 +351,43 @@ def write_fcn_checkpoint(path: Path) -> Path:
         path,
     )
     return path
+
+
+# ----------------------------------------------------------------------------- image/mask folders
+
+FOLDER_CLASSES = ["background", "disc", "square"]
+
+
+def folder_sample(seed: int, size: tuple[int, int] = (40, 48)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    h, w = size
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[4:20, 4:20] = 1
+    mask[22:36, 26:44] = 2
+    mask[0, 0] = 255
+    return image, mask
+
+
+def make_folders(
+    root: Path, n: int = 10, *, images="images", masks="masks", suffix=".png", sub: str = "", palette: bool = True
+) -> Path:
+    """``n`` images (PNG: lossless, so the pixels can be compared) and index masks, palette or grayscale."""
+    for i in range(n):
+        image, mask = folder_sample(i)
+        (root / images / sub).mkdir(parents=True, exist_ok=True)
+        (root / masks / sub).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / images / sub / f"im{i:02d}.png")
+        m = Image.fromarray(mask, mode="L")
+        if palette:
+            m = m.convert("P")
+            m.putpalette(voc_palette())
+        m.save(root / masks / sub / f"im{i:02d}{suffix}")
+    return root
+
+
+def folder_dataset(root: Path, n: int = 12) -> Path:
+    """images/ + masks/ + classes.txt: ``n`` images with every one of FOLDER_CLASSES labelled."""
+    make_folders(root, n)
+    (root / "classes.txt").write_text("\n".join(FOLDER_CLASSES) + "\n")
+    return root

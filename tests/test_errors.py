@@ -7,10 +7,11 @@ import re
 import sys
 
 import pytest
-import tomllib
 
 from helpers import SRC
 from vocseg.errors import VocsegError, install_command, require
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+ (vocseg itself runs on 3.10)
 
 ROOT = SRC.parent
 

@@ -13,11 +13,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 
 from helpers import SRC
 from vocseg.version import __version__
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+ (vocseg itself runs on 3.10)
 
 ROOT = SRC.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

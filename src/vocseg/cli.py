@@ -12,7 +12,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from .config import FIELD_NAMES, HINTS, Config, load_config, parse_value
+from .config import FIELD_NAMES, HINTS, Config, load_config, parse_value, replace
 from .errors import VocsegError
 from .version import __version__
 
@@ -118,6 +118,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config:
             raise VocsegError("--resume continues the run's own config; --config cannot be used with it")
         result = train(Config(out=args.resume), resume=True, progress=progress, changes=overrides)
+    elif args.recipe == "auto":
+        cfg, files = _auto_recipe(args, overrides)
+        result = train(cfg, overwrite=args.overwrite, progress=progress, run_files=files)
     else:
         cfg = load_config(args.config, overrides)
         result = train(cfg, overwrite=args.overwrite, progress=progress)
@@ -129,6 +132,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"loss {_fmt(m['loss'])}  (best epoch {m['best_epoch']}"
         f"{'' if m.get('tta', 'none') == 'none' else ', tta ' + m['tta']}) -> {result.run_dir}"
     )
+    return 0
+
+
+def _auto_recipe(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Config, dict[str, bytes]]:
+    """``--recipe auto``: plan on the data (vocseg plan), then let the flags given win over the plan."""
+    from .training.planner import FINGERPRINT_FILE, PLAN_FILE, fingerprint_json, make_plan
+
+    if args.config:
+        raise VocsegError("--recipe auto plans the whole config; drop --config (or plan with `vocseg plan`, then edit)")
+    if overrides.get("budget") is None:
+        raise VocsegError("--recipe auto needs --budget (e.g. --budget 15m): the plan is sized to it")
+    base = load_config(None, overrides)
+    plan = make_plan(base.data_root, base.budget, base.device, base)
+    for key in set(overrides) & set(plan.recipe.values):
+        if overrides[key] != plan.recipe.values[key]:
+            why = f"given on the command line (the plan chose {plan.recipe.values[key]!r}: {plan.recipe.reasons[key]})"
+            plan.recipe.set(key, overrides[key], why)
+    plan.config = replace(plan.config, **overrides)
+    print(plan.summary())
+    return plan.config, {PLAN_FILE: plan.yaml_text().encode(), FINGERPRINT_FILE: fingerprint_json(plan).encode()}
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .training.planner import make_plan, write_plan
+
+    base = Config(seed=args.seed)
+    plan = make_plan(args.data, args.budget, args.device, base)
+    print(plan.summary())
+    target, fingerprint = write_plan(plan, args.out, overwrite=args.overwrite)
+    print(f"wrote {target} and {fingerprint}; train it with: vocseg train --config {target}")
     return 0
 
 
@@ -340,6 +373,12 @@ def _train_parser(sub) -> None:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (may extend --epochs)")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (off anyway when not a terminal)")
+    t.add_argument(
+        "--recipe",
+        choices=["auto"],
+        help="auto: plan the recipe on the data, machine and --budget first (vocseg plan), keeping plan.yaml and "
+        "fingerprint.json in the run folder; flags given still win",
+    )
     add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
@@ -426,6 +465,19 @@ def _other_parsers(sub) -> None:
     d.set_defaults(func=cmd_download)
 
     _import_parser(sub)
+    pl = sub.add_parser(
+        "plan",
+        help="choose a recipe for a dataset, this machine and a time budget",
+        description="Fingerprint the training split, time candidate models here, and write a complete config "
+        "with the reason for each choice (docs/planning.md).",
+    )
+    pl.add_argument("data", nargs="?", metavar="DATA", help="dataset root (default: the built-in data)")
+    pl.add_argument("--budget", default="15m", help="wall-clock budget of the run, e.g. 15m, 1h (default 15m)")
+    add_field_flag(pl, "device", "auto")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--out", default="plan.yaml", help="the plan's config (fingerprint.json is written beside it)")
+    pl.add_argument("--overwrite", action="store_true")
+    pl.set_defaults(func=cmd_plan)
     cf = sub.add_parser("config", help="list or print the configs vocseg ships (strong, strong_cpu, ...)")
     cf.add_argument("action", choices=["list", "show"])
     cf.add_argument("name", nargs="?", metavar="NAME", help="for show: a shipped config, e.g. strong")

@@ -50,7 +50,9 @@ class RunDir:
     PER_IMAGE = "per_image.npz"
     CURVES = "curves.png"
     TENSORBOARD = "tensorboard"
-    FILES = (CONFIG, HISTORY, LAST, BEST, METRICS, PER_IMAGE, CURVES)
+    PLAN = "plan.yaml"  # --recipe auto: the planned config with its reasons
+    FINGERPRINT = "fingerprint.json"  # --recipe auto: the training split's fingerprint it was planned from
+    FILES = (CONFIG, HISTORY, LAST, BEST, METRICS, PER_IMAGE, CURVES, PLAN, FINGERPRINT)
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)

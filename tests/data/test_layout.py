@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,43 +11,13 @@ import torch
 import yaml
 from PIL import Image
 
-from helpers import TRAIN_ARGS, cli
+from helpers import FOLDER_CLASSES as CLASSES
+from helpers import TRAIN_ARGS, cli, folder_sample, make_folders
 from vocseg.config import Config
 from vocseg.data.builder import resolve_data_root, with_dataset_classes
-from vocseg.data.classes import voc_palette
 from vocseg.data.layout import FOLDERS, VOC, read_class_names, resolve_layout, seeded_split
 from vocseg.data.voc import VOCSegmentation
 from vocseg.errors import VocsegError
-
-CLASSES = ["background", "disc", "square"]
-
-
-def _sample(seed: int, size: tuple[int, int] = (40, 48)) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    h, w = size
-    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    mask = np.zeros((h, w), np.uint8)
-    mask[4:20, 4:20] = 1
-    mask[22:36, 26:44] = 2
-    mask[0, 0] = 255
-    return image, mask
-
-
-def make_folders(
-    root: Path, n: int = 10, *, images="images", masks="masks", suffix=".png", sub: str = "", palette: bool = True
-) -> Path:
-    """``n`` images (PNG: lossless, so the pixels can be compared) and index masks, palette or grayscale."""
-    for i in range(n):
-        image, mask = _sample(i)
-        (root / images / sub).mkdir(parents=True, exist_ok=True)
-        (root / masks / sub).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(root / images / sub / f"im{i:02d}.png")
-        m = Image.fromarray(mask, mode="L")
-        if palette:
-            m = m.convert("P")
-            m.putpalette(voc_palette())
-        m.save(root / masks / sub / f"im{i:02d}{suffix}")
-    return root
 
 
 def test_folders_found_read_and_split_once(tmp_path):
@@ -62,13 +31,13 @@ def test_folders_found_read_and_split_once(tmp_path):
     assert sorted(train + val) == layout.read_split("trainval")
     written = (root / "splits" / "train.txt").read_text()
     # A new image later does not move the old ones: the split was written once.
-    image, mask = _sample(99)
+    image, mask = folder_sample(99)
     Image.fromarray(image).save(root / "images" / "new.png")
     Image.fromarray(mask).save(root / "masks" / "new.png")
     assert resolve_layout(root).read_split("train") == train and (root / "splits" / "train.txt").read_text() == written
     ds = VOCSegmentation(root, "train", num_classes=3)
     got_image, got_mask = ds.decode(0)
-    want_image, want_mask = _sample(int(train[0][2:]))
+    want_image, want_mask = folder_sample(int(train[0][2:]))
     assert torch.equal(got_image, torch.from_numpy(want_image).permute(2, 0, 1))
     assert torch.equal(got_mask, torch.from_numpy(want_mask))
 
@@ -81,7 +50,7 @@ def test_mmseg_folders_with_split_subfolders(tmp_path, palette):
     make_folders(root, 2, images="img_dir", masks="ann_dir", sub="val", palette=palette)
     layout = resolve_layout(root)
     assert layout.read_split("val") == ["val/im00", "val/im01"] and len(layout.read_split("train")) == 4
-    assert torch.equal(VOCSegmentation(root, "val", num_classes=3).decode(1)[1], torch.from_numpy(_sample(1)[1]))
+    assert torch.equal(VOCSegmentation(root, "val", num_classes=3).decode(1)[1], torch.from_numpy(folder_sample(1)[1]))
 
 
 def test_dataset_yaml_names_folders_suffix_classes_and_colours(tmp_path):
@@ -90,7 +59,7 @@ def test_dataset_yaml_names_folders_suffix_classes_and_colours(tmp_path):
     colours = [[0, 0, 0], [10, 200, 30], [250, 5, 90]]
     (root / "pics").mkdir(parents=True)
     (root / "labels_rgb").mkdir()
-    image, mask = _sample(3)
+    image, mask = folder_sample(3)
     Image.fromarray(image).save(root / "pics" / "a.jpg", quality=95)
     rgb = np.array(colours + [[0, 0, 0]] * 252 + [[224, 224, 192]], np.uint8)[mask]
     Image.fromarray(rgb).save(root / "labels_rgb" / "a_mask.png")

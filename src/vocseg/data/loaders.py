@@ -9,6 +9,7 @@ from ..config import Config
 from ..runtime.workers import resolve_workers
 from .builder import DataBundle
 from .copy_paste import CopyPasteCollate
+from .device_augment import RawCollate, RawTrainItems, resolve_augment_on
 from .transforms import collate_pad
 
 
@@ -29,7 +30,10 @@ def train_loader(data: DataBundle, cfg: Config, epoch: int, device: torch.device
     """A fresh loader per epoch whose order depends only on (seed, epoch). The augmentation draws come from
     the workers' seeds, which the same generator sets, or, loading in the main process, from the global
     RNG that last.pt saves: resuming at an epoch boundary replays exactly the batches an uninterrupted
-    run would have seen."""
+    run would have seen.
+
+    With augmentation on the device (config ``augment_on``), items are the raw windows crops need, with the
+    same draws made here, collated as lists (data.device_augment); its DeviceAugment finishes the batches."""
     g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     if world > 1:
         sampler = torch.utils.data.DistributedSampler(
@@ -38,11 +42,13 @@ def train_loader(data: DataBundle, cfg: Config, epoch: int, device: torch.device
         sampler.set_epoch(epoch)
     else:
         sampler = torch.utils.data.RandomSampler(data.train, generator=g)
+    on_device = resolve_augment_on(cfg.augment_on, device) == "device"
+    collate = CopyPasteCollate(cfg.copy_paste) if cfg.copy_paste else collate_pad
     return DataLoader(
-        data.train,
+        RawTrainItems(data.train) if on_device else data.train,
         batch_size=cfg.batch_size,
         sampler=sampler,
-        collate_fn=CopyPasteCollate(cfg.copy_paste) if cfg.copy_paste else collate_pad,
+        collate_fn=RawCollate(cfg.copy_paste) if on_device else collate,
         drop_last=len(data.train) // world > cfg.batch_size,  # BN needs >1 sample; keep tiny sets usable
         generator=g,
         **_loader_options(cfg, device),

@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from .common import count_parameters
+from .flops import count_gflops  # re-exported: vocseg.models.count_gflops
 from .registry import create_model, get_model_entry, list_models
-
-
-def count_gflops(model: torch.nn.Module, image_size: int = 512) -> float:
-    """GFLOPs (1e9 floating-point operations, a multiply-add counted as 2) of one (1, 3, S, S) forward.
-
-    Counted by ``torch.utils.flop_counter.FlopCounterMode`` in eval mode under ``torch.no_grad``: the
-    convolutions, transposed convolutions and matrix products (norms, activations, pooling are not
-    counted). The input lives on the model's device, so a model built on the ``meta`` device is counted
-    without computing anything.
-    """
-    model.eval()
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    x = torch.zeros(1, 3, image_size, image_size, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() / 1e9
 
 
 def _count(name: str, image_size: int) -> tuple[int, float]:

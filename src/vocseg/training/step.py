@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,19 +61,23 @@ def train_one_epoch(
     aux_stride: int = 1,
     channels_last: bool = False,
     after_step: Callable[[], bool] | None = None,
+    prepare: Callable[[Any], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[float, int]:
     """Train for one pass over ``loader``; returns (mean class-weighted cross-entropy over its pixels,
     steps taken). A region loss (``loss_kind``) is trained on but not part of that mean.
 
     ``after_step`` runs after every optimizer step (a per-step LR schedule, a time budget); returning
     True ends the epoch early. A non-finite loss stops training before the optimizer step can spread
-    it into the weights."""
+    it into the weights. ``prepare`` makes ``(images, masks)`` on the device from each of the loader's batches
+    (vocseg.data.device_augment.DeviceAugment, when augmentation runs there); without it the loader's batches
+    are ``(images, masks)`` already."""
     model.train()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     weight_sum = torch.zeros((), device=device, dtype=torch.float64)
     bar = tqdm(loader, desc=f"epoch {epoch + 1} train", leave=False, disable=not progress, dynamic_ncols=True)
     steps = 0
-    for step, (images, masks) in enumerate(bar):
+    for step, batch in enumerate(bar):
+        images, masks = prepare(batch) if prepare is not None else batch
         images = to_device_input(images, device, channels_last)
         masks = masks.to(device, non_blocking=True)
         with autocast(device, amp_dtype):

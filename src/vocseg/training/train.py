@@ -21,8 +21,9 @@ from torch import nn
 from ..checkpoint import checkpoint_metadata
 from ..config import Config, config_from_dict, replace
 from ..data.builder import DataBundle, build_datasets, with_dataset_classes
+from ..data.device_augment import training_augment
 from ..data.loaders import eval_loader, train_loader
-from ..errors import VocsegError
+from ..errors import VocsegError, require
 from ..evaluation.evaluator import Evaluation, evaluate
 from ..evaluation.inference import multiscale_views, predict_logits
 from ..losses import class_weights
@@ -31,7 +32,7 @@ from ..plots import plot_curves
 from ..rundir import HISTORY_FIELDS, RunDir
 from ..runtime.device import resolve_amp, resolve_device
 from ..runtime.distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
-from ..runtime.files import BackgroundWriter, detached_copy
+from ..runtime.files import BackgroundWriter, atomic_write_bytes, detached_copy
 from ..runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
 from ..runtime.wrappers import unwrap, wrap_for_speed
 from . import lr_schedule
@@ -56,6 +57,7 @@ RESUMABLE_KEYS = frozenset(
         "channels_last",
         "compile",
         "eval_batch_size",
+        "augment_on",
     }
 )
 # Entries of last.pt that best.pt leaves out: best.pt holds weights and metadata only. With ema_decay,
@@ -161,10 +163,12 @@ def train(
     log=print,
     device: str | None = None,
     changes: dict[str, Any] | None = None,
+    run_files: dict[str, bytes] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into its run folder. With ``resume``, continue the run found there: its saved config
     wins, except for the keys in ``changes`` (only :data:`RESUMABLE_KEYS`; extending ``epochs`` is the
-    common one) and ``device``, which may move a resumed run to another device."""
+    common one) and ``device``, which may move a resumed run to another device. ``run_files`` (name ->
+    bytes) are kept in a new run's folder beside config.yaml (``--recipe auto``'s plan and fingerprint)."""
     started = lr_schedule.clock()  # a time budget counts from here
     run = RunDir(cfg.out or f"runs/{cfg.model}")
     saved = None
@@ -174,7 +178,7 @@ def train(
         cfg = resumed_config(run, saved, dict(changes or {}))
     if device is not None:
         cfg = replace(cfg, device=device)
-    s = start_session(cfg, run, saved, overwrite, log, started)
+    s = start_session(cfg, run, saved, overwrite, log, started, run_files or {})
 
     try:
         for epoch in range(s.start_epoch, s.steps.epochs):
@@ -223,8 +227,9 @@ def resumed_config(run: RunDir, saved: dict[str, Any], changes: dict[str, Any]) 
 
 
 def start_session(
-    cfg: Config, run: RunDir, saved: dict[str, Any] | None, overwrite: bool, log, started: float
-) -> Session:
+    cfg: Config, run: RunDir, saved: dict[str, Any] | None, overwrite: bool, log, started: float,
+    run_files: dict[str, bytes],
+) -> Session:  # fmt: skip
     """Build the run's model, data, optimizer and schedule, restoring them from ``saved`` when resuming."""
     cfg = resolve_channels_last(cfg if saved is not None else with_dataset_classes(cfg))
     device = resolve_device(cfg.device)
@@ -233,6 +238,8 @@ def start_session(
     if main and saved is None:
         run.prepare(resume=False, overwrite=overwrite)
         run.save_config(cfg.to_dict())
+        for name, data in run_files.items():
+            atomic_write_bytes(data, run.path / name)
     seed_everything(cfg.seed, cfg.deterministic)
     model = build_model(cfg, for_loading=saved is not None).to(device)
     # Pretrained encoders bring their own input statistics; a resumed run keeps the ones it started with.
@@ -327,6 +334,7 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         aux_stride=getattr(unwrap(s.model), "aux_stride", 1),
         channels_last=s.cfg.channels_last,
         after_step=s.after_step,
+        prepare=training_augment(s.cfg.augment_on, s.data.mean, s.data.std, s.device),
     )
     t_train = lr_schedule.clock()
     val = score(s, s.data.val, progress, f"epoch {epoch + 1} val") if validation_due(s, epoch) else None
@@ -512,10 +520,7 @@ def final_evaluation(s: Session, progress: bool) -> dict[str, Any]:
 
 def open_tensorboard(log_dir: Path):
     """A TensorBoard writer (the optional ``tensorboard`` extra)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise VocsegError(
-            "tensorboard: true needs the tensorboard package: pip install 'vocseg[tensorboard]'"
-        ) from None
+    require("tensorboard", "tensorboard", "tensorboard: true")
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(str(log_dir))

@@ -1,0 +1,229 @@
+"""The rules that map a dataset's fingerprint, the machine and the budget to a training recipe (nnU-Net's
+idea for VOC-format data). Pure functions, read top to bottom: each returns its choices with a one-line
+reason that names the figure it came from. No search happens here; the only measurements are the step
+times ``vocseg plan`` takes before calling :func:`plan_recipe` (docs/planning.md: each rule's evidence).
+
+    fingerprint, machine, budget, step times
+      -> checks -> crop -> model -> batch -> scales -> optimizer/schedule -> loss weights
+      -> photometric -> copy-paste -> holdout -> test-time augmentation
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import VocsegError
+
+# Candidates, smallest first: the CPU recipe's encoder (configs/strong_cpu.yaml) and the field's (strong.yaml).
+SMALL = ("transfer_unet", {"encoder": "resnet18", "aspp": False, "aux": True})
+LARGE = ("transfer_unet", {"encoder": "resnet50", "aspp": True, "aux": True})
+CROPS = (512, 384, 256, 192, 128, 96)  # multiples of 32 (every model's total stride)
+FIELD_CROP = 512  # the field's crop for ~500 px photographs (DeepLab, mmsegmentation's voc12aug)
+LONG_SCHEDULE = 10_000  # steps: the shortest schedule the field trains ResNet-50 + ASPP with (mmseg: 20k, 40k)
+MIN_STEPS = 2_000  # steps a from-scratch run needs at least; a smaller crop buys them on a slow machine
+FLOOR_STEPS = 200  # below this no candidate learns anything: the budget is refused
+COLOUR_DEFINES = 0.5  # colour_separability at or above it: colour alone tells the classes apart
+HALF_KEEP = 0.8  # half resolution keeping less of the classes' separability than this: train at native scale
+SMALL_OBJECT_SHARE = 0.02  # median object below 2% of its image: small objects
+IMBALANCE = 10.0  # largest / smallest foreground pixel share at or above it: imbalanced
+BACKGROUND_HEAVY = 0.6  # background share of labelled pixels at or above it
+FEW_IMAGES = 2_000  # below it, copy-paste multiplies the object/context pairs a run sees
+MIN_HOLDOUT_IMAGES = 10  # fewer training images cannot give up a holdout that picks an epoch
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the rules know of the machine: its device and whether ImageNet weights can be loaded."""
+
+    device: str  # "cpu" or "cuda"
+    pretrained: frozenset[str] = frozenset()  # encoders whose ImageNet weights are on this machine
+
+
+@dataclass
+class Recipe:
+    """The chosen config values, each with the reason written beside it in plan.yaml."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def set(self, key: str, value: Any, reason: str) -> None:
+        self.values[key], self.reasons[key] = value, reason
+
+
+# Seconds per optimizer step of (model name, encoder, crop, batch) on the device; measured when first asked
+# (training/planner.py), so only the candidates the rules look at are timed.
+StepTime = Callable[[str, str, int, int], float]
+
+
+def plan_recipe(fp: Any, class_names: list[str], machine: Machine, budget_s: float, step_time: StepTime) -> Recipe:
+    """The recipe for training split fingerprint ``fp`` (a data.fingerprint.Fingerprint) of ``class_names`` on
+    ``machine`` within ``budget_s`` seconds, timing steps with ``step_time``."""
+    r = Recipe()
+    check_classes(fp, class_names)
+    batch = 16 if machine.device == "cuda" else 8
+    crop, steps = choose_crop(fp, batch, budget_s, step_time, r)
+    model, large_steps = choose_model(machine, crop, batch, budget_s, step_time, steps, r)
+    steps = large_steps or steps
+    r.set("batch_size", batch, f"{'a GPU takes the field batch' if batch == 16 else 'on a CPU a step costs about its batch, so smaller batches give more steps'} ({machine.device})")  # fmt: skip
+    choose_scales(fp, crop, r)
+    choose_optimizer(model, machine, steps, r)
+    choose_class_weighting(fp, steps, r)
+    choose_photometric(fp, r)
+    choose_copy_paste(fp, steps, r)
+    choose_holdout(fp, r)
+    choose_tta(r)
+    return r
+
+
+def check_classes(fp: Any, names: list[str]) -> None:
+    """A class listed but never labelled in the training split cannot be learned: refuse, naming it."""
+    if fp.missing_classes:
+        missing = ", ".join(f"{i} ({names[i]})" for i in fp.missing_classes)
+        raise VocsegError(
+            f"the training split has no labelled pixel of {missing}; label some, or drop the class from the "
+            "class list (classes.txt / class_names.txt)"
+        )
+
+
+def _steps(budget_s: float, seconds_per_step: float) -> int:
+    # 85% of the budget trains; validation, the final test-time-augmented evaluation and start-up take the rest.
+    return int(0.85 * budget_s / seconds_per_step)
+
+
+def choose_crop(fp: Any, batch: int, budget_s: float, step_time: StepTime, r: Recipe) -> tuple[int, int]:
+    """The largest crop up to the images' median long side (the first crop size covering it: 512 for VOC's
+    500 px) that still gives MIN_STEPS steps of the small model; else the smallest crop (refused below
+    FLOOR_STEPS steps)."""
+    side = fp.long_side["median"]
+    cover = min((c for c in CROPS if c >= side), default=CROPS[0])
+    fitting = [c for c in CROPS if c <= cover]
+    for crop in fitting:
+        steps = _steps(budget_s, step_time(SMALL[0], SMALL[1]["encoder"], crop, batch))
+        if steps >= MIN_STEPS:
+            r.set("image_size", crop, f"largest crop up to the median long side ({side:.0f} px) giving >= {MIN_STEPS} steps ({steps})")  # fmt: skip
+            return crop, steps
+    crop = fitting[-1]
+    seconds = step_time(SMALL[0], SMALL[1]["encoder"], crop, batch)
+    steps = _steps(budget_s, seconds)
+    if steps < FLOOR_STEPS:
+        need = math.ceil(FLOOR_STEPS * seconds / 0.85)
+        raise VocsegError(
+            f"a budget of {budget_s:.0f} s is too small for any candidate: the smallest ({SMALL[1]['encoder']}, "
+            f"{crop} px crops, batch {batch}) takes {seconds:.2f} s a step here and needs at least {need} s "
+            f"({FLOOR_STEPS} steps and the evaluations); give --budget {math.ceil(need / 60)}m or more"
+        )
+    r.set("image_size", crop, f"smallest crop: even it gives only {steps} steps (< {MIN_STEPS}) in the budget")
+    return crop, steps
+
+
+def choose_model(
+    machine: Machine, crop: int, batch: int, budget_s: float, step_time: StepTime, small_steps: int, r: Recipe
+) -> tuple[tuple[str, dict], int | None]:
+    """ResNet-50 + ASPP when it fits a long schedule (LONG_SCHEDULE steps) at this crop, else ResNet-18. Timed
+    only where it could: on a CPU, when ResNet-18 itself gets LONG_SCHEDULE steps."""
+    could = machine.device == "cuda" or small_steps >= LONG_SCHEDULE
+    large_time = step_time(LARGE[0], LARGE[1]["encoder"], crop, batch) if could else None
+    large_steps = _steps(budget_s, large_time) if large_time else 0
+    if large_steps >= LONG_SCHEDULE:
+        name, kwargs, steps, why = *LARGE, large_steps, f"resnet50+ASPP fits {large_steps} steps >= {LONG_SCHEDULE}"
+    else:
+        shown = f"{large_steps} steps" if large_time else f"fewer than resnet18's {small_steps} (not timed)"
+        name, kwargs, steps, why = *SMALL, None, f"resnet50+ASPP would get {shown} (< {LONG_SCHEDULE}); resnet18 gets {small_steps}"  # fmt: skip
+    pretrained = kwargs["encoder"] in machine.pretrained
+    kwargs = {**kwargs, "pretrained": pretrained}
+    r.set("model", name, why)
+    r.set("model_kwargs", kwargs, "ImageNet weights found" if pretrained else "no ImageNet weights here: from scratch")
+    return (name, kwargs), steps
+
+
+def choose_scales(fp: Any, crop: int, r: Recipe) -> None:
+    """Zoom in to 2x when objects are small or the crop is as large as the images (the field's 0.5-2.0 on VOC);
+    do not zoom out below native size when half resolution loses what tells the classes apart."""
+    side, share = fp.long_side["median"], fp.all_objects.get("share_median")
+    small = share is not None and share < SMALL_OBJECT_SHARE
+    high = 2.0 if small or crop >= side else 1.0
+    why_high = (
+        f"median object {share:.1%} of its image (< {SMALL_OBJECT_SHARE:.0%})"
+        if small
+        else f"crop {crop} {'>=' if crop >= side else '<'} median long side {side:.0f}"
+    )
+    keep = _half_resolution_keeps(fp)
+    fine = keep is not None and keep < HALF_KEEP
+    shown = "n/a" if keep is None else f"{keep:.0%}"
+    low = 1.0 if fine else 0.5
+    why_low = f"half resolution keeps {shown} of the classes' separability (finest_scale {fp.finest_scale})"
+    r.set("scale_range", [low, high], f"{why_low}; up to {high}: {why_high}")
+
+
+def _half_resolution_keeps(fp: Any) -> float | None:
+    """Separability at half resolution over full resolution (data/fingerprint.py); None where local cues
+    separate nothing at full resolution. The ratio, not finest_scale, whose 90% line it often sits near."""
+    seps = fp.scale_separability
+    if not seps or seps[0] is None or seps[0] < 0.05 or seps[1] is None:
+        return None
+    return seps[1] / seps[0]
+
+
+def choose_optimizer(model: tuple[str, dict], machine: Machine, steps: int, r: Recipe) -> None:
+    """The field's SGD 0.01 + poly for a pretrained encoder on a long schedule; AdamW 5e-4 + warmup-cosine
+    (configs/strong_cpu.yaml's) from scratch or on a short one."""
+    if model[1]["pretrained"] and steps >= LONG_SCHEDULE:
+        why = f"pretrained encoder, {steps} steps: the field's schedule"
+        for key, value in (("optimizer", "sgd"), ("lr", 0.01), ("weight_decay", 0.0005), ("scheduler", "poly"),
+                           ("min_lr", 0.0001), ("warmup_iters", 1000)):  # fmt: skip
+            r.set(key, value, why)
+    else:
+        why = f"{'from scratch' if not model[1]['pretrained'] else 'pretrained'}, {steps} steps: AdamW converges in fewer"  # fmt: skip
+        for key, value in (("optimizer", "adamw"), ("lr", 0.0005), ("weight_decay", 0.0001), ("scheduler", "cosine"),
+                           ("min_lr", 0.0), ("warmup_iters", min(100, steps // 20))):  # fmt: skip
+            r.set(key, value, why)
+
+
+def choose_class_weighting(fp: Any, steps: int, r: Recipe) -> None:
+    """The paper's weights on short runs over imbalanced or background-heavy data (a short run stays biased to
+    the frequent classes); none on long schedules, as the field trains."""
+    background = fp.class_pixel_share[0] if fp.class_pixel_share else 0.0
+    imbalance = fp.imbalance or 1.0
+    skewed = imbalance >= IMBALANCE or background >= BACKGROUND_HEAVY
+    weighted = skewed and steps < LONG_SCHEDULE
+    why = f"imbalance {imbalance:.1f}, background {background:.0%} of labelled pixels, {steps} steps"
+    r.set("class_weighting", "paper" if weighted else "none", why)
+
+
+def choose_photometric(fp: Any, r: Recipe) -> None:
+    """Colour jitter teaches what colour does not decide; where colour defines the classes it would erase them."""
+    sep = fp.colour_separability
+    on = sep is None or sep < COLOUR_DEFINES
+    shown = "n/a" if sep is None else f"{sep:.2f}"
+    r.set("photometric", on, f"colour_separability {shown} {'<' if on else '>='} {COLOUR_DEFINES}")
+
+
+def choose_copy_paste(fp: Any, steps: int, r: Recipe) -> None:
+    """Copy-paste on small training sets trained briefly; off where the field trains long on many images."""
+    on = fp.num_images < FEW_IMAGES and steps < LONG_SCHEDULE
+    r.set("copy_paste", 0.5 if on else 0.0, f"{fp.num_images} training images, {steps} steps")
+
+
+def choose_holdout(fp: Any, r: Recipe) -> None:
+    """A holdout of the training split picks the best epoch (10%, 20% of small sets); refused when too small."""
+    n = fp.num_images
+    if n < MIN_HOLDOUT_IMAGES:
+        raise VocsegError(
+            f"the training split has {n} images: too few for a holdout that picks the best epoch (at least "
+            f"{MIN_HOLDOUT_IMAGES}); add images, or train without planning (--val-holdout 0)"
+        )
+    share = 0.1 if n >= 100 else 0.2
+    r.set("val_holdout", share, f"{n} training images: {max(1, round(n * share))} held out to pick the epoch")
+    r.set("monitor", "val_miou", "the holdout's mIoU picks the epoch")
+
+
+def choose_tta(r: Recipe) -> None:
+    """Multi-scale + flip testing at the scales trained on (by 0.25, at most four around 1.0); the budget pays."""
+    low, high = r.values["scale_range"]
+    scales = [round(low + 0.25 * i, 2) for i in range(int(round((high - low) / 0.25)) + 1)]
+    scales = sorted(scales, key=lambda s: (abs(s - 1.0), s))[:4]
+    r.set("tta", "multiscale", "averaging views the model trained on is cheap accuracy")
+    r.set("tta_scales", sorted(scales), f"training scales {low}-{high} by 0.25, the four nearest 1.0")

@@ -1,0 +1,143 @@
+"""``vocseg plan``: fingerprint the training split, time candidate steps on the device, apply the rules
+(training/plan_rules.py) and write a complete config whose every planned key carries its reason.
+
+    data root -> classes and config -> fingerprint (cached) -> machine -> rules (timing steps as asked) -> plan.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..config import Config, config_from_dict, parse_duration, replace
+from ..data.builder import resolve_data_root, with_dataset_classes
+from ..data.classes import class_names
+from ..data.fingerprint import Fingerprint, dataset_fingerprint
+from ..data.voc import VOCSegmentation
+from ..models import create_model, get_model_entry
+from ..models.transfer import weights_cache_dir, weights_file_name
+from ..rundir import RunDir
+from ..runtime.device import autocast, resolve_amp, resolve_device
+from ..runtime.files import atomic_write_bytes, output_file
+from .plan_rules import LARGE, SMALL, Machine, Recipe, plan_recipe
+
+PLAN_FILE, FINGERPRINT_FILE = RunDir.PLAN, RunDir.FINGERPRINT  # the same names beside a plan and in a run
+TIMING_SECONDS = 2.0  # each candidate is timed for about this long, after one untimed step
+
+
+@dataclass
+class Plan:
+    config: Config
+    recipe: Recipe
+    fingerprint: Fingerprint
+    step_times: dict[tuple[str, str, int, int], float]  # what was timed, seconds per step
+
+    def yaml_text(self) -> str:
+        """The complete config, one key a line, each planned key followed by its reason."""
+        lines = [
+            "# Planned by `vocseg plan` from the training split's fingerprint, this machine and the budget.",
+            "# Each planned key's reason follows it; the rules and their evidence: docs/planning.md.",
+        ]
+        for key, value in self.config.to_dict().items():
+            text = yaml.safe_dump({key: value}, default_flow_style=True, width=10_000).strip()[1:-1]
+            reason = self.recipe.reasons.get(key)
+            lines.append(f"{text}  # {reason}" if reason else text)
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        fp = self.fingerprint
+        head = f"plan for {fp.num_images} training images ({fp.num_classes} classes):"
+        rows = [f"  {k}: {self.recipe.values[k]}  -- {self.recipe.reasons[k]}" for k in self.recipe.values]
+        timed = ", ".join(f"{e}@{c}x{b}: {s:.2f}s" for (_, e, c, b), s in self.step_times.items())
+        return "\n".join([head, *rows, f"  step times: {timed}"])
+
+
+def make_plan(
+    data_root: str | Path | None, budget: str | float, device: str = "auto", base: Config | None = None, log=print
+) -> Plan:
+    """Plan a run on ``data_root`` (a VOC tree or image/mask folders; None: the built-in data) that must end
+    within ``budget``; ``base`` supplies the keys the rules do not decide (split names, seed, out, ...)."""
+    budget_s = parse_duration(budget)
+    cfg = with_dataset_classes(replace(base or Config(), data_root=None if data_root is None else str(data_root)))
+    names = class_names(cfg.num_classes, cfg.class_names)
+    layout = resolve_data_root(cfg.data_root)
+    train = VOCSegmentation(layout, cfg.train_split, num_classes=cfg.num_classes)
+    train.check()
+    t0 = time.perf_counter()
+    fp = dataset_fingerprint(train)
+    log(f"fingerprint of {layout.root} {cfg.train_split} ({fp.num_images} images): {time.perf_counter() - t0:.1f} s")
+    dev = resolve_device(device)
+    timer = StepTimer(dev, cfg.num_classes, log)
+    recipe = plan_recipe(fp, names, Machine(dev.type, available_weights()), budget_s, timer)
+    fixed = {"budget": budget if isinstance(budget, str) else f"{budget_s:g}s", "iters": None, "device": device}
+    planned = config_from_dict({**cfg.to_dict(), **recipe.values, **fixed}, "the plan")
+    return Plan(planned, recipe, fp, dict(timer.times))
+
+
+def available_weights() -> frozenset[str]:
+    """The candidate encoders whose ImageNet weights torch.hub has cached here (nothing is downloaded)."""
+    encoders = (SMALL[1]["encoder"], LARGE[1]["encoder"])
+    return frozenset(e for e in encoders if os.path.isfile(os.path.join(weights_cache_dir(), weights_file_name(e))))
+
+
+def write_plan(plan: Plan, out: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """plan.yaml at ``out`` and fingerprint.json beside it; existing files are kept unless ``overwrite``."""
+    target = output_file(out, overwrite, what="plan file")
+    fingerprint = output_file(target.with_name(FINGERPRINT_FILE), overwrite, what="fingerprint file")
+    atomic_write_bytes(plan.yaml_text().encode(), target)
+    atomic_write_bytes(fingerprint_json(plan).encode(), fingerprint)
+    return target, fingerprint
+
+
+def fingerprint_json(plan: Plan) -> str:
+    return json.dumps(plan.fingerprint.to_dict(), indent=1) + "\n"
+
+
+class StepTimer:
+    """Seconds per training step of a candidate on the device (random data, the run's precision and memory
+    format), timed on first use and remembered."""
+
+    def __init__(self, device: torch.device, num_classes: int, log: Callable[[str], None] = print) -> None:
+        self.device, self.num_classes, self.log = device, num_classes, log
+        self.times: dict[tuple[str, str, int, int], float] = {}
+
+    def __call__(self, model: str, encoder: str, crop: int, batch: int) -> float:
+        key = (model, encoder, crop, batch)
+        if key not in self.times:
+            self.times[key] = self._time(*key)
+            self.log(f"  timed {encoder} at {crop} px, batch {batch}: {self.times[key]:.3f} s a step")
+        return self.times[key]
+
+    def _time(self, name: str, encoder: str, crop: int, batch: int) -> float:
+        kwargs: dict[str, Any] = dict(LARGE[1] if encoder == LARGE[1]["encoder"] else SMALL[1], pretrained=False)
+        model = create_model(name, self.num_classes, **kwargs).to(self.device).train()
+        memory = torch.channels_last if get_model_entry(name).channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        x = torch.randn(batch, 3, crop, crop, device=self.device).to(memory_format=memory)
+        y = torch.randint(0, self.num_classes, (batch, crop, crop), device=self.device)
+        amp = resolve_amp("auto", self.device)
+        times: list[float] = []
+        started = time.perf_counter()
+        while len(times) < 3 or (time.perf_counter() - started < TIMING_SECONDS and len(times) < 20):
+            t = time.perf_counter()
+            with autocast(self.device, amp):
+                out = model(x)
+                out = out["out"] if isinstance(out, dict) else out
+                loss = torch.nn.functional.cross_entropy(out.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times[1:])  # the first pays for allocation and autotuning

@@ -1,0 +1,114 @@
+"""The planning rules (training/plan_rules.py) on fingerprints made for them, with step times given."""
+
+from __future__ import annotations
+
+import pytest
+
+from vocseg.config import FIELD_NAMES
+from vocseg.data.fingerprint import Fingerprint, compute_fingerprint
+from vocseg.data.voc import VOCSegmentation
+from vocseg.errors import VocsegError
+from vocseg.training.plan_rules import CROPS, FLOOR_STEPS, LONG_SCHEDULE, Machine, plan_recipe
+
+VOC_NAMES = [f"c{i}" for i in range(21)]
+
+
+@pytest.fixture(scope="module")
+def base(tiny_voc) -> dict:
+    """A real fingerprint's fields (of the tiny synthetic set), to be edited into the case each test needs."""
+    return compute_fingerprint(VOCSegmentation(tiny_voc, "train")).to_dict()
+
+
+def fingerprint(base: dict, **changes) -> Fingerprint:
+    return Fingerprint.from_dict({**base, **changes})
+
+
+def voc_like(base: dict) -> Fingerprint:
+    """About VOC's train_aug: 10,582 photographs of ~500 px, 21 classes, background ~70%, colour a weak cue."""
+    return fingerprint(
+        base, num_images=10_582, num_classes=21, long_side={**base["long_side"], "median": 500.0},
+        missing_classes=[], class_pixel_share=[0.7] + [0.015] * 20, imbalance=8.0, colour_separability=0.2,
+        finest_scale=0.5, scale_separability=[0.3, 0.28, 0.2, 0.1],
+        all_objects={**base["all_objects"], "share_median": 0.12},
+    )  # fmt: skip
+
+
+def gpu_time(model: str, encoder: str, crop: int, batch: int) -> float:
+    """An H200-like GPU: ResNet-50 + ASPP at 512, batch 16, ~330 images/s; cost grows with pixels."""
+    per_image = (1 / 330 if encoder == "resnet50" else 1 / 1500) * (crop / 512) ** 2
+    return per_image * batch
+
+
+def cpu_time(model: str, encoder: str, crop: int, batch: int) -> float:
+    """A 2-core CPU: ResNet-18 at 128, batch 8, ~0.35 s a step (configs/strong_cpu.yaml's ~2,300 in 15 min)."""
+    return 0.35 * (crop / 128) ** 2 * (batch / 8) * (6.0 if encoder == "resnet50" else 1.0)
+
+
+def test_voc_like_data_on_a_gpu_for_an_hour_lands_on_the_field_recipe(base):
+    """Item 5: the literature's recipe where the literature applies (configs/strong.yaml's choices)."""
+    r = plan_recipe(voc_like(base), VOC_NAMES, Machine("cuda", frozenset({"resnet50"})), 3600, gpu_time)
+    v = r.values
+    assert v["image_size"] == 512 and v["scale_range"] == [0.5, 2.0] and v["photometric"] is True
+    assert v["model"] == "transfer_unet" and v["model_kwargs"]["encoder"] == "resnet50"
+    assert v["model_kwargs"]["aspp"] is True and v["model_kwargs"]["pretrained"] is True
+    assert (v["optimizer"], v["lr"], v["scheduler"]) == ("sgd", 0.01, "poly")
+    assert v["batch_size"] == 16 and v["copy_paste"] == 0.0 and v["class_weighting"] == "none"
+    assert set(r.values) == set(r.reasons) and set(r.values) <= FIELD_NAMES
+    assert "colour_separability 0.20" in r.reasons["photometric"]
+
+
+def test_builtin_like_data_on_a_cpu_for_15_minutes_lands_on_strong_cpu(base):
+    """The CPU recipe's choices (configs/strong_cpu.yaml) where its data are: colour defines the classes."""
+    fp = fingerprint(base, num_images=480, long_side={**base["long_side"], "median": 180.0}, missing_classes=[],
+                     colour_separability=0.7, finest_scale=0.25, scale_separability=[0.7, 0.68, 0.65, 0.5],
+                     class_pixel_share=[0.75] + [0.0125] * 20,
+                     all_objects={**base["all_objects"], "share_median": 0.06})  # fmt: skip
+    v = plan_recipe(fp, VOC_NAMES, Machine("cpu"), 900, cpu_time).values
+    assert v["image_size"] == 128 and v["scale_range"] == [0.5, 1.0] and v["photometric"] is False
+    assert v["model_kwargs"] == {"encoder": "resnet18", "aspp": False, "aux": True, "pretrained": False}
+    assert (v["optimizer"], v["lr"], v["scheduler"]) == ("adamw", 0.0005, "cosine")
+    assert v["class_weighting"] == "paper" and v["copy_paste"] == 0.5 and v["batch_size"] == 8
+    assert v["tta"] == "multiscale" and v["tta_scales"] == [0.5, 0.75, 1.0] and v["val_holdout"] == 0.1
+
+
+def test_fingerprint_figures_move_the_choices(base):
+    """Each rule reads its figure: fine texture keeps native scale, small objects zoom in, random colours
+    turn photometric distortion on, few images take a larger holdout share."""
+    kw = dict(num_images=60, long_side={**base["long_side"], "median": 180.0}, missing_classes=[])
+    fine = plan_recipe(fingerprint(base, **kw, finest_scale=1.0, scale_separability=[0.8, 0.4, 0.1, 0.05],
+                                   colour_separability=0.05,
+                                   all_objects={**base["all_objects"], "share_median": 0.005}),
+                       VOC_NAMES, Machine("cpu"), 900, cpu_time)  # fmt: skip
+    assert fine.values["scale_range"] == [1.0, 2.0] and fine.values["photometric"] is True
+    assert (
+        "half resolution keeps 50%" in fine.reasons["scale_range"]
+        and "0.5% of its image" in fine.reasons["scale_range"]
+    )
+    assert fine.values["val_holdout"] == 0.2 and fine.values["tta_scales"] == [1.0, 1.25, 1.5, 1.75]
+
+
+def test_budget_too_small_names_the_smallest_budget_that_fits(base):
+    fp = fingerprint(base, num_images=480, missing_classes=[], long_side={**base["long_side"], "median": 180.0})
+    with pytest.raises(VocsegError) as e:
+        plan_recipe(fp, VOC_NAMES, Machine("cpu"), 30, cpu_time)
+    smallest = CROPS[-1]
+    need = FLOOR_STEPS * cpu_time("transfer_unet", "resnet18", smallest, 8) / 0.85
+    assert f"{smallest} px crops" in str(e.value) and f"needs at least {int(need) + 1} s" in str(e.value)
+    assert "give --budget" in str(e.value)
+
+
+def test_unlabelled_class_and_tiny_split_are_refused(base):
+    with pytest.raises(VocsegError, match=r"no labelled pixel of 3 \(c3\), 7 \(c7\)"):
+        plan_recipe(fingerprint(base, missing_classes=[3, 7]), VOC_NAMES, Machine("cpu"), 900, cpu_time)
+    fp = fingerprint(base, num_images=6, missing_classes=[], long_side={**base["long_side"], "median": 64.0})
+    with pytest.raises(VocsegError, match="has 6 images: too few for a holdout"):
+        plan_recipe(fp, VOC_NAMES, Machine("cpu"), 900, cpu_time)
+
+
+def test_large_model_only_when_it_fits_a_long_schedule(base):
+    fp = voc_like(base)
+    short = plan_recipe(fp, VOC_NAMES, Machine("cuda"), 5 * 60, gpu_time)  # 5 minutes: < LONG_SCHEDULE steps
+    assert short.values["model_kwargs"]["encoder"] == "resnet18"
+    assert str(LONG_SCHEDULE) in short.reasons["model"]
+    assert short.values["model_kwargs"]["pretrained"] is False  # no weights on this machine
+    assert short.values["optimizer"] == "adamw"

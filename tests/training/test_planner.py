@@ -1,0 +1,76 @@
+"""vocseg plan and train --recipe auto: a complete config with its reasons, the fingerprint kept, runs as is."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from helpers import cli, folder_dataset
+from vocseg.config import FIELD_NAMES, load_config
+from vocseg.training import planner
+from vocseg.training.planner import StepTimer, make_plan
+
+
+def test_step_timer_times_once_and_remembers(monkeypatch):
+    timer = StepTimer(torch.device("cpu"), 3, log=lambda _: None)
+    seconds = timer("transfer_unet", "resnet18", 64, 2)
+    assert seconds > 0 and list(timer.times) == [("transfer_unet", "resnet18", 64, 2)]
+    monkeypatch.setattr(StepTimer, "_time", lambda *a: pytest.fail("timed twice"))
+    assert timer("transfer_unet", "resnet18", 64, 2) == seconds
+
+
+@pytest.fixture
+def data(tmp_path):
+    return folder_dataset(tmp_path / "data")
+
+
+@pytest.mark.usefixtures("vocseg_cache")
+def test_plan_writes_a_complete_config_with_reasons(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: 0.05 * (crop / 96) ** 2)
+    out = tmp_path / "plans" / "plan.yaml"
+    rc, _ = cli(["plan", data, "--budget", "10m", "--device", "cpu", "--out", out], capsys)
+    assert rc == 0
+    text = out.read_text()
+    raw = yaml.safe_load(text)
+    assert set(raw) == FIELD_NAMES  # complete: `vocseg train --config plan.yaml` needs nothing else
+    cfg = load_config(out)
+    plan = make_plan(data, "10m", "cpu", log=lambda _: None)
+    assert cfg == plan.config and cfg.budget == "10m" and cfg.data_root == str(data) and cfg.num_classes == 3
+    for key, reason in plan.recipe.reasons.items():
+        line = next(line for line in text.splitlines() if line.startswith(f"{key}:"))
+        assert line.endswith(f"# {reason}"), line
+    fingerprint = json.loads((out.parent / "fingerprint.json").read_text())
+    assert fingerprint["num_images"] == 10 and fingerprint == plan.fingerprint.to_dict()
+    rc, err = cli(["plan", data, "--out", out], capsys)
+    assert rc == 2 and "--overwrite" in err  # an existing plan is kept
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
+def test_train_recipe_auto_keeps_the_plan_in_the_run(data, tmp_path, monkeypatch, capsys):
+    """One command plans and trains; flags given win over the plan and are marked so in plan.yaml."""
+    monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: 0.01)
+    run = tmp_path / "run"
+    args = ["train", "--recipe", "auto", "--data-root", data, "--budget", "40s", "--out", run, "--warmup-iters", 0]
+    rc, err = cli([*args, "--batch-size", 4, "--workers", 0, "--device", "cpu", "--no-progress"], capsys)
+    assert rc == 0, err
+    for name in ("plan.yaml", "fingerprint.json", "config.yaml", "metrics.json", "best.pt"):
+        assert (run / name).is_file(), name
+    planned = yaml.safe_load((run / "plan.yaml").read_text())
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert planned["batch_size"] == saved["batch_size"] == 4 and saved["budget"] == "40s"
+    assert saved["model_kwargs"]["encoder"] == "resnet18" and saved["tta"] == "multiscale"
+    assert "given on the command line (the plan chose 8" in (run / "plan.yaml").read_text()
+    rc, err = cli(["train", "--recipe", "auto", "--data-root", data, "--out", tmp_path / "r2"], capsys)
+    assert rc == 2 and "--recipe auto needs --budget" in err
+
+
+def test_plan_refuses_too_small_a_budget(data, tmp_path, monkeypatch, capsys, vocseg_cache):
+    monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: 1.0)
+    rc, err = cli(["plan", data, "--budget", "1m", "--out", tmp_path / "p.yaml"], capsys)
+    assert rc == 2 and "is too small for any candidate" in err and "give --budget 4m or more" in err
+    assert not (tmp_path / "p.yaml").exists()
+    assert planner.PLAN_FILE == "plan.yaml"
