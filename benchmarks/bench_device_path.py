@@ -1,10 +1,12 @@
 """Training augmentation in the loader (``augment_on: workers``) against on the device (``augment_on: device``),
 images/s side by side in one run.
 
-    python benchmarks/bench_device_path.py [--device cpu|cuda] [--repeats 3] [--recipes default strong_cpu ...] [--threads N]
+    python benchmarks/bench_device_path.py [--device cpu|cuda] [--repeats 3] [--threads N]
+        [--recipes default strong_cpu ...] [--data-root DATA]
 
-Each recipe is a config's data settings on the built-in synthetic data (480 training images, long side <= 192
-px, decoded in RAM as ``cache: auto`` does); the model is never run, so this is the batches' cost alone:
+Each recipe is a config's data settings on the built-in synthetic data (480 training images, long side
+<= 192 px; or ``--data-root``'s train split), decoded in RAM as ``cache: auto`` does. The model never runs:
+this is the batches' cost alone.
 
 - default: the Config defaults: 160 px crops of a 0.5-2.0 rescale, hflip and vflip 0.5, batch 8;
 - strong_cpu: configs/strong_cpu.yaml: 128 px crops at 0.5-1.0, hflip 0.5, copy_paste 0.5, batch 8;
@@ -38,8 +40,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATA_KEYS = ("image_size", "scale_range", "hflip", "vflip", "rotate", "photometric", "copy_paste", "batch_size")
 
 
-def recipe(name: str) -> Config:
-    """The data settings of ``name`` (the rest of the config does not touch the loader), on the built-in data."""
+def recipe(name: str, data_root: str | None = None) -> Config:
+    """The data settings of ``name`` (the rest of the config does not touch the loader), on ``data_root``
+    (None: the built-in data)."""
     base = {"default": Config(), "strong_cpu": load_config(CONFIGS / "strong_cpu.yaml")}
     if name == "strong":
         base["strong"] = load_config(CONFIGS / "strong.yaml")
@@ -47,7 +50,7 @@ def recipe(name: str) -> Config:
     settings = {k: getattr(source, k) for k in DATA_KEYS}
     if name.endswith("+photometric"):
         settings["photometric"] = True
-    return replace(Config(), **settings, data_root=None, cache="auto", val_holdout=0.0)
+    return replace(Config(), **settings, data_root=data_root, cache="auto", val_holdout=0.0)
 
 
 def epoch_images(data, cfg: Config, epoch: int, device: torch.device) -> int:
@@ -65,11 +68,13 @@ def epoch_images(data, cfg: Config, epoch: int, device: torch.device) -> int:
     return n
 
 
-def measure(names: list[str], device: torch.device, repeats: int) -> dict[str, dict[str, list[float]]]:
+def measure(
+    names: list[str], device: torch.device, repeats: int, data_root: str | None
+) -> dict[str, dict[str, list[float]]]:
     """img/s per recipe and side, per repeat."""
     results: dict[str, dict[str, list[float]]] = {}
     for name in names:
-        cfg = recipe(name)
+        cfg = recipe(name, data_root)
         data = build_datasets(cfg, log=print)
         sides = {side: replace(cfg, augment_on=side) for side in ("workers", "device")}
         epoch_images(data, sides["device"], 0, device)  # warm-up: allocator, kernels, page cache
@@ -91,6 +96,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--recipes", nargs="+", default=["default", "strong_cpu", "strong_cpu+photometric"])
+    p.add_argument("--data-root", default=None, help="a VOC-format folder (default: the built-in data)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the main process (default: torch's)")
     args = p.parse_args()
     if args.threads:
@@ -102,7 +108,7 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {cpu_count()} cores, {torch.get_num_threads()} torch threads"
         f"{gpu}, torch {torch.__version__}; device {device}, num_workers auto = {workers}"
     )
-    results = measure(args.recipes, device, args.repeats)
+    results = measure(args.recipes, device, args.repeats, args.data_root)
     print(f"\nimages/s, median of {args.repeats} epochs (one loader per epoch, start-up included)")
     print(f"{'recipe':<26} {'workers':>9} {'device':>9} {'device/workers':>15}")
     for name, got in results.items():

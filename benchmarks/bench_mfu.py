@@ -284,6 +284,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--amortise-steps", type=int, default=None, help="default: one epoch of --epoch-images")
     p.add_argument("--epoch-images", type=int, default=10582, help="VOC train_aug")
     args = p.parse_args()
+    for name in ("size", "batch", "steps", "repeats", "warmup"):
+        if getattr(args, name) < 1:  # warm-up >= 1: its end is the first mark, and compilation belongs there
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.amortise_steps is None:
         args.amortise_steps = math.ceil(args.epoch_images / args.batch)
     return args

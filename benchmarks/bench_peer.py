@@ -61,26 +61,28 @@ def run_vocseg(out: Path, budget: str, extra: list[str]) -> dict:
     }
 
 
-def peer_data():
+def peer_data(data_root: str | None = None):
     from vocseg.data.builder import resolve_data_root
     from vocseg.data.stats import dataset_stats
     from vocseg.data.transforms import SegmentationPresetEval, SegmentationPresetTrain
     from vocseg.data.voc import VOCSegmentation
 
-    root = resolve_data_root(None)
-    stats = dataset_stats(VOCSegmentation(root, "train"))
-    train = VOCSegmentation(root, "train", SegmentationPresetTrain(stats.mean, stats.std, PEER_CROP, 0.5, 0.0, None))
-    val = VOCSegmentation(root, "val", SegmentationPresetEval(stats.mean, stats.std))
-    return train, val
+    root = resolve_data_root(data_root)
+    n = len(root.class_names or []) or 21
+    stats = dataset_stats(VOCSegmentation(root, "train", num_classes=n))
+    preset = SegmentationPresetTrain(stats.mean, stats.std, PEER_CROP, 0.5, 0.0, None)
+    train = VOCSegmentation(root, "train", preset, num_classes=n)
+    val = VOCSegmentation(root, "val", SegmentationPresetEval(stats.mean, stats.std), num_classes=n)
+    return train, val, n
 
 
 @torch.inference_mode()
-def score(model, val) -> dict:
+def score(model, val, num_classes: int = 21) -> dict:
     """vocseg's ConfusionMatrix over the split at native size (input padded to 32, logits cropped back)."""
     from vocseg.metrics import ConfusionMatrix
 
     model.eval()
-    cm = ConfusionMatrix(21)
+    cm = ConfusionMatrix(num_classes)
     for i in range(len(val)):
         x, y = val[i]
         h, w = x.shape[-2:]
@@ -89,7 +91,7 @@ def score(model, val) -> dict:
     return cm.compute()
 
 
-def run_peer(budget_s: float, bf16: bool, seed: int = 0) -> dict:
+def run_peer(budget_s: float, bf16: bool, seed: int = 0, data_root: str | None = None) -> dict:
     """The plain loop: train until the budget minus the time the final scoring took last time (measured
     once on 10 images and scaled), then score."""
     import segmentation_models_pytorch as smp
@@ -99,12 +101,12 @@ def run_peer(budget_s: float, bf16: bool, seed: int = 0) -> dict:
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)  # the weights' init and the loader's shuffles and crops
-    train, val = peer_data()
-    model = smp.Unet("resnet34", encoder_weights=None, classes=21)
+    train, val, n = peer_data(data_root)
+    model = smp.Unet("resnet34", encoder_weights=None, classes=n)
     opt = torch.optim.AdamW(model.parameters(), lr=PEER_LR)
     t_eval = time.perf_counter()
-    score(model, torch.utils.data.Subset(val, range(10)))
-    eval_s = (time.perf_counter() - t_eval) * len(val) / 10
+    score(model, torch.utils.data.Subset(val, range(min(10, len(val)))), n)
+    eval_s = (time.perf_counter() - t_eval) * len(val) / min(10, len(val))
     deadline = t0 + budget_s - 1.1 * eval_s
     steps = 0
     while time.perf_counter() < deadline:
@@ -119,7 +121,7 @@ def run_peer(budget_s: float, bf16: bool, seed: int = 0) -> dict:
             steps += 1
             if time.perf_counter() >= deadline:
                 break
-    m = score(model, val)
+    m = score(model, val, n)
     return {
         "name": f"smp Unet-R34 ({'bf16' if bf16 else 'fp32'})",
         "miou": m["mean_iou"],
@@ -129,7 +131,7 @@ def run_peer(budget_s: float, bf16: bool, seed: int = 0) -> dict:
     }
 
 
-def all_background() -> dict:
+def all_background(data_root: str | None = None) -> dict:
     import numpy as np
 
     from vocseg.data.builder import resolve_data_root
@@ -137,7 +139,9 @@ def all_background() -> dict:
     from vocseg.data.voc import VOCSegmentation
     from vocseg.study.report.data import all_background_metrics
 
-    counts = np.array(dataset_stats(VOCSegmentation(resolve_data_root(None), "val")).class_counts)
+    root = resolve_data_root(data_root)
+    n = len(root.class_names or []) or 21
+    counts = np.array(dataset_stats(VOCSegmentation(root, "val", num_classes=n)).class_counts)
     m = all_background_metrics(counts)
     return {
         "name": "all-background",
@@ -160,6 +164,7 @@ def main() -> None:
         choices=["vocseg", "peer-fp32", "peer-bf16", "background"],
     )
     p.add_argument("--out", default="bench-peer")
+    p.add_argument("--data-root", help="dataset (default: the built-in data)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="seed of the peer loop (init, shuffles, crops)")
     p.add_argument("--vocseg-args", nargs=argparse.REMAINDER, default=[], help="extra flags for vocseg train")
@@ -174,12 +179,13 @@ def main() -> None:
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; budget {budget_s:.0f} s",
         flush=True,
     )
-    rows = [all_background()]
+    rows = [all_background(args.data_root)]
     for which in args.which:
         if which == "vocseg":
-            rows.append(run_vocseg(out, args.budget, args.vocseg_args))
+            extra = ["--data-root", args.data_root] if args.data_root else []
+            rows.append(run_vocseg(out, args.budget, [*extra, *args.vocseg_args]))
         elif which.startswith("peer"):
-            rows.append(run_peer(budget_s, bf16=which == "peer-bf16", seed=args.seed))
+            rows.append(run_peer(budget_s, bf16=which == "peer-bf16", seed=args.seed, data_root=args.data_root))
         (out / f"{which}.json").write_text(json.dumps(rows[-1]))
     base = next((r["miou"] for r in rows if r["name"].startswith("smp") and "fp32" in r["name"]), None)
     print(f"\n{'run':<24} {'mIoU':>7} {'pixel acc':>9} {'steps':>7} {'wall s':>7} {'vs peer fp32':>12}")

@@ -8,6 +8,8 @@
 # GPU use sampled each second, then the same config under --budget 2m, and multi-scale TTA's cost.
 # Phase "ckpt" (about 4 minutes): the same training with checkpoints written from a background thread,
 # GPU use sampled, and benchmarks/bench_checkpoint.py's side-by-side on the GPU.
+# Phase "augment" (about 3 minutes): augmentation in the loader workers against on the GPU (augment_on),
+# benchmarks/bench_device_path.py on the built-in data and on 500 VOC-sized images.
 # Phase "mfu" (at most TOTAL=550 s, steps in order of importance, each under `timeout`, the later ones cut
 # when time runs out): benchmarks/bench_mfu.py at 512, batch 16: strong.yaml's model alone against the
 # end-to-end loop (the real loader over 1,000 synthetic VOC-sized images; the "epoch s" of 10,582 images is
@@ -100,4 +102,9 @@ if [ "$1" = mfu ]; then
   step 200 torchvision-compile $MFU --models fcn_resnet50 deeplabv3_resnet50 --compile $TV
   [ "${COMPILE:-1}" = 1 ] && step 300 strong-autotune $MFU --models configs/strong.yaml --compile max-autotune-no-cudagraphs
   kill $SMI 2>/dev/null
+fi
+if [ "$1" = augment ]; then
+  python3 benchmarks/bench_device_path.py --device cuda --repeats 5 --recipes default strong_cpu strong_cpu+photometric strong > $OUT/device_path_gpu.txt 2>&1
+  synth500 500
+  python3 benchmarks/bench_device_path.py --device cuda --repeats 5 --recipes strong --data-root /tmp/synth500 >> $OUT/device_path_gpu.txt 2>&1
 fi

@@ -80,3 +80,28 @@ def test_rotate_outside_0_to_180_degrees_is_refused_naming_the_value():
         with pytest.raises(VocsegError, match=rf"rotate .*{bad}"):
             Config(rotate=bad).validate()
     assert Config(rotate=15.0).validate().rotate == 15.0
+
+
+def test_config_names_a_shipped_config_or_lists_them(tmp_path, capsys, monkeypatch):
+    """--config strong_cpu finds the shipped file from any folder; an unknown name lists the shipped ones;
+    `vocseg config show` prints one as it is."""
+    from helpers import cli
+    from vocseg.config import config_dir, resolve_config_path, shipped_configs
+
+    monkeypatch.chdir(tmp_path)
+    assert (
+        resolve_config_path("strong_cpu") == resolve_config_path("strong_cpu.yaml") == config_dir() / "strong_cpu.yaml"
+    )
+    assert load_config("strong_cpu").model == "transfer_unet"
+    assert {"baseline", "strong", "strong_cpu"} <= set(shipped_configs())
+    with pytest.raises(VocsegError, match=r"config file not found: nope \(or name a shipped config: augment, baseline"):
+        load_config("nope")
+    (tmp_path / "strong_cpu.yaml").write_text("model: fcn\n")  # a user's own file of that name wins
+    assert load_config("strong_cpu.yaml").model == "fcn"
+    from vocseg.cli import main
+
+    capsys.readouterr()
+    assert main(["config", "show", "strong"]) == 0
+    assert capsys.readouterr().out == (config_dir() / "strong.yaml").read_text()
+    rc, err = cli(["config", "show"], capsys)
+    assert rc == 2 and "needs a NAME" in err

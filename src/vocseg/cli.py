@@ -108,6 +108,7 @@ def _slide(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .training.lr_schedule import clock
     from .training.train import train
 
     overrides = config_overrides(args)
@@ -119,8 +120,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise VocsegError("--resume continues the run's own config; --config cannot be used with it")
         result = train(Config(out=args.resume), resume=True, progress=progress, changes=overrides)
     elif args.recipe == "auto":
+        started = clock()  # the budget pays for the planning too
         cfg, files = _auto_recipe(args, overrides)
-        result = train(cfg, overwrite=args.overwrite, progress=progress, run_files=files)
+        result = train(cfg, overwrite=args.overwrite, progress=progress, run_files=files, started=started)
     else:
         cfg = load_config(args.config, overrides)
         result = train(cfg, overwrite=args.overwrite, progress=progress)
@@ -278,10 +280,19 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.families import FAMILIES, generate_family
     from .data.synthetic import generate_synthetic_voc
 
-    root = generate_synthetic_voc(args.out, args.train, args.val, args.seed, args.max_side, args.workers, progress=True)
-    print(f"wrote {args.train} train + {args.val} val images to {root}")
+    if args.family is None:
+        train, val = args.train or 1000, args.val or 300
+        root = generate_synthetic_voc(args.out, train, val, args.seed, args.max_side or 500, args.workers, True)
+    else:
+        family = FAMILIES.get(args.family) if args.family in FAMILIES else None
+        train, val = args.train or getattr(family, "n_train", 0), args.val or getattr(family, "n_val", 0)
+        root = generate_family(
+            args.family, args.out, args.train, args.val, args.seed, args.workers, True, args.max_side
+        )
+    print(f"wrote {train} train + {val} val images to {root}")
     return 0
 
 
@@ -444,12 +455,17 @@ def _other_parsers(sub) -> None:
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_reproduce)
 
-    s = sub.add_parser("synth", help="write the synthetic VOC-format dataset")
+    s = sub.add_parser("synth", help="write the synthetic VOC-format dataset, or one of the dataset families")
     s.add_argument("out")
-    s.add_argument("--train", type=int, default=1000)
-    s.add_argument("--val", type=int, default=300)
+    s.add_argument(
+        "--family",
+        help="a structurally different family (builtin, shape_texture, small_objects, few, imbalanced, "
+        "photo_background; docs/planning.md) with its own defaults",
+    )
+    s.add_argument("--train", type=int, help="training images (default 1000; a family's own)")
+    s.add_argument("--val", type=int, help="validation images (default 300; a family's own)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-side", type=int, default=500)
+    s.add_argument("--max-side", type=int, help="longest image side (default 500; a family's own)")
     s.add_argument("--workers", type=int)
     s.set_defaults(func=cmd_synth)
 

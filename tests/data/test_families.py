@@ -242,3 +242,16 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
 def test_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     generate_family("shape_texture", tmp_path, n_train=2, n_val=1, max_side=48, workers=1, progress=True)
     assert "3/3" in capsys.readouterr().err
+
+
+def test_synth_command_writes_a_family(tmp_path, capsys):
+    from helpers import cli
+
+    rc, _ = cli(["synth", tmp_path / "f", "--family", "imbalanced", "--train", 4, "--val", 2, "--max-side", 64,
+                 "--workers", 1], capsys)  # fmt: skip
+    assert rc == 0
+    voc = tmp_path / "f" / "VOCdevkit" / "VOC2012"
+    assert len((voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()) == 4
+    assert len((voc / "class_names.txt").read_text().split()) == FAMILIES["imbalanced"].num_classes
+    rc, err = cli(["synth", tmp_path / "g", "--family", "nope"], capsys)
+    assert rc == 2 and "unknown dataset family 'nope'; choose one of: builtin, shape_texture" in err

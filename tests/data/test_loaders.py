@@ -4,10 +4,11 @@ and evaluation batches of the configured (or overridden) size."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from vocseg.config import Config
 from vocseg.data.builder import build_datasets
@@ -124,6 +125,64 @@ def test_copy_paste_picks_its_collate(data, tiny_voc):
     assert train_loader(data, _config(tiny_voc), 0, CPU, 0, 1).collate_fn is collate_pad
     collate = train_loader(data, _config(tiny_voc, copy_paste=0.3), 0, CPU, 0, 1).collate_fn
     assert isinstance(collate, CopyPasteCollate) and collate.prob == 0.3
+
+
+def _batches(loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(images.clone(), masks.clone()) for images, masks in loader]
+
+
+def _assert_same_batches(a, b) -> None:
+    assert len(a) == len(b)
+    for (ia, ma), (ib, mb) in zip(a, b):
+        assert torch.equal(ia, ib) and torch.equal(ma, mb)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_batches_are_those_of_a_loader_built_for_each_epoch(workers, data, tiny_voc, torch_global_state):
+    """The reference: the loader this module built before its workers persisted, a fresh DataLoader per epoch
+    whose generator, seeded from (seed, epoch), drew the workers' base seed and then the order."""
+    cfg = _config(tiny_voc, seed=5, num_workers=workers)
+    for epoch in (0, 3):
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        old = DataLoader(
+            data.train, 4, sampler=RandomSampler(data.train, generator=g), num_workers=workers,
+            collate_fn=collate_pad, drop_last=True, generator=g,
+        )  # fmt: skip
+        torch.manual_seed(9)
+        reference = _batches(old)
+        torch.manual_seed(9)
+        _assert_same_batches(_batches(train_loader(data, cfg, epoch, CPU, 0, 1)), reference)
+
+
+class ProcessIds(Dataset):
+    """Items that say which process made them (the image holds its process id)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        return torch.full((1, 2, 2), float(os.getpid())), torch.zeros(2, 2, dtype=torch.int64)
+
+
+def test_workers_persist_across_epochs_with_the_batches_of_fresh_ones(data, tiny_voc, torch_global_state):
+    """One worker kept from epoch to epoch (reuse=) gives every epoch the batches a loader built for it alone
+    gives (as after a resume), also after an epoch ended early (a time budget); it is the same process."""
+    cfg = _config(tiny_voc, num_workers=1, photometric=True)
+    fresh = {e: _batches(train_loader(data, cfg, e, CPU, 0, 1)) for e in (1, 2)}
+    loader = train_loader(data, cfg, 0, CPU, 0, 1)
+    assert loader.persistent_workers
+    next(iter(loader))  # epoch 0 ends after one batch; its worker has prefetched more
+    for epoch in (1, 2):
+        loader = train_loader(data, cfg, epoch, CPU, 0, 1, reuse=loader)
+        _assert_same_batches(_batches(loader), fresh[epoch])
+    pids = dataclasses.replace(data, train=ProcessIds(12))
+    loader = train_loader(pids, cfg, 0, CPU, 0, 1)
+    first = {int(x) for images, _ in loader for x in images.flatten()}
+    again = {int(x) for images, _ in train_loader(pids, cfg, 1, CPU, 0, 1, reuse=loader) for x in images.flatten()}
+    assert first == again and len(first) == 1 and os.getpid() not in first
 
 
 # ----------------------------------------------------------------------------- eval_loader

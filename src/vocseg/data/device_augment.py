@@ -190,7 +190,8 @@ class RawCollate:
             sizes = {p.geometry.size for p in plans}
             if len(sizes) > 1:
                 raise VocsegError(
-                    f"copy_paste needs training crops of one size (set image_size); this batch has sizes {sorted(sizes)}"
+                    "copy_paste needs training crops of one size (set image_size); this batch has sizes "
+                    f"{sorted(sizes)}"
                 )
             b = len(items)
             receives = torch.rand(b) < self.copy_paste  # copy_paste()'s draws, in its order

@@ -1,9 +1,13 @@
-"""The data loaders of a run: a fresh, seeded training loader per epoch and strided evaluation loaders."""
+"""The data loaders of a run: a seeded training loader whose workers persist across epochs, and strided
+evaluation loaders."""
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from ..config import Config
 from ..runtime.workers import resolve_workers
@@ -26,32 +30,99 @@ class StridedSampler(Sampler):
         return len(self.indices)
 
 
-def train_loader(data: DataBundle, cfg: Config, epoch: int, device: torch.device, rank: int, world: int) -> DataLoader:
-    """A fresh loader per epoch whose order depends only on (seed, epoch). The augmentation draws come from
-    the workers' seeds, which the same generator sets, or, loading in the main process, from the global
-    RNG that last.pt saves: resuming at an epoch boundary replays exactly the batches an uninterrupted
-    run would have seen.
+def _epoch_generator(seed: int, epoch: int) -> tuple[torch.Generator, int]:
+    """The generator of ``epoch``'s order, and the base seed of its workers (worker w seeds torch with base + w):
+    its first draw, as DataLoader draws it when the generator is the loader's."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return g, int(torch.empty((), dtype=torch.int64).random_(generator=g).item())
+
+
+class EpochSampler(Sampler):
+    """``(epoch, index)`` pairs in the order of the epoch ``set_epoch`` chose, which depends only on (seed,
+    epoch): a permutation of all indices, or with ``world`` > 1 DistributedSampler's share for ``rank``. Each
+    index carries its epoch to the workers, which reseed when it changes (:class:`EpochItems`)."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.shard = None
+        if world > 1:
+            self.shard = torch.utils.data.DistributedSampler(
+                range(n), world, rank, shuffle=True, seed=seed, drop_last=True
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.shard is not None:
+            self.shard.set_epoch(epoch)
+
+    def __iter__(self):
+        if self.shard is not None:
+            order = list(self.shard)
+        else:  # the permutation after the workers' base seed: a loader built per epoch drew them in this order
+            order = torch.randperm(self.n, generator=_epoch_generator(self.seed, self.epoch)[0]).tolist()
+        return iter([(self.epoch, i) for i in order])
+
+    def __len__(self) -> int:
+        return len(self.shard) if self.shard is not None else self.n
+
+
+class EpochItems(Dataset):
+    """``dataset[i]`` for EpochSampler's ``(epoch, i)``. In a loader worker the first item of each epoch seeds
+    torch's and Python's generators from (seed, epoch, worker id) as DataLoader seeds a fresh worker, so a
+    worker that persists across epochs draws each epoch's augmentation as a loader built for that epoch alone
+    (a resumed run's) does. Loading in the main process, the draws come from the global generator as before."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, i = key
+        worker = get_worker_info()
+        if worker is not None and epoch != self.epoch:
+            self.epoch = epoch
+            seed = _epoch_generator(self.seed, epoch)[1] + worker.id
+            random.seed(seed)
+            torch.manual_seed(seed)
+        return self.dataset[i]
+
+
+def train_loader(
+    data: DataBundle,
+    cfg: Config,
+    epoch: int,
+    device: torch.device,
+    rank: int,
+    world: int,
+    reuse: DataLoader | None = None,
+) -> DataLoader:
+    """The training loader of ``epoch``: its order depends only on (seed, epoch), and so do its workers'
+    augmentation draws (EpochItems); loading in the main process they come from the global RNG that last.pt
+    saves. Either way resuming at an epoch boundary replays exactly the batches an uninterrupted run would have seen.
+    ``reuse``, the loader of the run's previous epoch, is set to ``epoch`` and returned: its worker processes
+    persist instead of starting again each epoch.
 
     With augmentation on the device (config ``augment_on``), items are the raw windows crops need, with the
     same draws made here, collated as lists (data.device_augment); its DeviceAugment finishes the batches."""
-    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    if world > 1:
-        sampler = torch.utils.data.DistributedSampler(
-            data.train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True
-        )
-        sampler.set_epoch(epoch)
-    else:
-        sampler = torch.utils.data.RandomSampler(data.train, generator=g)
+    if reuse is not None:
+        reuse.sampler.set_epoch(epoch)
+        return reuse
+    sampler = EpochSampler(len(data.train), cfg.seed, rank, world)
+    sampler.set_epoch(epoch)
     on_device = resolve_augment_on(cfg.augment_on, device) == "device"
     collate = CopyPasteCollate(cfg.copy_paste) if cfg.copy_paste else collate_pad
+    options = _loader_options(cfg, device)
     return DataLoader(
-        RawTrainItems(data.train) if on_device else data.train,
+        EpochItems(RawTrainItems(data.train) if on_device else data.train, cfg.seed),
         batch_size=cfg.batch_size,
         sampler=sampler,
         collate_fn=RawCollate(cfg.copy_paste) if on_device else collate,
         drop_last=len(data.train) // world > cfg.batch_size,  # BN needs >1 sample; keep tiny sets usable
-        generator=g,
-        **_loader_options(cfg, device),
+        generator=torch.Generator(),  # the workers' start-up seeds (EpochItems replaces them), not the global RNG
+        persistent_workers=options["num_workers"] > 0,
+        **options,
     )
 
 

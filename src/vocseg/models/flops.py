@@ -42,8 +42,9 @@ def _conv_backward_flop(
     forward convolution did; the bias gradient is a sum, not counted.
 
     Replaces torch's own formula (torch 2.14), whose weight gradient ignores ``groups`` and so counts a
-    depthwise convolution's weight gradient ``groups`` times over (MobileNetV3's backward came out 9-38x
-    its forward instead of 2x; pytorch/pytorch#183405 divides by groups). Equal to torch's for groups=1."""
+    depthwise convolution's weight gradient ``groups`` times over (the MobileNetV3 models' backward then
+    came out several times their forward; pytorch/pytorch#183405 divides by groups). Equal to torch's for
+    groups=1."""
     forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 

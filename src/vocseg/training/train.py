@@ -143,6 +143,7 @@ class Session:
     ema: ModelEma | None = None  # with ema_decay: the averaged weights, which are evaluated and saved
     curves_plotted_at: float | None = None  # clock time curves.png was last drawn
     saver: BackgroundWriter = field(default_factory=BackgroundWriter)  # writes checkpoints off the training thread
+    loader: Any = None  # the training DataLoader, kept from epoch to epoch so that its workers persist
 
     def eval_model(self) -> nn.Module:
         """The model validation and the final evaluation score: the average with ``ema_decay``."""
@@ -164,12 +165,14 @@ def train(
     device: str | None = None,
     changes: dict[str, Any] | None = None,
     run_files: dict[str, bytes] | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into its run folder. With ``resume``, continue the run found there: its saved config
     wins, except for the keys in ``changes`` (only :data:`RESUMABLE_KEYS`; extending ``epochs`` is the
     common one) and ``device``, which may move a resumed run to another device. ``run_files`` (name ->
-    bytes) are kept in a new run's folder beside config.yaml (``--recipe auto``'s plan and fingerprint)."""
-    started = lr_schedule.clock()  # a time budget counts from here
+    bytes) are kept in a new run's folder beside config.yaml (``--recipe auto``'s plan and fingerprint).
+    ``started`` (an ``lr_schedule.clock()`` time) counts the budget from earlier: ``--recipe auto``'s planning."""
+    started = lr_schedule.clock() if started is None else started  # a time budget counts from here
     run = RunDir(cfg.out or f"runs/{cfg.model}")
     saved = None
     if resume:
@@ -317,7 +320,7 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
     t0 = lr_schedule.clock()
     s.steps.begin_epoch(epoch)
     lr = s.optimizer.param_groups[0]["lr"]
-    loader = train_loader(s.data, s.cfg, epoch, s.device, s.rank, s.world)
+    loader = s.loader = train_loader(s.data, s.cfg, epoch, s.device, s.rank, s.world, reuse=s.loader)
     train_loss, _ = train_one_epoch(
         s.model,
         loader,
