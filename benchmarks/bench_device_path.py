@@ -15,9 +15,11 @@ this is the batches' cost alone.
 
 Two sides per recipe, both ``loaders.train_loader`` as ``vocseg train`` builds it, with the device's default
 ``num_workers``: (a) workers: finished batches, moved to the device; (b) device: raw windows, moved and
-finished by DeviceAugment. One timed unit is one epoch, loader start-up included (train builds a loader per
-epoch), synchronised on CUDA before the clock stops. Repeats interleave the sides in alternating order; the
-medians and the ratio device / workers are printed. Not a test: numbers depend on the machine and its load.
+finished by DeviceAugment. One timed unit is one epoch of a loader kept from epoch to epoch as ``vocseg train``
+keeps it (its workers persist; the first, untimed epoch starts them), synchronised on CUDA before the clock
+stops. Repeats interleave the sides in alternating order; the medians and the ratio device / workers are
+printed. Not a test: numbers depend on the machine and its load (on a busy machine, --threads 1 keeps
+other jobs' load from swamping the per-crop ops of both sides).
 """
 
 from __future__ import annotations
@@ -53,19 +55,26 @@ def recipe(name: str, data_root: str | None = None) -> Config:
     return replace(Config(), **settings, data_root=data_root, cache="auto", val_holdout=0.0)
 
 
-def epoch_images(data, cfg: Config, epoch: int, device: torch.device) -> int:
-    """One epoch of train_loader's batches on ``device``; the number of images."""
-    augment = DeviceAugment(data.mean, data.std, device) if cfg.augment_on == "device" else None
-    n = 0
-    for batch in train_loader(data, cfg, epoch, device, 0, 1):
-        if augment is not None:
-            images, masks = augment(batch)
-        else:
-            images, masks = (t.to(device, non_blocking=True) for t in batch)
-        n += images.shape[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return n
+class Side:
+    """One side of a recipe: its training loader, kept from epoch to epoch as vocseg train keeps it."""
+
+    def __init__(self, data, cfg: Config, device: torch.device) -> None:
+        self.data, self.cfg, self.device, self.loader = data, cfg, device, None
+        self.augment = DeviceAugment(data.mean, data.std, device) if cfg.augment_on == "device" else None
+
+    def epoch(self, epoch: int) -> int:
+        """One epoch of batches on the device; the number of images."""
+        self.loader = train_loader(self.data, self.cfg, epoch, self.device, 0, 1, reuse=self.loader)
+        n = 0
+        for batch in self.loader:
+            if self.augment is not None:
+                images, masks = self.augment(batch)
+            else:
+                images, masks = (t.to(self.device, non_blocking=True) for t in batch)
+            n += images.shape[0]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return n
 
 
 def measure(
@@ -76,13 +85,14 @@ def measure(
     for name in names:
         cfg = recipe(name, data_root)
         data = build_datasets(cfg, log=print)
-        sides = {side: replace(cfg, augment_on=side) for side in ("workers", "device")}
-        epoch_images(data, sides["device"], 0, device)  # warm-up: allocator, kernels, page cache
+        sides = {side: Side(data, replace(cfg, augment_on=side), device) for side in ("workers", "device")}
+        for side in sides.values():
+            side.epoch(0)  # warm-up, untimed: worker start-up, allocator, kernels
         got: dict[str, list[float]] = {side: [] for side in sides}
         for r in range(repeats):
             for side in sides if r % 2 == 0 else reversed(list(sides)):
                 t0 = time.perf_counter()
-                n = epoch_images(data, sides[side], r + 1, device)
+                n = sides[side].epoch(r + 1)
                 got[side].append(n / (time.perf_counter() - t0))
             print(
                 f"  {name} repeat {r + 1}: " + ", ".join(f"{s} {v[-1]:.0f} img/s" for s, v in got.items()), flush=True
@@ -109,7 +119,7 @@ def main() -> None:
         f"{gpu}, torch {torch.__version__}; device {device}, num_workers auto = {workers}"
     )
     results = measure(args.recipes, device, args.repeats, args.data_root)
-    print(f"\nimages/s, median of {args.repeats} epochs (one loader per epoch, start-up included)")
+    print(f"\nimages/s, median of {args.repeats} epochs")
     print(f"{'recipe':<26} {'workers':>9} {'device':>9} {'device/workers':>15}")
     for name, got in results.items():
         w, d = statistics.median(got["workers"]), statistics.median(got["device"])

@@ -455,6 +455,31 @@ def _other_parsers(sub) -> None:
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_reproduce)
 
+    _data_parsers(sub)
+    _import_parser(sub)
+    pl = sub.add_parser(
+        "plan",
+        help="choose a recipe for a dataset, this machine and a time budget",
+        description="Fingerprint the training split, time candidate models here, and write a complete config "
+        "with the reason for each choice (docs/planning.md).",
+    )
+    pl.add_argument("data", nargs="?", metavar="DATA", help="dataset root (default: the built-in data)")
+    pl.add_argument("--budget", default="15m", help="wall-clock budget of the run, e.g. 15m, 1h (default 15m)")
+    add_field_flag(pl, "device", "auto")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--out", default="plan.yaml", help="the plan's config (fingerprint.json is written beside it)")
+    pl.add_argument("--overwrite", action="store_true")
+    pl.set_defaults(func=cmd_plan)
+    cf = sub.add_parser("config", help="list or print the configs vocseg ships (strong, strong_cpu, ...)")
+    cf.add_argument("action", choices=["list", "show"])
+    cf.add_argument("name", nargs="?", metavar="NAME", help="for show: a shipped config, e.g. strong")
+    cf.set_defaults(func=cmd_config)
+    m = sub.add_parser("models", help="list the registered models")
+    m.add_argument("--image-size", type=int, default=512)
+    m.set_defaults(func=cmd_models)
+
+
+def _data_parsers(sub) -> None:
     s = sub.add_parser("synth", help="write the synthetic VOC-format dataset, or one of the dataset families")
     s.add_argument("out")
     s.add_argument(
@@ -479,28 +504,6 @@ def _other_parsers(sub) -> None:
     d.add_argument("--root", required=True)
     d.add_argument("--sbd", action="store_true", help="also SBD, converted, and the train_aug split")
     d.set_defaults(func=cmd_download)
-
-    _import_parser(sub)
-    pl = sub.add_parser(
-        "plan",
-        help="choose a recipe for a dataset, this machine and a time budget",
-        description="Fingerprint the training split, time candidate models here, and write a complete config "
-        "with the reason for each choice (docs/planning.md).",
-    )
-    pl.add_argument("data", nargs="?", metavar="DATA", help="dataset root (default: the built-in data)")
-    pl.add_argument("--budget", default="15m", help="wall-clock budget of the run, e.g. 15m, 1h (default 15m)")
-    add_field_flag(pl, "device", "auto")
-    pl.add_argument("--seed", type=int, default=0)
-    pl.add_argument("--out", default="plan.yaml", help="the plan's config (fingerprint.json is written beside it)")
-    pl.add_argument("--overwrite", action="store_true")
-    pl.set_defaults(func=cmd_plan)
-    cf = sub.add_parser("config", help="list or print the configs vocseg ships (strong, strong_cpu, ...)")
-    cf.add_argument("action", choices=["list", "show"])
-    cf.add_argument("name", nargs="?", metavar="NAME", help="for show: a shipped config, e.g. strong")
-    cf.set_defaults(func=cmd_config)
-    m = sub.add_parser("models", help="list the registered models")
-    m.add_argument("--image-size", type=int, default=512)
-    m.set_defaults(func=cmd_models)
 
 
 def _import_parser(sub) -> None:

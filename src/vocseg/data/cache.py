@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from torch import Tensor
 
 from ..config import CHOICES
 from ..errors import VocsegError
+from ..runtime.workers import one_torch_thread
 from .voc import VOCSegmentation, image_size
 
 SHARE_OF_AVAILABLE = 0.25  # auto: at most this share of the available RAM per dataset
@@ -55,18 +55,6 @@ def decoded_sizes(dataset: VOCSegmentation) -> list[tuple[int, int]]:
     return [image_size(dataset.image_path(i)) for i in range(len(dataset))]
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run with one torch thread: decoding is a loop of small ops, where waking the other threads costs
-    more than it saves (docs/benchmarks.md, section (a))."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def format_bytes(n: float) -> str:
     """``n`` bytes for a log line: GB with one decimal, else whole MB, else whole KB."""
     if n >= 1e9:
@@ -90,7 +78,7 @@ class DecodedCache:
             offsets.append(total)
             total += 4 * h * w
         cache = cls(torch.empty(total, dtype=torch.uint8), offsets, list(sizes))
-        with _one_thread():
+        with one_torch_thread():
             cache._fill(dataset)
         return cache
 

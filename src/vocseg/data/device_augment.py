@@ -13,14 +13,15 @@ generator, in its order (scale, crop top, crop left, hflip, vflip, angle, photom
 (``_scaled_size``, ``_crop_range``, ``_source_window``, ``PhotometricDistortion.make_params``); copy-paste's
 draws are made in the collate step, like :class:`~vocseg.data.copy_paste.CopyPasteCollate`'s. So a seeded run
 sees the same crops, flips and colours with ``augment_on: device`` as with ``workers``, and resuming replays
-them the same way (train_loader's seeding is untouched).
+them the same way (loaders.train_loader seeds both paths alike).
 
 What differs is the image resampling. The workers' path resamples uint8 with ATen's CPU kernel, which rounds
 to uint8 between its horizontal and vertical passes and quantises the filter weights to int16; CUDA has no
-uint8 antialiased kernel, so this path resamples the window in float32 and rounds once. Both are within 1
-level of the exact rescale's rounding on either side, so they differ by at most 1 level (of 255) per pixel
-(the filter's weights are non-negative, so neither rounding grows through the other pass); the photometric
-distortion can enlarge such a difference to a few levels. Masks are resampled with the same
+uint8 antialiased kernel, so this path resamples the window in float32 and rounds once. The workers' result
+is within 1 level of the exact rescale (two roundings of half a level; the filter's weights are non-negative
+and sum to 1, so the second pass does not enlarge the first's error), this path's within half a level, so
+they differ by at most 1 level (of 255) per pixel; the photometric distortion can enlarge such a difference
+to a few levels. Masks are resampled with the same
 nearest-exact kernel on uint8 as the workers' path, so they are exactly equal; so is everything after the
 resampling, for the same input crop: flips, rotation, the distortion's arithmetic and the normalisation are
 the same float32 operations, applied to a batch instead of one crop.

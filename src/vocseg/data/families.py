@@ -46,7 +46,6 @@ import numpy as np
 from PIL import Image
 
 from ..errors import VocsegError
-from ..runtime.files import output_dir
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, voc_palette
 from .synthetic import (
     _CLASSES,
@@ -66,6 +65,7 @@ from .synthetic import (
     _shape_mask,
     _smooth_noise,
     _write_lines,
+    empty_voc_tree,
     generate_synthetic_voc,
     render_sample,
 )
@@ -211,12 +211,7 @@ def generate_family(
         _write_lines(root / CLASS_NAMES_FILE, list(family.class_names))
         return root
 
-    root = Path(out).expanduser() / "VOCdevkit" / "VOC2012"
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise VocsegError(f"{root} already exists and is not empty; refusing to overwrite it (choose another folder)")
-    output_dir(Path(out).expanduser(), "dataset folder")
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        output_dir(root / sub, "dataset folder")
+    root = empty_voc_tree(out)
 
     n = n_train + n_val
     _render_all(root, name, n, seed, max_side, workers, progress)

@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -53,6 +51,7 @@ import torch.nn.functional as F
 
 from ..errors import VocsegError
 from ..runtime.files import atomic_write_bytes
+from ..runtime.workers import one_torch_thread
 from .classes import IGNORE_INDEX
 from .stats import cache_dir, moments
 from .voc import VOCSegmentation
@@ -415,17 +414,6 @@ def sample_figures(ds: VOCSegmentation, indices: list[int]) -> dict:
 # ----------------------------------------------------------------------------- entry points
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """One torch thread: the passes are loops of small ops, where waking other threads costs more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def compute_fingerprint(
     ds: VOCSegmentation, max_images: int | None = DEFAULT_MAX_IMAGES, max_masks: int | None = None
 ) -> Fingerprint:
@@ -437,7 +425,7 @@ def compute_fingerprint(
     order = sample_order(ds)
     masks = _prefix(order, max_masks, "max_masks")
     sample = _prefix(order, max_images, "max_images")
-    with _one_thread():
+    with one_torch_thread():
         figures = {**mask_figures(ds, masks), **sample_figures(ds, sample)}
     return Fingerprint(version=FINGERPRINT_VERSION, num_images=len(ds), num_classes=ds.num_classes, **figures)
 

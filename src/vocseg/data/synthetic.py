@@ -150,12 +150,7 @@ def generate_synthetic_voc(
     if workers is not None and workers < 1:
         raise VocsegError(f"workers must be >= 1, got {workers}")
 
-    root = Path(out).expanduser() / "VOCdevkit" / "VOC2012"
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise VocsegError(f"{root} already exists and is not empty; refusing to overwrite it (choose another folder)")
-    output_dir(Path(out).expanduser(), "dataset folder")
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        output_dir(root / sub, "dataset folder")
+    root = empty_voc_tree(out)
 
     n = n_train + n_val
     workers = max(1, min(workers or os.cpu_count() or 1, n))
@@ -182,6 +177,17 @@ def generate_synthetic_voc(
     _write_lines(sets / "train.txt", ids[:n_train])
     _write_lines(sets / "val.txt", ids[n_train:])
     _write_lines(sets / "trainval.txt", ids)
+    return root
+
+
+def empty_voc_tree(out: str | Path) -> Path:
+    """``out/VOCdevkit/VOC2012`` with its three folders, created; refused if it already holds anything."""
+    root = Path(out).expanduser() / "VOCdevkit" / "VOC2012"
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise VocsegError(f"{root} already exists and is not empty; refusing to overwrite it (choose another folder)")
+    output_dir(Path(out).expanduser(), "dataset folder")
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        output_dir(root / sub, "dataset folder")
     return root
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -36,3 +38,15 @@ def resolve_workers(num_workers: int | str, device: torch.device) -> int:
     if device.type == "cuda":
         return max(1, min(8, cores - 1))
     return 0 if cores <= 4 else min(4, cores // 4)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run with one torch thread: for loops of small ops (decoding, per-image statistics), where waking the
+    other threads costs more than it saves (docs/benchmarks.md, section (a))."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
