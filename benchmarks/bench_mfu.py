@@ -46,6 +46,7 @@ from torch.autograd import DeviceType
 
 from vocseg.config import Config, load_config, replace
 from vocseg.data.builder import build_datasets
+from vocseg.data.device_augment import training_augment
 from vocseg.data.loaders import train_loader
 from vocseg.errors import VocsegError
 from vocseg.models import create_model, list_models
@@ -142,9 +143,12 @@ def memory_batches(cfg: Config, device: torch.device, n: int):
 
 
 def loader_batches(data, cfg: Config, device: torch.device):
-    """The training loader's batches, epoch after epoch, a fresh loader per epoch as training makes."""
+    """The training loader's batches, epoch after epoch, finished on the device when ``augment_on`` puts the
+    augmentation there (as training does)."""
+    prepare = training_augment(cfg.augment_on, data.mean, data.std, device)
     for epoch in itertools.count():
-        yield from train_loader(data, cfg, epoch, device, 0, 1)
+        for batch in train_loader(data, cfg, epoch, device, 0, 1):
+            yield prepare(batch) if prepare is not None else batch
 
 
 def loader_speed(data, cfg: Config, device: torch.device, args) -> float:

@@ -62,11 +62,3 @@ def test_missing_module_names_the_install_command(monkeypatch, extra):
         f"pip install 'vocseg[{extra}]'"
     )
     assert install_command(extra) in str(e.value)
-
-
-def test_tensorboard_flag_without_tensorboard(monkeypatch, tmp_path):
-    from vocseg.training.train import open_tensorboard
-
-    monkeypatch.setitem(sys.modules, "tensorboard", None)
-    with pytest.raises(VocsegError, match=re.escape("pip install 'vocseg[tensorboard]'")):
-        open_tensorboard(tmp_path / "tb")

@@ -4,8 +4,8 @@ the same draws give the same crops, the draws' statistics are the same, and what
 Tolerances. Masks: exactly equal. Images: exactly equal where no crop is rescaled (flips, padding, rotation,
 the photometric distortion and the normalisation are the same float32 operations, batched). Rescaled crops
 differ by at most 1 level of 255 before the photometric distortion: the workers resample uint8 with ATen's
-CPU kernel (int16 weights, rounded to uint8 between its two passes), the device path in float32, rounded once,
-and each is within 1 level of the exact rescale's rounding, on the same side of it or not. The distortion
+CPU kernel (int16 weights, rounded to uint8 between its two passes: within 1 level of the exact value), the
+device path in float32, rounded once (within half a level), so they differ by at most 1. The distortion
 (contrast and saturation up to 1.5x, a hue shift that moves low-saturation pixels far) enlarges such a
 difference: measured at most 6 levels in 100 batches, 88% of pixels equal and 99.9% within 2 levels; the
 test allows 8 levels and a mean of 0.25.
@@ -104,12 +104,13 @@ PRESETS = {
 }
 
 
-@pytest.mark.parametrize("copy_paste", [0.0, 0.7], ids=["plain", "copy-paste"])
-@pytest.mark.parametrize("name", sorted(PRESETS))
+# Copy-paste needs crops of one size: the config refuses it without image_size.
+CASES = [(name, 0.0) for name in PRESETS] + [(name, 0.7) for name in PRESETS if not name.startswith("native")]
+
+
+@pytest.mark.parametrize(("name", "copy_paste"), CASES, ids=[f"{n}{'+copy-paste' * (c > 0)}" for n, c in CASES])
 def test_same_draws_give_the_same_batch(name, copy_paste, torch_global_state):
     options, tolerance = PRESETS[name]
-    if copy_paste and options["crop_size"] is None:
-        pytest.skip("copy_paste needs crops of one size (the config refuses it without image_size)")
     preset = SegmentationPresetTrain(MEAN, STD, **options)
     for seed in range(3):
         (ref_images, ref_masks), (images, masks), (state_w, state_d) = _both_paths(

@@ -34,7 +34,6 @@ def test_one_epoch_on_the_device_matches_the_workers(tiny_voc, tmp_path, monkeyp
     assert shapes == [((4, 3, 48, 48), torch.float32, (4, 48, 48), torch.int64)] * 3
     (row_w,), (row_d,) = workers.history, device.history
     assert row_d["train_loss"] == pytest.approx(row_w["train_loss"], rel=1e-3)
-    assert row_d["train_loss"] != row_w["train_loss"]  # the device path did run its own resampling
     assert row_d["val_loss"] == pytest.approx(row_w["val_loss"], rel=1e-2)
 
 

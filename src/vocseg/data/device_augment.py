@@ -58,10 +58,11 @@ from .transforms import (
 def resolve_augment_on(augment_on: str, device: torch.device) -> str:
     """Where training augmentation runs for config ``augment_on`` on ``device``: "workers" or "device".
 
-    "auto" picks the device on CUDA, where the GPU idles while loader processes prepare crops and the
-    batched ops cost it little, and the workers elsewhere: on CPU the device path only moves the same work
-    onto the training threads, and it measured slower there (docs/benchmarks.md, "Augmentation on the
-    device"; benchmarks/bench_device_path.py)."""
+    "auto" picks the workers on CPUs: there the device path moves the same work onto the training threads,
+    and it measured slower for the default and strong_cpu.yaml's crops, no faster with photometric
+    distortion (docs/benchmarks.md, "Augmentation on the device"; benchmarks/bench_device_path.py). On CUDA
+    it picks the device: the loader processes then only slice windows, and the batched ops cost a GPU little
+    next to a training step; that is reasoned, not yet measured (run_device_session.sh, phase augment)."""
     if augment_on not in CHOICES["augment_on"]:
         raise VocsegError(f"augment_on must be one of {', '.join(CHOICES['augment_on'])}, got {augment_on!r}")
     if augment_on == "auto":
