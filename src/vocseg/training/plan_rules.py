@@ -32,6 +32,7 @@ IMBALANCE = 10.0  # largest / smallest foreground pixel share at or above it: im
 BACKGROUND_HEAVY = 0.6  # background share of labelled pixels at or above it
 FEW_IMAGES = 2_000  # below it, copy-paste multiplies the object/context pairs a run sees
 MIN_HOLDOUT_IMAGES = 10  # fewer training images cannot give up a holdout that picks an epoch
+TTA_SHARE = 0.15  # test-time views may cost at most this share of the training steps
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,12 @@ class Recipe:
 StepTime = Callable[[str, str, int, int], float]
 
 
-def plan_recipe(fp: Any, class_names: list[str], machine: Machine, budget_s: float, step_time: StepTime) -> Recipe:
+def plan_recipe(
+    fp: Any, class_names: list[str], machine: Machine, budget_s: float, step_time: StepTime, eval_images: int = 0
+) -> Recipe:
     """The recipe for training split fingerprint ``fp`` (a data.fingerprint.Fingerprint) of ``class_names`` on
-    ``machine`` within ``budget_s`` seconds, timing steps with ``step_time``."""
+    ``machine`` within ``budget_s`` seconds, timing steps with ``step_time``; ``eval_images`` (default: a
+    quarter of the training split) are scored at the end, test-time augmented or not."""
     r = Recipe()
     check_classes(fp, class_names)
     batch = 16 if machine.device == "cuda" else 8
@@ -74,7 +78,7 @@ def plan_recipe(fp: Any, class_names: list[str], machine: Machine, budget_s: flo
     choose_photometric(fp, r)
     choose_copy_paste(fp, steps, r)
     choose_holdout(fp, r)
-    choose_tta(r)
+    choose_tta(fp, crop, batch, steps, eval_images or max(1, fp.num_images // 4), r)
     return r
 
 
@@ -96,16 +100,20 @@ def _steps(budget_s: float, seconds_per_step: float) -> int:
 def choose_crop(fp: Any, batch: int, budget_s: float, step_time: StepTime, r: Recipe) -> tuple[int, int]:
     """The largest crop up to the images' median long side (the first crop size covering it: 512 for VOC's
     500 px) that still gives MIN_STEPS steps of the small model; else the smallest crop (refused below
-    FLOOR_STEPS steps)."""
+    FLOOR_STEPS steps). Crops are timed smallest first, and none above the first that misses MIN_STEPS:
+    on a slow machine the large ones would spend the budget being timed."""
     side = fp.long_side["median"]
     cover = min((c for c in CROPS if c >= side), default=CROPS[0])
-    fitting = [c for c in CROPS if c <= cover]
-    for crop in fitting:
+    best: tuple[int, int] | None = None
+    for crop in sorted(c for c in CROPS if c <= cover):
         steps = _steps(budget_s, step_time(SMALL[0], SMALL[1]["encoder"], crop, batch))
-        if steps >= MIN_STEPS:
-            r.set("image_size", crop, f"largest crop up to the median long side ({side:.0f} px) giving >= {MIN_STEPS} steps ({steps})")  # fmt: skip
-            return crop, steps
-    crop = fitting[-1]
+        if steps < MIN_STEPS:
+            break
+        best = crop, steps
+    if best is not None:
+        r.set("image_size", best[0], f"largest crop up to the median long side ({side:.0f} px) giving >= {MIN_STEPS} steps ({best[1]})")  # fmt: skip
+        return best
+    crop = CROPS[-1]
     seconds = step_time(SMALL[0], SMALL[1]["encoder"], crop, batch)
     steps = _steps(budget_s, seconds)
     if steps < FLOOR_STEPS:
@@ -220,10 +228,20 @@ def choose_holdout(fp: Any, r: Recipe) -> None:
     r.set("monitor", "val_miou", "the holdout's mIoU picks the epoch")
 
 
-def choose_tta(r: Recipe) -> None:
-    """Multi-scale + flip testing at the scales trained on (by 0.25, at most four around 1.0); the budget pays."""
+def choose_tta(fp: Any, crop: int, batch: int, steps: int, eval_images: int, r: Recipe) -> None:
+    """Multi-scale + flip testing at the scales trained on (by 0.25, at most four around 1.0) when its views
+    cost at most TTA_SHARE of the training steps, else flips when they do, else none. A view of an image
+    costs about a third of a training step per crop-batch of pixels (a forward pass, no backward)."""
     low, high = r.values["scale_range"]
     scales = [round(low + 0.25 * i, 2) for i in range(int(round((high - low) / 0.25)) + 1)]
-    scales = sorted(scales, key=lambda s: (abs(s - 1.0), s))[:4]
-    r.set("tta", "multiscale", "averaging views the model trained on is cheap accuracy")
-    r.set("tta_scales", sorted(scales), f"training scales {low}-{high} by 0.25, the four nearest 1.0")
+    scales = sorted(sorted(scales, key=lambda s: (abs(s - 1.0), s))[:4])
+    per_view = fp.height["median"] * fp.width["median"] / (crop * crop * batch) / 3 * eval_images
+    for kind, views, chosen in (("multiscale", 2 * sum(s * s for s in scales), scales), ("flip", 2.0, None)):
+        share = per_view * views / max(steps, 1)
+        if share <= TTA_SHARE:
+            r.set("tta", kind, f"its views cost ~{share:.0%} of the {steps} training steps (<= {TTA_SHARE:.0%})")
+            r.set("tta_scales", chosen, f"training scales {low}-{high} by 0.25, the four nearest 1.0" if chosen else "flips only")  # fmt: skip
+            return
+    share = per_view * 2 / max(steps, 1)
+    r.set("tta", "none", f"even flips would cost ~{share:.0%} of the {steps} training steps (> {TTA_SHARE:.0%})")
+    r.set("tta_scales", None, "no test-time augmentation")

@@ -77,7 +77,8 @@ def make_plan(
     log(f"fingerprint of {layout.root} {cfg.train_split} ({fp.num_images} images): {time.perf_counter() - t0:.1f} s")
     dev = resolve_device(device)
     timer = StepTimer(dev, cfg.num_classes, log)
-    recipe = plan_recipe(fp, names, Machine(dev.type, available_weights()), budget_s, timer)
+    eval_images = len(layout.read_split(cfg.val_split))
+    recipe = plan_recipe(fp, names, Machine(dev.type, available_weights()), budget_s, timer, eval_images)
     fixed = {"budget": budget if isinstance(budget, str) else f"{budget_s:g}s", "iters": None, "device": device}
     planned = config_from_dict({**cfg.to_dict(), **recipe.values, **fixed}, "the plan")
     return Plan(planned, recipe, fp, dict(timer.times))
