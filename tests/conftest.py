@@ -27,6 +27,7 @@ from PIL import Image
 
 from vocseg.data.classes import voc_palette
 from vocseg.data.synthetic import generate_synthetic_voc
+from vocseg.runtime.workers import one_torch_thread
 
 TINY_TRAIN, TINY_VAL, TINY_MAX_SIDE = 12, 4, 64
 
@@ -104,12 +105,8 @@ def torch_global_state():
 def one_thread():
     """One torch thread: small workloads gain nothing from more, and on a busy 2-core machine extra threads
     spin and slow everything down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture

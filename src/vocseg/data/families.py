@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 import math
-import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import VocsegError
+from ..runtime.workers import run_in_chunks
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, voc_palette
 from .synthetic import (
     _CLASSES,
@@ -260,21 +260,8 @@ def _image_id(name: str, index: int) -> str:
 
 def _render_all(root: Path, name: str, n: int, seed: int, max_side: int, workers: int | None, progress: bool) -> None:
     """Render and write images 0..n-1 in chunks over ``workers`` processes, as generate_synthetic_voc does."""
-    workers = max(1, min(workers or os.cpu_count() or 1, n))
-    chunk = max(1, min(32, math.ceil(n / (workers * 4))))
-    tasks = [(str(root), name, seed, max_side, list(range(i, min(i + chunk, n)))) for i in range(0, n, chunk)]
-
-    from tqdm.auto import tqdm
-
-    with tqdm(total=n, desc=f"{name} dataset", unit="img", disable=not progress) as bar:
-        if workers == 1 or len(tasks) == 1:
-            for task in tasks:
-                bar.update(_render_chunk(task))
-        else:
-            # Top-level worker taking plain data: works under "spawn" too.
-            with mp.get_context().Pool(min(workers, len(tasks))) as pool:
-                for done in pool.imap_unordered(_render_chunk, tasks):
-                    bar.update(done)
+    run_in_chunks(_render_chunk, lambda idx: (str(root), name, seed, max_side, idx), n, workers, f"{name} dataset",
+                  progress)  # fmt: skip
 
 
 def _render_chunk(task: tuple[str, str, int, int, list[int]]) -> int:

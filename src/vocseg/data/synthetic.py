@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import colorsys
 import math
-import multiprocessing as mp
 import os
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ from PIL import Image
 
 from ..errors import VocsegError
 from ..runtime.files import output_dir
+from ..runtime.workers import run_in_chunks
 from .classes import IGNORE_INDEX, NUM_CLASSES, voc_palette
 from .stats import cache_dir as default_cache_dir
 
@@ -153,23 +153,7 @@ def generate_synthetic_voc(
     root = empty_voc_tree(out)
 
     n = n_train + n_val
-    workers = max(1, min(workers or os.cpu_count() or 1, n))
-    # A few chunks per worker balances load; chunks (not single images) keep IPC overhead low.
-    chunk = max(1, min(32, math.ceil(n / (workers * 4))))
-    tasks = [(str(root), seed, max_side, list(range(i, min(i + chunk, n)))) for i in range(0, n, chunk)]
-
-    from tqdm.auto import tqdm
-
-    with tqdm(total=n, desc="synthetic VOC", unit="img", disable=not progress) as bar:
-        if workers == 1 or len(tasks) == 1:
-            for task in tasks:
-                bar.update(_render_chunk(task))
-        else:
-            # The default start method; _render_chunk is a top-level function taking plain data, so
-            # this also works under "spawn" (macOS/Windows).
-            with mp.get_context().Pool(min(workers, len(tasks))) as pool:
-                for done in pool.imap_unordered(_render_chunk, tasks):
-                    bar.update(done)
+    run_in_chunks(_render_chunk, lambda idx: (str(root), seed, max_side, idx), n, workers, "synthetic VOC", progress)
 
     # Split files last: their presence marks a completed tree.
     ids = [_image_id(i) for i in range(n)]

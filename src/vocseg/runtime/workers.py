@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import multiprocessing as mp
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -50,3 +52,32 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def run_in_chunks(
+    work: Callable[[tuple], int],
+    task: Callable[[list[int]], tuple],
+    n: int,
+    workers: int | None,
+    desc: str,
+    progress: bool,
+) -> None:
+    """Run ``work(task(indices))`` over chunks of 0..n-1 in ``workers`` processes (None: every core), with a
+    progress bar counting what each chunk returns.
+
+    A few chunks per worker balances the load; chunks, not single items, keep the IPC overhead low.
+    ``work`` must be a top-level function and the tasks plain data, so this also works under "spawn"
+    (macOS, Windows)."""
+    from tqdm.auto import tqdm
+
+    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    size = max(1, min(32, math.ceil(n / (workers * 4))))
+    tasks: Sequence[tuple] = [task(list(range(i, min(i + size, n)))) for i in range(0, n, size)]
+    with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar:
+        if workers == 1 or len(tasks) == 1:
+            for t in tasks:
+                bar.update(work(t))
+        else:
+            with mp.get_context().Pool(min(workers, len(tasks))) as pool:
+                for done in pool.imap_unordered(work, tasks):
+                    bar.update(done)
