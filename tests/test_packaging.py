@@ -51,6 +51,7 @@ def test_wheel_holds_the_package_and_configs_only(dist):
     assert sources <= set(names), sorted(sources - set(names))
     configs = {f"vocseg/configs/{p.name}" for p in (ROOT / "configs").glob("*.yaml")}
     assert configs and configs <= set(names)
+    assert "vocseg/py.typed" in names  # PEP 561 marker: the annotations are part of the API
     tops = {n.split("/")[0] for n in names}
     assert tops == {"vocseg", f"vocseg-{__version__}.dist-info"}, tops  # no tests, benchmarks, docs or runs
     assert not [n for n in names if "__pycache__" in n or n.endswith((".pt", ".onnx", ".png", ".jpg"))]
