@@ -8,7 +8,7 @@ from vocseg.config import FIELD_NAMES
 from vocseg.data.fingerprint import Fingerprint, compute_fingerprint
 from vocseg.data.voc import VOCSegmentation
 from vocseg.errors import VocsegError
-from vocseg.training.plan_rules import CROPS, FLOOR_STEPS, LONG_SCHEDULE, Machine, plan_recipe
+from vocseg.training.plan_rules import CROPS, FLOOR_STEPS, LONG_SCHEDULE, MIN_STEPS, Machine, plan_recipe
 
 VOC_NAMES = [f"c{i}" for i in range(21)]
 
@@ -85,6 +85,22 @@ def test_fingerprint_figures_move_the_choices(base):
         and "0.5% of its image" in fine.reasons["scale_range"]
     )
     assert fine.values["val_holdout"] == 0.2 and fine.values["tta_scales"] == [1.0, 1.25, 1.5, 1.75]
+
+
+def test_a_larger_crop_costing_next_to_nothing_replaces_the_smallest(base):
+    """Under MIN_STEPS even at the smallest crop: a larger crop is taken while its steps stay within 10% of the
+    smallest's (overhead-bound steps), and not when steps cost their pixels (cpu_time)."""
+
+    def overhead_time(model: str, encoder: str, crop: int, batch: int) -> float:
+        return 0.27 + 0.01 * (crop / 96) ** 2  # 96: 0.28 s, 128: ~0.288 s, 192: 0.31 s, 256: ~0.341 s
+
+    fp = fingerprint(base, num_images=60, missing_classes=[], long_side={**base["long_side"], "median": 180.0})
+    timed: list[int] = []
+    r = plan_recipe(fp, VOC_NAMES, Machine("cpu"), 300, lambda *a: (timed.append(a[2]), overhead_time(*a))[1])
+    assert r.values["image_size"] == 192 and "per-step overhead" in r.reasons["image_size"]
+    assert 192 in timed and 256 not in timed  # 180 px images: 192 covers them, nothing larger is timed
+    plain = plan_recipe(fp, VOC_NAMES, Machine("cpu"), 300, cpu_time)
+    assert plain.values["image_size"] == CROPS[-1] and f"< {MIN_STEPS}" in plain.reasons["image_size"]
 
 
 def test_budget_too_small_names_the_smallest_budget_that_fits(base):

@@ -25,6 +25,7 @@ FIELD_CROP = 512  # the field's crop for ~500 px photographs (DeepLab, mmsegment
 LONG_SCHEDULE = 10_000  # steps: the shortest schedule the field trains ResNet-50 + ASPP with (mmseg: 20k, 40k)
 MIN_STEPS = 2_000  # steps a from-scratch run needs at least; a smaller crop buys them on a slow machine
 FLOOR_STEPS = 200  # below this no candidate learns anything: the budget is refused
+OVERHEAD_KEEP = 0.9  # a larger crop keeping this share of the smallest's steps costs next to nothing
 COLOUR_DEFINES = 0.5  # colour_separability at or above it: colour alone tells the classes apart
 HALF_KEEP = 0.8  # half resolution keeping less of the classes' separability than this: train at native scale
 SMALL_OBJECT_SHARE = 0.02  # median object below 2% of its image: small objects
@@ -123,8 +124,30 @@ def choose_crop(fp: Any, batch: int, budget_s: float, step_time: StepTime, r: Re
             f"{crop} px crops, batch {batch}) takes {seconds:.2f} s a step here and needs at least {need} s "
             f"({FLOOR_STEPS} steps and the evaluations); give --budget {math.ceil(need / 60)}m or more"
         )
-    r.set("image_size", crop, f"smallest crop: even it gives only {steps} steps (< {MIN_STEPS}) in the budget")
+    reason = f"smallest crop: even it gives only {steps} steps (< {MIN_STEPS}) in the budget"
+    larger = _overhead_bound_crop(cover, batch, budget_s, steps, step_time)
+    if larger is not None:
+        reason = (f"no crop gives {MIN_STEPS} steps; {larger[0]} px keeps {larger[1]} of the smallest crop's "
+                  f"{steps} (>= {OVERHEAD_KEEP:.0%}): steps bound by per-step overhead, not by pixels")  # fmt: skip
+        crop, steps = larger
+    r.set("image_size", crop, reason)
     return crop, steps
+
+
+def _overhead_bound_crop(
+    cover: int, batch: int, budget_s: float, smallest_steps: int, step_time: StepTime
+) -> tuple[int, int] | None:
+    """The largest crop above the smallest (up to ``cover``) that keeps OVERHEAD_KEEP of the smallest's steps,
+    timed upwards until one does not. On a CPU where small steps are dominated by fixed costs (launching
+    kernels, the optimizer's pass over the weights), a 128 px step costs about what a 96 px one does and
+    shows the model 1.8x the pixels."""
+    best = None
+    for crop in sorted(c for c in CROPS if CROPS[-1] < c <= cover):
+        steps = _steps(budget_s, step_time(SMALL[0], SMALL[1]["encoder"], crop, batch))
+        if steps < OVERHEAD_KEEP * smallest_steps:
+            break
+        best = crop, steps
+    return best
 
 
 def choose_model(
