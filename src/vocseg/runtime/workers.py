@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -70,9 +70,9 @@ def run_in_chunks(
     (macOS, Windows)."""
     from tqdm.auto import tqdm
 
-    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    workers = max(1, min(workers or cpu_count(), n))
     size = max(1, min(32, math.ceil(n / (workers * 4))))
-    tasks: Sequence[tuple] = [task(list(range(i, min(i + size, n)))) for i in range(0, n, size)]
+    tasks = [task(list(range(i, min(i + size, n)))) for i in range(0, n, size)]
     with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar:
         if workers == 1 or len(tasks) == 1:
             for t in tasks:

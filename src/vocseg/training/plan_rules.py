@@ -101,16 +101,10 @@ def _steps(budget_s: float, seconds_per_step: float) -> int:
 def choose_crop(fp: Any, batch: int, budget_s: float, step_time: StepTime, r: Recipe) -> tuple[int, int]:
     """The largest crop up to the images' median long side (the first crop size covering it: 512 for VOC's
     500 px) that still gives MIN_STEPS steps of the small model; else the smallest crop (refused below
-    FLOOR_STEPS steps). Crops are timed smallest first, and none above the first that misses MIN_STEPS:
-    on a slow machine the large ones would spend the budget being timed."""
+    FLOOR_STEPS steps), or a larger one keeping OVERHEAD_KEEP of the smallest's steps."""
     side = fp.long_side["median"]
     cover = min((c for c in CROPS if c >= side), default=CROPS[0])
-    best: tuple[int, int] | None = None
-    for crop in sorted(c for c in CROPS if c <= cover):
-        steps = _steps(budget_s, step_time(SMALL[0], SMALL[1]["encoder"], crop, batch))
-        if steps < MIN_STEPS:
-            break
-        best = crop, steps
+    best = _largest_crop_keeping(MIN_STEPS, CROPS[-1], cover, batch, budget_s, step_time)
     if best is not None:
         r.set("image_size", best[0], f"largest crop up to the median long side ({side:.0f} px) giving >= {MIN_STEPS} steps ({best[1]})")  # fmt: skip
         return best
@@ -125,7 +119,9 @@ def choose_crop(fp: Any, batch: int, budget_s: float, step_time: StepTime, r: Re
             f"({FLOOR_STEPS} steps and the evaluations); give --budget {math.ceil(need / 60)}m or more"
         )
     reason = f"smallest crop: even it gives only {steps} steps (< {MIN_STEPS}) in the budget"
-    larger = _overhead_bound_crop(cover, batch, budget_s, steps, step_time)
+    # Overhead-bound steps: on a CPU where small steps are dominated by fixed costs (launching kernels, the
+    # optimizer's pass over the weights), a 128 px step costs about what a 96 px one does, for 1.8x the pixels.
+    larger = _largest_crop_keeping(OVERHEAD_KEEP * steps, crop + 1, cover, batch, budget_s, step_time)
     if larger is not None:
         reason = (f"no crop gives {MIN_STEPS} steps; {larger[0]} px keeps {larger[1]} of the smallest crop's "
                   f"{steps} (>= {OVERHEAD_KEEP:.0%}): steps bound by per-step overhead, not by pixels")  # fmt: skip
@@ -134,17 +130,16 @@ def choose_crop(fp: Any, batch: int, budget_s: float, step_time: StepTime, r: Re
     return crop, steps
 
 
-def _overhead_bound_crop(
-    cover: int, batch: int, budget_s: float, smallest_steps: int, step_time: StepTime
+def _largest_crop_keeping(
+    min_steps: float, low: int, high: int, batch: int, budget_s: float, step_time: StepTime
 ) -> tuple[int, int] | None:
-    """The largest crop above the smallest (up to ``cover``) that keeps OVERHEAD_KEEP of the smallest's steps,
-    timed upwards until one does not. On a CPU where small steps are dominated by fixed costs (launching
-    kernels, the optimizer's pass over the weights), a 128 px step costs about what a 96 px one does and
-    shows the model 1.8x the pixels."""
+    """The largest crop in [low, high] giving ``min_steps`` steps of the small model, and its steps. Crops are
+    timed smallest first, and none above the first that misses: on a slow machine the large ones would
+    spend the budget being timed."""
     best = None
-    for crop in sorted(c for c in CROPS if CROPS[-1] < c <= cover):
+    for crop in sorted(c for c in CROPS if low <= c <= high):
         steps = _steps(budget_s, step_time(SMALL[0], SMALL[1]["encoder"], crop, batch))
-        if steps < OVERHEAD_KEEP * smallest_steps:
+        if steps < min_steps:
             break
         best = crop, steps
     return best
