@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from vocseg.config import FIELD_NAMES
 from vocseg.data.fingerprint import Fingerprint, compute_fingerprint
 from vocseg.data.voc import VOCSegmentation
 from vocseg.errors import VocsegError
-from vocseg.training.plan_rules import CROPS, FLOOR_STEPS, LONG_SCHEDULE, MIN_STEPS, Machine, plan_recipe
+from vocseg.training.plan_rules import (
+    CROPS,
+    FLOOR_STEPS,
+    LONG_SCHEDULE,
+    MIN_STEPS,
+    MIN_VALIDATIONS,
+    VAL_SHARE,
+    Machine,
+    plan_recipe,
+)
 
 VOC_NAMES = [f"c{i}" for i in range(21)]
 
@@ -69,6 +80,34 @@ def test_builtin_like_data_on_a_cpu_for_15_minutes_lands_on_strong_cpu(base):
     assert (v["optimizer"], v["lr"], v["scheduler"]) == ("adamw", 0.0005, "cosine")
     assert v["class_weighting"] == "paper" and v["copy_paste"] == 0.5 and v["batch_size"] == 8
     assert v["tta"] == "multiscale" and v["tta_scales"] == [0.5, 0.75, 1.0] and v["val_holdout"] == 0.1
+    assert v["val_every"] == 1  # 48 holdout images of 192 px cost ~4% of an epoch of 128 px crops
+
+
+def large_images(base: dict, n: int) -> Fingerprint:
+    """small_objects-like: ``n`` VOC-sized images (500x375) with objects under 1% of the image."""
+    return fingerprint(base, num_images=n, missing_classes=[], long_side={**base["long_side"], "median": 500.0},
+                       height={**base["height"], "median": 375.0}, width={**base["width"], "median": 500.0},
+                       all_objects={**base["all_objects"], "share_median": 0.005})  # fmt: skip
+
+
+@pytest.mark.parametrize("budget", [300, 900, 3600])
+def test_validation_of_large_images_is_spaced_to_a_share_of_training(base, budget):
+    """At 5 minutes a native-size pass over 30 holdout images of 500x375 costs ~77% of an epoch of 96 px crops
+    (33 steps of 8): validating every epoch would halve the steps. The interval brings it to VAL_SHARE where
+    the run has epochs enough for MIN_VALIDATIONS passes, and the steps the later rules read are those left."""
+    r = plan_recipe(large_images(base, 300), VOC_NAMES, Machine("cpu"), budget, cpu_time)
+    v = r.values
+    crop = v["image_size"]
+    assert (crop == 96) == (budget == 300) and v["val_holdout"] == 0.1
+    one_pass = 375 * 500 / (crop * crop * 8) / 3 * 30 / 33  # in epochs of training
+    trained = int(0.85 * budget / cpu_time("", "resnet18", crop, 8))
+    epochs = trained // 33
+    expected = max(1, min(math.ceil(one_pass / VAL_SHARE), epochs // MIN_VALIDATIONS))
+    assert v["val_every"] == expected > 1
+    assert epochs / v["val_every"] >= MIN_VALIDATIONS
+    assert f"~{one_pass:.0%} of an epoch" in r.reasons["val_every"]
+    left = int(trained / (1 + one_pass / expected))
+    assert r.reasons["copy_paste"].endswith(f"{left} steps")  # the later rules see the steps validation leaves
 
 
 def test_fingerprint_figures_move_the_choices(base):

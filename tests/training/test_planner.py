@@ -10,8 +10,11 @@ import yaml
 
 from helpers import cli, folder_dataset
 from vocseg.config import FIELD_NAMES, load_config
+from vocseg.data.fingerprint import dataset_fingerprint
+from vocseg.data.voc import VOCSegmentation
 from vocseg.training import planner
-from vocseg.training.planner import StepTimer, make_plan
+from vocseg.training.plan_rules import COLOUR_DEFINES, FEW_IMAGES
+from vocseg.training.planner import LoaderTimer, StepTimer, make_plan
 
 
 def test_step_timer_times_once_and_remembers(monkeypatch):
@@ -22,14 +25,49 @@ def test_step_timer_times_once_and_remembers(monkeypatch):
     assert timer("transfer_unet", "resnet18", 64, 2) == seconds
 
 
+class FakeLoader:
+    def __init__(self, seconds: float, workers: int) -> None:
+        self.seconds, self.workers, self.calls = seconds, workers, []
+
+    def __call__(self, crop: int, batch: int) -> float:
+        self.calls.append((crop, batch))
+        return self.seconds
+
+
+@pytest.mark.parametrize(("workers", "expected"), [(0, 0.2 + 0.3), (2, 0.2), (1, 0.3)])
+def test_step_timer_adds_the_loader_in_the_main_process_and_overlaps_it_with_workers(monkeypatch, workers, expected):
+    monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: 0.2)
+    loader = FakeLoader(0.3, workers)
+    timer = StepTimer(torch.device("cpu"), 3, log=lambda _: None, loader=loader)
+    assert timer("transfer_unet", "resnet18", 96, 8) == pytest.approx(expected)
+    assert loader.calls == [(96, 8)]  # the loader is timed at the candidate's crop and batch
+
+
 @pytest.fixture
 def data(tmp_path):
     return folder_dataset(tmp_path / "data")
 
 
 @pytest.mark.usefixtures("vocseg_cache")
+def test_loader_timer_makes_batches_with_the_augmentation_the_rules_choose(data, monkeypatch):
+    train = VOCSegmentation(data, "train", num_classes=3)
+    fp = dataset_fingerprint(train)
+    loader = LoaderTimer(train, fp, hflip=0.5, vflip=0.0, workers=0)
+    assert fp.num_images < FEW_IMAGES and fp.colour_separability < COLOUR_DEFINES  # paste and photometric on
+    made = []
+    monkeypatch.setattr("vocseg.training.planner.CopyPasteCollate.__call__", lambda self, b: made.append(b) or b)
+    seconds = loader(64, 3)
+    assert seconds > 0 and len(made) >= 2 and all(len(b) == 3 for b in made)
+    assert all(img.shape == (3, 64, 64) and mask.shape == (64, 64) for b in made for img, mask in b)
+    assert {img.dtype for b in made for img, _ in b} == {torch.float32}  # normalised, as the run's batches
+    monkeypatch.setattr(LoaderTimer, "_time", lambda *a: pytest.fail("timed twice"))
+    assert loader(64, 3) == seconds
+
+
+@pytest.mark.usefixtures("vocseg_cache")
 def test_plan_writes_a_complete_config_with_reasons(data, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: 0.05 * (crop / 96) ** 2)
+    monkeypatch.setattr(LoaderTimer, "_time", lambda self, crop, batch: 0.01)  # measured: test_loader_timer_*
     out = tmp_path / "plans" / "plan.yaml"
     rc, _ = cli(["plan", data, "--budget", "10m", "--device", "cpu", "--out", out], capsys)
     assert rc == 0
@@ -53,6 +91,7 @@ def test_plan_writes_a_complete_config_with_reasons(data, tmp_path, monkeypatch,
 def test_train_recipe_auto_keeps_the_plan_in_the_run(data, tmp_path, monkeypatch, capsys):
     """One command plans and trains; flags given win over the plan and are marked so in plan.yaml."""
     monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: 0.01)
+    monkeypatch.setattr(LoaderTimer, "_time", lambda self, crop, batch: 0.0)
     run = tmp_path / "run"
     args = ["train", "--recipe", "auto", "--data-root", data, "--budget", "40s", "--out", run, "--warmup-iters", 0]
     rc, err = cli([*args, "--batch-size", 4, "--workers", 0, "--device", "cpu", "--no-progress"], capsys)
@@ -70,6 +109,7 @@ def test_train_recipe_auto_keeps_the_plan_in_the_run(data, tmp_path, monkeypatch
 
 def test_plan_refuses_too_small_a_budget(data, tmp_path, monkeypatch, capsys, vocseg_cache):
     monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: 1.0)
+    monkeypatch.setattr(LoaderTimer, "_time", lambda self, crop, batch: 0.0)
     rc, err = cli(["plan", data, "--budget", "1m", "--out", tmp_path / "p.yaml"], capsys)
     assert rc == 2 and "is too small for any candidate" in err and "give --budget 4m or more" in err
     assert not (tmp_path / "p.yaml").exists()

@@ -4,8 +4,8 @@ reason that names the figure it came from. No search happens here; the only meas
 times ``vocseg plan`` takes before calling :func:`plan_recipe` (docs/planning.md: each rule's evidence).
 
     fingerprint, machine, budget, step times
-      -> checks -> crop -> model -> batch -> scales -> optimizer/schedule -> loss weights
-      -> photometric -> copy-paste -> holdout -> test-time augmentation
+      -> checks -> crop -> model -> batch -> scales -> holdout -> validation interval -> optimizer/schedule
+      -> loss weights -> photometric -> copy-paste -> test-time augmentation
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ BACKGROUND_HEAVY = 0.6  # background share of labelled pixels at or above it
 FEW_IMAGES = 2_000  # below it, copy-paste multiplies the object/context pairs a run sees
 MIN_HOLDOUT_IMAGES = 10  # fewer training images cannot give up a holdout that picks an epoch
 TTA_SHARE = 0.15  # test-time views may cost at most this share of the training steps
+VAL_SHARE = 0.1  # the holdout's validation passes may cost at most this share of the training steps
+MIN_VALIDATIONS = 3  # a run validates at least this often (a cosine run ends near its best; 3 guard it)
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,8 @@ class Recipe:
         self.values[key], self.reasons[key] = value, reason
 
 
-# Seconds per optimizer step of (model name, encoder, crop, batch) on the device; measured when first asked
-# (training/planner.py), so only the candidates the rules look at are timed.
+# Seconds per training step of (model name, encoder, crop, batch) on the device, the loader's batch included;
+# measured when first asked (training/planner.py), so only the candidates the rules look at are timed.
 StepTime = Callable[[str, str, int, int], float]
 
 
@@ -74,11 +76,12 @@ def plan_recipe(
     steps = large_steps or steps
     r.set("batch_size", batch, f"{'a GPU takes the field batch' if batch == 16 else 'on a CPU a step costs about its batch, so smaller batches give more steps'} ({machine.device})")  # fmt: skip
     choose_scales(fp, crop, r)
+    choose_holdout(fp, r)
+    steps = choose_val_every(fp, crop, batch, steps, r)
     choose_optimizer(model, machine, steps, r)
     choose_class_weighting(fp, steps, r)
     choose_photometric(fp, r)
     choose_copy_paste(fp, steps, r)
-    choose_holdout(fp, r)
     choose_tta(fp, crop, batch, steps, eval_images or max(1, fp.num_images // 4), r)
     return r
 
@@ -168,6 +171,11 @@ def choose_model(
 def choose_scales(fp: Any, crop: int, r: Recipe) -> None:
     """Zoom in to 2x when objects are small or the crop is as large as the images (the field's 0.5-2.0 on VOC);
     do not zoom out below native size when half resolution loses what tells the classes apart."""
+    r.set("scale_range", *scale_range_for(fp, crop))
+
+
+def scale_range_for(fp: Any, crop: int) -> tuple[list[float], str]:
+    """choose_scales' range and reason (also what the planner times the loader with at each crop)."""
     side, share = fp.long_side["median"], fp.all_objects.get("share_median")
     small = share is not None and share < SMALL_OBJECT_SHARE
     high = 2.0 if small or crop >= side else 1.0
@@ -181,7 +189,7 @@ def choose_scales(fp: Any, crop: int, r: Recipe) -> None:
     shown = "n/a" if keep is None else f"{keep:.0%}"
     low = 1.0 if fine else 0.5
     why_low = f"half resolution keeps {shown} of the classes' separability (finest_scale {fp.finest_scale})"
-    r.set("scale_range", [low, high], f"{why_low}; up to {high}: {why_high}")
+    return [low, high], f"{why_low}; up to {high}: {why_high}"
 
 
 def _half_resolution_keeps(fp: Any) -> float | None:
@@ -221,16 +229,23 @@ def choose_class_weighting(fp: Any, steps: int, r: Recipe) -> None:
 
 def choose_photometric(fp: Any, r: Recipe) -> None:
     """Colour jitter teaches what colour does not decide; where colour defines the classes it would erase them."""
+    r.set("photometric", *photometric_for(fp))
+
+
+def photometric_for(fp: Any) -> tuple[bool, str]:
     sep = fp.colour_separability
     on = sep is None or sep < COLOUR_DEFINES
     shown = "n/a" if sep is None else f"{sep:.2f}"
-    r.set("photometric", on, f"colour_separability {shown} {'<' if on else '>='} {COLOUR_DEFINES}")
+    return on, f"colour_separability {shown} {'<' if on else '>='} {COLOUR_DEFINES}"
 
 
 def choose_copy_paste(fp: Any, steps: int, r: Recipe) -> None:
     """Copy-paste on small training sets trained briefly; off where the field trains long on many images."""
-    on = fp.num_images < FEW_IMAGES and steps < LONG_SCHEDULE
-    r.set("copy_paste", 0.5 if on else 0.0, f"{fp.num_images} training images, {steps} steps")
+    r.set("copy_paste", copy_paste_for(fp, steps), f"{fp.num_images} training images, {steps} steps")
+
+
+def copy_paste_for(fp: Any, steps: int) -> float:
+    return 0.5 if fp.num_images < FEW_IMAGES and steps < LONG_SCHEDULE else 0.0
 
 
 def choose_holdout(fp: Any, r: Recipe) -> None:
@@ -246,6 +261,27 @@ def choose_holdout(fp: Any, r: Recipe) -> None:
     r.set("monitor", "val_miou", "the holdout's mIoU picks the epoch")
 
 
+def _view_steps(fp: Any, crop: int, batch: int) -> float:
+    """What evaluating one image at native size costs, in training steps: a forward pass without backward
+    costs about a third of a step, per crop x crop x batch pixels."""
+    return fp.height["median"] * fp.width["median"] / (crop * crop * batch) / 3
+
+
+def choose_val_every(fp: Any, crop: int, batch: int, steps: int, r: Recipe) -> int:
+    """Validate every N epochs so that the holdout's passes cost at most VAL_SHARE of the training steps (and
+    at least MIN_VALIDATIONS times a run); returns the steps left once validation is paid for. Native-size
+    validation of large images against small training crops can cost as much as the epoch's training: on
+    small_objects at 5 minutes, runs validating every epoch made half the steps their step time allowed."""
+    held = max(1, round(fp.num_images * r.values["val_holdout"]))
+    epoch_steps = max(1, (fp.num_images - held) // batch)
+    share = _view_steps(fp, crop, batch) * held / epoch_steps  # one pass against one epoch's training
+    epochs = max(1, steps // epoch_steps)
+    every = max(1, min(math.ceil(share / VAL_SHARE - 1e-9), epochs // MIN_VALIDATIONS))
+    r.set("val_every", every, f"a pass over the {held} holdout images costs ~{share:.0%} of an epoch's {epoch_steps} "
+                              f"steps; every {every}: ~{share / every:.0%} of ~{epochs} epochs (<= {VAL_SHARE:.0%})")  # fmt: skip
+    return int(steps / (1 + share / every))
+
+
 def choose_tta(fp: Any, crop: int, batch: int, steps: int, eval_images: int, r: Recipe) -> None:
     """Multi-scale + flip testing at the scales trained on (by 0.25, at most four around 1.0) when its views
     cost at most TTA_SHARE of the training steps, else flips when they do, else none. A view of an image
@@ -253,7 +289,7 @@ def choose_tta(fp: Any, crop: int, batch: int, steps: int, eval_images: int, r: 
     low, high = r.values["scale_range"]
     scales = [round(low + 0.25 * i, 2) for i in range(int(round((high - low) / 0.25)) + 1)]
     scales = sorted(sorted(scales, key=lambda s: (abs(s - 1.0), s))[:4])
-    per_view = fp.height["median"] * fp.width["median"] / (crop * crop * batch) / 3 * eval_images
+    per_view = _view_steps(fp, crop, batch) * eval_images
     for kind, views, chosen in (("multiscale", 2 * sum(s * s for s in scales), scales), ("flip", 2.0, None)):
         share = per_view * views / max(steps, 1)
         if share <= TTA_SHARE:

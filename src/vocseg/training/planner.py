@@ -17,21 +17,28 @@ from typing import Any
 
 import torch
 import yaml
+from torchvision import tv_tensors
 
 from ..config import Config, config_from_dict, parse_duration, replace
 from ..data.builder import resolve_data_root, with_dataset_classes
 from ..data.classes import class_names
+from ..data.copy_paste import CopyPasteCollate
 from ..data.fingerprint import Fingerprint, dataset_fingerprint
+from ..data.photometric import PhotometricDistortion
+from ..data.transforms import SegmentationPresetTrain, collate_pad
 from ..data.voc import VOCSegmentation
 from ..models import create_model, get_model_entry
 from ..models.transfer import weights_cache_dir, weights_file_name
 from ..rundir import RunDir
 from ..runtime.device import autocast, resolve_amp, resolve_device
 from ..runtime.files import atomic_write_bytes, output_file
-from .plan_rules import LARGE, SMALL, Machine, Recipe, plan_recipe
+from ..runtime.workers import resolve_workers
+from .plan_rules import LARGE, SMALL, Machine, Recipe, copy_paste_for, photometric_for, plan_recipe, scale_range_for
 
 PLAN_FILE, FINGERPRINT_FILE = RunDir.PLAN, RunDir.FINGERPRINT  # the same names beside a plan and in a run
 TIMING_SECONDS = 2.0  # each candidate is timed for about this long, after one untimed step
+LOADER_SECONDS = 1.0  # the loader's batches at a crop are timed for about this long
+LOADER_SAMPLE = 16  # decoded training images the loader's batches are made from
 
 
 @dataclass
@@ -76,7 +83,8 @@ def make_plan(
     fp = dataset_fingerprint(train)
     log(f"fingerprint of {layout.root} {cfg.train_split} ({fp.num_images} images): {time.perf_counter() - t0:.1f} s")
     dev = resolve_device(device)
-    timer = StepTimer(dev, cfg.num_classes, log)
+    loader = LoaderTimer(train, fp, cfg.hflip, cfg.vflip, resolve_workers(cfg.num_workers, dev))
+    timer = StepTimer(dev, cfg.num_classes, log, loader)
     eval_images = len(layout.read_split(cfg.val_split))
     recipe = plan_recipe(fp, names, Machine(dev.type, available_weights()), budget_s, timer, eval_images)
     fixed = {"budget": budget if isinstance(budget, str) else f"{budget_s:g}s", "iters": None, "device": device}
@@ -104,18 +112,33 @@ def fingerprint_json(plan: Plan) -> str:
 
 
 class StepTimer:
-    """Seconds per training step of a candidate on the device (random data, the run's precision and memory
-    format), timed on first use and remembered."""
+    """Seconds per training step of a candidate: the model's step on the device (random data, the run's
+    precision and memory format) and the loader's batch (``loader``; none: the model's step alone), timed on
+    first use and remembered.
 
-    def __init__(self, device: torch.device, num_classes: int, log: Callable[[str], None] = print) -> None:
-        self.device, self.num_classes, self.log = device, num_classes, log
+    In the main process (0 workers, a CPU's default) the loader's batch adds to the step; with workers it
+    runs beside the step, and the slower of the step and a worker's share of the batch bounds the pace."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        num_classes: int,
+        log: Callable[[str], None] = print,
+        loader: LoaderTimer | None = None,
+    ) -> None:
+        self.device, self.num_classes, self.log, self.loader = device, num_classes, log, loader
         self.times: dict[tuple[str, str, int, int], float] = {}
 
     def __call__(self, model: str, encoder: str, crop: int, batch: int) -> float:
         key = (model, encoder, crop, batch)
         if key not in self.times:
-            self.times[key] = self._time(*key)
-            self.log(f"  timed {encoder} at {crop} px, batch {batch}: {self.times[key]:.3f} s a step")
+            step = self._time(*key)
+            data = self.loader(crop, batch) if self.loader else 0.0
+            workers = self.loader.workers if self.loader else 0
+            self.times[key] = step + data if workers == 0 else max(step, data / workers)
+            where = "in the main process" if workers == 0 else f"over {workers} workers"
+            self.log(f"  timed {encoder} at {crop} px, batch {batch}: {step:.3f} s a step, loader {data:.3f} s a "
+                     f"batch {where}: {self.times[key]:.3f} s")  # fmt: skip
         return self.times[key]
 
     def _time(self, name: str, encoder: str, crop: int, batch: int) -> float:
@@ -142,3 +165,38 @@ class StepTimer:
                 torch.cuda.synchronize(self.device)
             times.append(time.perf_counter() - t)
         return statistics.median(times[1:])  # the first pays for allocation and autotuning
+
+
+class LoaderTimer:
+    """Seconds for the loader to make one training batch at a crop: the training preset with the augmentation
+    the rules choose at that crop (scale range, photometric distortion, copy-paste), applied to decoded
+    images as the run's RAM cache serves them, and collated."""
+
+    def __init__(self, train: VOCSegmentation, fp: Fingerprint, hflip: float, vflip: float, workers: int) -> None:
+        self.fp, self.hflip, self.vflip, self.workers = fp, hflip, vflip, workers
+        self.items = [train.decode(i) for i in range(min(len(train), LOADER_SAMPLE))]
+        self.times: dict[tuple[int, int], float] = {}
+
+    def __call__(self, crop: int, batch: int) -> float:
+        if (crop, batch) not in self.times:
+            self.times[crop, batch] = self._time(crop, batch)
+        return self.times[crop, batch]
+
+    def _time(self, crop: int, batch: int) -> float:
+        scale = tuple(scale_range_for(self.fp, crop)[0])
+        photometric = PhotometricDistortion() if photometric_for(self.fp)[0] else None
+        preset = SegmentationPresetTrain((0.5,) * 3, (0.25,) * 3, crop, self.hflip, self.vflip, scale, photometric)
+        paste = copy_paste_for(self.fp, steps=0)  # the rules paste on short runs: what a CPU run is
+        collate = CopyPasteCollate(paste) if paste else collate_pad
+        times: list[float] = []
+        started, k = time.perf_counter(), 0
+        while len(times) < 2 or (time.perf_counter() - started < LOADER_SECONDS and len(times) < 10):
+            t = time.perf_counter()
+            items = []
+            for _ in range(batch):
+                image, mask = self.items[k % len(self.items)]
+                items.append(preset(tv_tensors.Image(image), tv_tensors.Mask(mask)))
+                k += 1
+            collate(items)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
