@@ -17,6 +17,7 @@ from vocseg.training.plan_rules import (
     MIN_STEPS,
     MIN_VALIDATIONS,
     VAL_SHARE,
+    ZOOM_VIEW,
     Machine,
     plan_recipe,
 )
@@ -110,12 +111,26 @@ def test_validation_of_large_images_is_spaced_to_a_share_of_training(base, budge
     assert r.reasons["copy_paste"].endswith(f"{left} steps")  # the later rules see the steps validation leaves
 
 
+@pytest.mark.parametrize(("per_image", "zoomed"), [(5.7, False), (40.0, True)])
+def test_small_objects_zoom_in_only_while_zoomed_crops_still_hold_objects(base, per_image, zoomed):
+    """small_objects at 5 minutes: 96 px crops of 500x375 images zoomed to 2x overlap ~0.19 of its 5.7 objects
+    an image; most would hold only background, so the range stops at 1.0. Eight times the objects: zoom in."""
+    fp = large_images(base, 300)
+    fp.objects_per_image = {"mean": per_image, "median": per_image, "max": per_image}
+    r = plan_recipe(fp, VOC_NAMES, Machine("cpu"), 300, cpu_time)
+    crop_share = 96 * 96 / (4 * 375 * 500)
+    in_view = per_image * (math.sqrt(crop_share) + math.sqrt(0.005)) ** 2
+    assert r.values["image_size"] == 96 and r.values["scale_range"][1] == (2.0 if zoomed else 1.0)
+    assert (in_view >= ZOOM_VIEW) == zoomed and f"overlaps ~{in_view:.2f} objects" in r.reasons["scale_range"]
+
+
 def test_fingerprint_figures_move_the_choices(base):
     """Each rule reads its figure: fine texture keeps native scale, small objects zoom in, random colours
     turn photometric distortion on, few images take a larger holdout share."""
     kw = dict(num_images=60, long_side={**base["long_side"], "median": 180.0}, missing_classes=[])
     fine = plan_recipe(fingerprint(base, **kw, finest_scale=1.0, scale_separability=[0.8, 0.4, 0.1, 0.05],
-                                   colour_separability=0.05,
+                                   colour_separability=0.05, objects_per_image={"mean": 3.0, "median": 3, "max": 5},
+                                   height={**base["height"], "median": 135.0}, width={**base["width"], "median": 180.0},
                                    all_objects={**base["all_objects"], "share_median": 0.005}),
                        VOC_NAMES, Machine("cpu"), 900, cpu_time)  # fmt: skip
     assert fine.values["scale_range"] == [1.0, 2.0] and fine.values["photometric"] is True

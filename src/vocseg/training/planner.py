@@ -34,9 +34,11 @@ from ..runtime.device import autocast, resolve_amp, resolve_device
 from ..runtime.files import atomic_write_bytes, output_file
 from ..runtime.workers import resolve_workers
 from .plan_rules import LARGE, SMALL, Machine, Recipe, copy_paste_for, photometric_for, plan_recipe, scale_range_for
+from .step import training_loss
 
 PLAN_FILE, FINGERPRINT_FILE = RunDir.PLAN, RunDir.FINGERPRINT  # the same names beside a plan and in a run
 TIMING_SECONDS = 2.0  # each candidate is timed for about this long, after one untimed step
+AUX_WEIGHT = Config().aux_weight  # the candidates have auxiliary heads, trained at the default weight
 LOADER_SECONDS = 1.0  # the loader's batches at a crop are timed for about this long
 LOADER_SAMPLE = 16  # decoded training images the loader's batches are made from
 
@@ -156,8 +158,7 @@ class StepTimer:
             t = time.perf_counter()
             with autocast(self.device, amp):
                 out = model(x)
-                out = out["out"] if isinstance(out, dict) else out
-                loss = torch.nn.functional.cross_entropy(out.float(), y)
+            loss = training_loss(out, y, None, AUX_WEIGHT)[0]  # the run's loss: the aux head's backward too
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
