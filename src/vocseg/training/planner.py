@@ -152,13 +152,14 @@ class StepTimer:
         x = torch.randn(batch, 3, crop, crop, device=self.device).to(memory_format=memory)
         y = torch.randint(0, self.num_classes, (batch, crop, crop), device=self.device)
         amp = resolve_amp("auto", self.device)
+        stride = getattr(model, "aux_stride", 1)
         times: list[float] = []
         started = time.perf_counter()
         while len(times) < 3 or (time.perf_counter() - started < TIMING_SECONDS and len(times) < 20):
             t = time.perf_counter()
             with autocast(self.device, amp):
                 out = model(x)
-            loss = training_loss(out, y, None, AUX_WEIGHT)[0]  # the run's loss: the aux head's backward too
+            loss = training_loss(out, y, None, AUX_WEIGHT, aux_stride=stride)[0]  # the aux head's backward too
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
