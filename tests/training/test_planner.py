@@ -26,7 +26,7 @@ def test_step_timer_times_once_and_remembers(monkeypatch):
     timer = StepTimer(torch.device("cpu"), 3, log=lambda _: None)
     seconds = timer("transfer_unet", "resnet18", 64, 2)
     out, args, kwargs = losses[0]  # the run's loss, the aux head's included (its backward costs time too)
-    assert set(out) == {"out", "aux"} and args[1] > 0 and kwargs["aux_stride"] == 16
+    assert set(out) == {"out", "aux"} and args[2] > 0 and kwargs["aux_stride"] == 16
     assert seconds > 0 and list(timer.times) == [("transfer_unet", "resnet18", 64, 2)]
     monkeypatch.setattr(StepTimer, "_time", lambda *a: pytest.fail("timed twice"))
     assert timer("transfer_unet", "resnet18", 64, 2) == seconds
