@@ -4,13 +4,16 @@ On each family (`vocseg synth --family NAME`, generated once under --data-dir), 
 
 * ``auto``: `vocseg train --recipe auto --budget B` (planning, fingerprint included, counts in the budget);
 * ``strong_cpu``: `vocseg train --config strong_cpu --budget B`, the fixed recipe tuned on the built-in data;
-* ``peer-fp32`` / ``peer-bf16``: segmentation_models_pytorch's Unet-R34 plain loop (bench_peer.py).
+* ``peer-fp32`` / ``peer-bf16``: segmentation_models_pytorch's Unet-R34 plain loop (bench_peer.py);
+* ``auto+TAG`` for each ``--variant TAG=FLAGS``: the plan with FLAGS overriding it (an ablation of one rule's
+  choice; benchmarks/lofo.py fits each such choice leave-one-family-out on the results).
 
 Every contender runs in its own process, one after another, and is scored by vocseg's confusion matrix on
 the family's val split. Ratios are printed per family (auto / peer, auto / strong_cpu).
 
     pip install -e ".[bench]"
     python benchmarks/bench_auto.py --budget 5m --families builtin shape_texture --which auto strong_cpu peer-fp32
+    python benchmarks/bench_auto.py --budget 5m --which auto --variant "crop128=--image-size 128"
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -78,8 +82,18 @@ def run_family(name: str, args: argparse.Namespace) -> dict:
         else:
             row[which] = run_peer(root, args.budget, which == "peer-bf16", out, args.seed)
         print(f"  {name} {which}: {row[which]}", flush=True)
+    for tag, flags in args.variant:
+        row[f"auto+{tag}"] = run_train(["--recipe", "auto", *common, *flags], out / f"auto+{tag}")
+        print(f"  {name} auto+{tag}: {row[f'auto+{tag}']}", flush=True)
     (out / "results.json").write_text(json.dumps(row, indent=1))
     return row
+
+
+def _variant(text: str) -> tuple[str, list[str]]:
+    tag, sep, flags = text.partition("=")
+    if not sep or not tag or not flags.strip():
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: expected TAG=FLAGS, e.g. 'crop128=--image-size 128'")
+    return tag, shlex.split(flags)
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -97,15 +111,18 @@ def main() -> None:
     p.add_argument("--data-seed", type=int, default=0, help="seed the families are generated with")
     p.add_argument("--data-dir", default="bench-auto/data")
     p.add_argument("--out", default="bench-auto")
+    p.add_argument("--variant", type=_variant, action="append", default=[], metavar="TAG=FLAGS",
+                   help="also run the plan with these train flags overriding it, as auto+TAG (repeatable)")  # fmt: skip
     args = p.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; budget {args.budget}; seed {args.seed}", flush=True)  # fmt: skip
     rows = {name: run_family(name, args) for name in args.families}
-    head = "".join(f"{w:>12}" for w in args.which)
+    cols = [*args.which, *(f"auto+{tag}" for tag, _ in args.variant)]
+    head = "".join(f"{w:>14}" for w in cols)
     print(f"\n{'family':<18}{head}{'auto/peer32':>13}{'auto/peer16':>13}{'auto/strong':>13}")
     for name, row in rows.items():
-        m = {w: row[w].get("miou") for w in args.which}
-        cells = "".join(f"{v:>12.4f}" if v is not None else f"{'failed':>12}" for v in m.values())
+        m = {w: row[w].get("miou") for w in cols}
+        cells = "".join(f"{v:>14.4f}" if v is not None else f"{'failed':>14}" for v in m.values())
         ratios = [_ratio(m.get("auto"), m.get(w)) for w in ("peer-fp32", "peer-bf16", "strong_cpu")]
         print(f"{name:<18}{cells}" + "".join(f"{r:>13}" for r in ratios))
 

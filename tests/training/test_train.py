@@ -26,6 +26,7 @@ import yaml
 
 import vocseg.rundir as rundir_mod
 import vocseg.training.step as engine
+import vocseg.training.train as train_mod
 from helpers import TRAIN_ARGS, cli, history_rows, quiet_train, snapshot, subprocess_env, tiny_config
 from vocseg.checkpoint import load_checkpoint
 from vocseg.cli import main
@@ -83,6 +84,40 @@ def test_val_every_validates_every_nth_epoch_and_the_last(monitor, tiny_voc, tmp
     best_epoch = json.loads((run / "metrics.json").read_text())["best_epoch"]
     assert best_epoch == 5 if monitor == "last" else best_epoch in (2, 4, 5)
     assert load_checkpoint(run / "best.pt")["epoch"] == best_epoch
+
+
+@pytest.mark.parametrize(
+    ("every_s", "last_is_due", "written"),
+    [(0.0, True, [1, 2, 3, 4]), (1e9, True, [1, 2, 4]), (1e9, False, [1, 2, 4])],
+    ids=["every-epoch", "first-improved-and-last", "last-written-after-the-loop"],
+)
+def test_last_checkpoint_is_written_at_most_every_interval(
+    every_s, last_is_due, written, tiny_voc, tmp_path, monkeypatch, capsys
+):
+    """last.pt (with history.csv) is written after the first epoch, each improved one (best.pt with it) and
+    the last; between, only once CHECKPOINT_EVERY_S has passed. Should the last epoch go unrecognised,
+    the loop's end still writes it. Either way the finished run's files hold every epoch."""
+    calls: list[tuple[int, bool]] = []
+    original, judge = train_mod.write_epoch_files, train_mod.judge
+    # Only the first validation (epoch 2) improves, whatever the losses: the last epoch is then written as
+    # the last, not as an improved one.
+    monkeypatch.setattr(train_mod, "judge", lambda s, val, epoch: judge(s, val, epoch) and epoch == 1)
+
+    def recording(run, state, improved):
+        calls.append((state["epoch"], improved))
+        original(run, state, improved)
+
+    monkeypatch.setattr(train_mod, "write_epoch_files", recording)
+    monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY_S", every_s)
+    if not last_is_due:
+        monkeypatch.setattr(train_mod, "is_last_epoch", lambda s, epoch: False)
+    run = tmp_path / "run"
+    args = _tiny_args(tiny_voc, run, "--epochs", 4, "--val-every", 2, "--monitor", "val_loss")
+    assert main(args) == 0, capsys.readouterr().err
+    assert [epoch for epoch, _ in calls] == written
+    assert dict(calls)[2] is True and dict(calls)[4] is False
+    assert load_checkpoint(run / "best.pt")["epoch"] == 2
+    assert load_checkpoint(run / "last.pt")["epoch"] == 4 and len(RunDir(run).read_history()) == 4
 
 
 def _tiny_args(tiny_voc, run, *extra):

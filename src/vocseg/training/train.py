@@ -65,6 +65,10 @@ RESUMABLE_KEYS = frozenset(
 # Checkpoints written before the one LR mechanism also hold a "scheduler" entry, which resuming ignores.
 TRAINING_STATE_KEYS = ("optimizer", "scaler", "rng", "step_schedule", "train_model", "ema")
 CURVES_EVERY_S = 30.0  # curves.png is redrawn at most this often while training, and after the last epoch
+# last.pt and history.csv are written at most this often, and after the first, the last and every improved
+# epoch (best.pt with them): a kill loses at most this much training, and epochs of a few steps (a small
+# dataset) do not spend their time copying and serialising the optimizer's state (docs/benchmarks.md).
+CHECKPOINT_EVERY_S = 30.0
 
 
 # ----------------------------------------------------------------------------- small pure pieces
@@ -142,6 +146,8 @@ class Session:
     stopped_early: bool = False
     ema: ModelEma | None = None  # with ema_decay: the averaged weights, which are evaluated and saved
     curves_plotted_at: float | None = None  # clock time curves.png was last drawn
+    checkpointed_at: float | None = None  # clock time last.pt was last written
+    unsaved_epoch: int | None = None  # an epoch trained since last.pt was written, waiting for CHECKPOINT_EVERY_S
     saver: BackgroundWriter = field(default_factory=BackgroundWriter)  # writes checkpoints off the training thread
     loader: Any = None  # the training DataLoader, kept from epoch to epoch so that its workers persist
 
@@ -194,6 +200,8 @@ def train(
             s.history.append(row)
             if s.main:
                 save_epoch(s, epoch, row, val, improved)
+        if s.main and s.unsaved_epoch is not None:
+            write_checkpoints(s, s.unsaved_epoch, improved=False)
     finally:
         s.saver.close()  # the last epoch's files are on disk before best.pt is read, or an error ends the run
     if s.main and s.stopped_early:
@@ -437,8 +445,27 @@ def check_finite(s: Session, row: dict[str, Any], epoch: int) -> None:
 
 
 def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | None, improved: bool) -> None:
-    """Checkpoints (best.pt when improved, then last.pt) and history.csv, written on a background thread
-    from a snapshot while the next epoch trains; curves, TensorBoard and the log line."""
+    """Checkpoints (best.pt when improved, then last.pt) and history.csv when due (checkpoint_due), written
+    on a background thread from a snapshot while the next epoch trains; curves, TensorBoard and the log line."""
+    if improved or checkpoint_due(s, epoch):
+        write_checkpoints(s, epoch, improved)
+    else:
+        s.unsaved_epoch = epoch
+    if curves_due(s, epoch):
+        with s.run.writing(s.run.curves_path):
+            plot_curves(s.history, s.run.curves_path, title=s.cfg.model)
+        s.curves_plotted_at = lr_schedule.clock()
+    if s.writer is not None:
+        metrics = val.metrics if val is not None else None
+        log_epoch(s.writer, row, metrics, unwrap(s.model), s.data.val, s.device, s.amp_dtype, epoch + 1)
+    s.log(
+        f"epoch {epoch + 1}/{s.steps.epochs_label()}  train {row['train_loss']:.4f}  {_val_note(row)}  "
+        f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + _memory_note(s.device) + ("  *" if improved else "")
+    )
+
+
+def write_checkpoints(s: Session, epoch: int, improved: bool) -> None:
+    """Snapshot the run's state after ``epoch`` and write it (write_epoch_files) on the background thread."""
     state = {
         **checkpoint_metadata(s.cfg, s.data.class_names, s.data.mean, s.data.std, s.weight),
         "model": unwrap(s.eval_model()).state_dict(),
@@ -453,17 +480,7 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | No
     if s.ema is not None:
         state.update(train_model=unwrap(s.model).state_dict(), ema=s.ema.state_dict())
     s.saver.submit(write_epoch_files, s.run, detached_copy(state), improved)
-    if curves_due(s, epoch):
-        with s.run.writing(s.run.curves_path):
-            plot_curves(s.history, s.run.curves_path, title=s.cfg.model)
-        s.curves_plotted_at = lr_schedule.clock()
-    if s.writer is not None:
-        metrics = val.metrics if val is not None else None
-        log_epoch(s.writer, row, metrics, unwrap(s.model), s.data.val, s.device, s.amp_dtype, epoch + 1)
-    s.log(
-        f"epoch {epoch + 1}/{s.steps.epochs_label()}  train {row['train_loss']:.4f}  {_val_note(row)}  "
-        f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + _memory_note(s.device) + ("  *" if improved else "")
-    )
+    s.checkpointed_at, s.unsaved_epoch = lr_schedule.clock(), None
 
 
 def write_epoch_files(run: RunDir, state: dict[str, Any], improved: bool) -> None:
@@ -472,13 +489,22 @@ def write_epoch_files(run: RunDir, state: dict[str, Any], improved: bool) -> Non
     run.write_history(state["history"])
 
 
+def is_last_epoch(s: Session, epoch: int) -> bool:
+    return s.stopped_early or s.steps.finished or epoch + 1 >= s.steps.epochs
+
+
 def curves_due(s: Session, epoch: int) -> bool:
     """Redraw curves.png after the last epoch, and between, at most every CURVES_EVERY_S seconds: short
-    epochs should spend their time on steps (docs/benchmarks.md, "Where a 15-minute budget goes";
-    history.csv is written every epoch)."""
-    last = s.stopped_early or s.steps.finished or epoch + 1 >= s.steps.epochs
+    epochs should spend their time on steps (docs/benchmarks.md, "Where a 15-minute budget goes")."""
     recent = s.curves_plotted_at is not None and lr_schedule.clock() - s.curves_plotted_at < CURVES_EVERY_S
-    return last or not recent
+    return is_last_epoch(s, epoch) or not recent
+
+
+def checkpoint_due(s: Session, epoch: int) -> bool:
+    """Write last.pt after the first and the last epoch, and between, at most every CHECKPOINT_EVERY_S
+    seconds (docs/benchmarks.md, "Checkpoints on short epochs")."""
+    recent = s.checkpointed_at is not None and lr_schedule.clock() - s.checkpointed_at < CHECKPOINT_EVERY_S
+    return is_last_epoch(s, epoch) or not recent
 
 
 def _val_note(row: dict[str, Any]) -> str:
