@@ -493,18 +493,21 @@ def is_last_epoch(s: Session, epoch: int) -> bool:
     return s.stopped_early or s.steps.finished or epoch + 1 >= s.steps.epochs
 
 
+def _due(s: Session, epoch: int, done_at: float | None, every_s: float) -> bool:
+    """After the last epoch, the first time, and otherwise once ``every_s`` seconds have passed since ``done_at``."""
+    return is_last_epoch(s, epoch) or done_at is None or lr_schedule.clock() - done_at >= every_s
+
+
 def curves_due(s: Session, epoch: int) -> bool:
-    """Redraw curves.png after the last epoch, and between, at most every CURVES_EVERY_S seconds: short
-    epochs should spend their time on steps (docs/benchmarks.md, "Where a 15-minute budget goes")."""
-    recent = s.curves_plotted_at is not None and lr_schedule.clock() - s.curves_plotted_at < CURVES_EVERY_S
-    return is_last_epoch(s, epoch) or not recent
+    """Redraw curves.png at most every CURVES_EVERY_S seconds: short epochs should spend their time on steps
+    (docs/benchmarks.md, "Where a 15-minute budget goes")."""
+    return _due(s, epoch, s.curves_plotted_at, CURVES_EVERY_S)
 
 
 def checkpoint_due(s: Session, epoch: int) -> bool:
-    """Write last.pt after the first and the last epoch, and between, at most every CHECKPOINT_EVERY_S
-    seconds (docs/benchmarks.md, "Checkpoints on short epochs")."""
-    recent = s.checkpointed_at is not None and lr_schedule.clock() - s.checkpointed_at < CHECKPOINT_EVERY_S
-    return is_last_epoch(s, epoch) or not recent
+    """Write last.pt at most every CHECKPOINT_EVERY_S seconds (docs/benchmarks.md, "Checkpoints on short
+    epochs")."""
+    return _due(s, epoch, s.checkpointed_at, CHECKPOINT_EVERY_S)
 
 
 def _val_note(row: dict[str, Any]) -> str:
