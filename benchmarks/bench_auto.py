@@ -85,8 +85,11 @@ def run_family(name: str, args: argparse.Namespace) -> dict:
     for tag, flags in args.variant:
         row[f"auto+{tag}"] = run_train(["--recipe", "auto", *common, *flags], out / f"auto+{tag}")
         print(f"  {name} auto+{tag}: {row[f'auto+{tag}']}", flush=True)
-    (out / "results.json").write_text(json.dumps(row, indent=1))
-    return row
+    # Merged into the family's earlier results, so a later --variant run adds a column and loses none.
+    done = out / "results.json"
+    merged = {**(json.loads(done.read_text()) if done.exists() else {}), **row}
+    done.write_text(json.dumps(merged, indent=1))
+    return merged
 
 
 def _variant(text: str) -> tuple[str, list[str]]:
@@ -106,7 +109,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="15m")
     p.add_argument("--families", nargs="+", default=family_names(), choices=family_names())
-    p.add_argument("--which", nargs="+", default=list(CONTENDERS[:3]), choices=CONTENDERS)
+    p.add_argument("--which", nargs="*", default=list(CONTENDERS[:3]), choices=CONTENDERS)
     p.add_argument("--seed", type=int, default=0, help="training seed of every contender")
     p.add_argument("--data-seed", type=int, default=0, help="seed the families are generated with")
     p.add_argument("--data-dir", default="bench-auto/data")

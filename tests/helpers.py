@@ -312,7 +312,8 @@ def assert_encoder_equals(model, state):
 # Models made only of modules and ops that cheaper models already export: torch.export, ONNX
 # (tests/deploy/test_export.py) and the largest forward are not run again for them.
 COVERED_BY = {
-    "fcn_resnet101": "fcn_resnet50",
+    "fcn_resnet50": "deeplabv3_resnet50 (backbone) and its head (FCNHead's conv, BN, ReLU, conv are a subset)",
+    "fcn_resnet101": "deeplabv3_resnet50 (backbone at its depth) and its head",
     "deeplabv3_resnet101": "deeplabv3_resnet50",
     "deeplabv3_mobilenet_v3_large": "lraspp_mobilenet_v3_large (backbone) and deeplabv3_resnet50 (head)",
     "transfer_unet-aux": "transfer_unet (the aux head runs only in training)",

@@ -3,9 +3,9 @@ and the transfer model's weight handling (all offline).
 
 Time on 2 CPU cores: the shared contract runs on every registered model, and a torchvision model's
 export plus ONNX conversion takes 10-20 s. Models whose every module and op is already exported in
-another model skip export, ONNX and the largest forward (``COVERED_BY``): the ResNet-101 variants (the
-ResNet-50 ones with more layer3 blocks) and DeepLabV3-MobileNetV3 (LR-ASPP's backbone, DeepLabV3-ResNet-50's
-head, one wrapper for all)."""
+another model skip export, ONNX and the largest forward (``COVERED_BY``): the FCN-ResNets (DeepLabV3-ResNet-50's
+backbone, a head of ops its head has), DeepLabV3-ResNet-101 (the ResNet-50 one with more layer3 blocks) and
+DeepLabV3-MobileNetV3 (LR-ASPP's backbone, DeepLabV3-ResNet-50's head, one wrapper for all)."""
 
 from __future__ import annotations
 
