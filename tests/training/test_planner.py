@@ -100,15 +100,22 @@ def test_train_recipe_auto_keeps_the_plan_in_the_run(data, tmp_path, monkeypatch
     monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: 0.01)
     monkeypatch.setattr(LoaderTimer, "_time", lambda self, crop, batch: 0.0)
     run = tmp_path / "run"
-    args = ["train", "--recipe", "auto", "--data-root", data, "--budget", "15s", "--out", run, "--warmup-iters", 0]
-    rc, err = cli([*args, "--batch-size", 4, "--workers", 0, "--device", "cpu", "--no-progress"], capsys)
+    args = ["train", "--recipe", "auto", "--data-root", data, "--budget", "30s", "--out", run, "--warmup-iters", 0]
+    flags = ["--batch-size", 4, "--workers", 0, "--device", "cpu", "--no-progress", "--model-arg", "aux=false"]
+    rc, err = cli([*args, *flags], capsys)
     assert rc == 0, err
     for name in ("plan.yaml", "fingerprint.json", "config.yaml", "metrics.json", "best.pt"):
         assert (run / name).is_file(), name
     planned = yaml.safe_load((run / "plan.yaml").read_text())
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert planned["batch_size"] == saved["batch_size"] == 4 and saved["budget"] == "15s"
+    assert planned["batch_size"] == saved["batch_size"] == 4 and saved["budget"] == "30s"
     assert saved["model_kwargs"]["encoder"] == "resnet18" and saved["tta"] == "multiscale"
+    # --model-arg adds to the plan's model arguments; the others (the encoder, no pretraining here) stay
+    assert (
+        saved["model_kwargs"]
+        == planned["model_kwargs"]
+        == {"encoder": "resnet18", "aspp": False, "aux": False, "pretrained": False}
+    )
     assert "given on the command line (the plan chose 8" in (run / "plan.yaml").read_text()
     rc, err = cli(["train", "--recipe", "auto", "--data-root", data, "--out", tmp_path / "r2"], capsys)
     assert rc == 2 and "--recipe auto needs --budget" in err
