@@ -56,14 +56,14 @@ def main() -> None:
             f"no auto runs under {Path(args.out, args.budget)}: run bench_auto.py --budget {args.budget} first"
         )
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
-    print(f"{'family':<18}{'planned':>22}" + "".join(f"{m:>20}" for m in MODES) + "   (mIoU, ratio over none, s)")
+    print(f"{'family':<18}{'planned':>32}" + "".join(f"{m:>20}" for m in MODES) + "   (mIoU, ratio over none, s)")
     for ckpt in runs:
         plan = yaml.safe_load((ckpt.parent / "plan.yaml").read_text())
         planned = f"{plan['tta']} {plan.get('tta_scales') or ''}".strip()
         res = score(ckpt)
         base = res["none"][0]
         cells = "".join(f"{f'{m:.4f} {m / base:.2f}x {s:.0f}s':>20}" for m, s in res.values())
-        print(f"{ckpt.parents[2].name:<18}{planned:>22}{cells}", flush=True)
+        print(f"{ckpt.parents[2].name:<18}{planned:>32}{cells}", flush=True)
 
 
 if __name__ == "__main__":
