@@ -31,7 +31,7 @@ from vocseg.rundir import RunDir
 from vocseg.runtime.device import autocast, resolve_amp, resolve_device
 from vocseg.runtime.files import BackgroundWriter, detached_copy
 from vocseg.training.builders import build_model, build_optimizer, resolve_channels_last
-from vocseg.training.train import CHECKPOINT_EVERY_S, write_epoch_files
+from vocseg.training.train import CHECKPOINT_EVERY_S, interval_due, write_epoch_files
 
 
 def main() -> None:
@@ -98,7 +98,7 @@ def main() -> None:
                 for _ in range(args.steps):
                     step()
                 now = time.perf_counter()
-                if saved_at is None or now - saved_at >= CHECKPOINT_EVERY_S or epoch + 1 == args.epochs:
+                if interval_due(epoch + 1 == args.epochs, saved_at, now, CHECKPOINT_EVERY_S):
                     saver.submit(write_epoch_files, run, detached_copy(state(epoch + 1)), True)
                     saved_at = now
         finally:

@@ -12,7 +12,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from .config import FIELD_NAMES, HINTS, Config, load_config, parse_value, replace
+from .config import FIELD_NAMES, HINTS, Config, apply_overrides, load_config, parse_value, replace
 from .errors import VocsegError
 from .version import __version__
 
@@ -147,8 +147,7 @@ def _auto_recipe(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[C
         raise VocsegError("--recipe auto needs --budget (e.g. --budget 15m): the plan is sized to it")
     base = load_config(None, overrides)
     plan = make_plan(base.data_root, base.budget, base.device, base)
-    if "model_kwargs" in overrides:  # --model-arg adds to the plan's model arguments, as to a config's
-        overrides = {**overrides, "model_kwargs": {**plan.config.model_kwargs, **overrides["model_kwargs"]}}
+    overrides = apply_overrides({"model_kwargs": plan.config.model_kwargs}, overrides)  # as onto a config's
     for key in set(overrides) & set(plan.recipe.values):
         if overrides[key] != plan.recipe.values[key]:
             why = f"given on the command line (the plan chose {plan.recipe.values[key]!r}: {plan.recipe.reasons[key]})"

@@ -264,12 +264,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise VocsegError(f"config file {path} must hold a mapping of keys to values")
         data.update(loaded)
     source = str(path) if path is not None else "command line"
+    return config_from_dict(apply_overrides(data, overrides), source)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``data`` with the flags given applied: ``model_kwargs`` adds to the data's model arguments (one
+    ``--model-arg`` changes one), every other key replaces its value."""
+    out = dict(data)
     for key, value in (overrides or {}).items():
-        if key == "model_kwargs":
-            data["model_kwargs"] = {**data.get("model_kwargs", {}), **value}
-        else:
-            data[key] = value
-    return config_from_dict(data, source)
+        out[key] = {**out.get("model_kwargs", {}), **value} if key == "model_kwargs" else value
+    return out
 
 
 def config_dir() -> Path:

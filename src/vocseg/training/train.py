@@ -493,9 +493,13 @@ def is_last_epoch(s: Session, epoch: int) -> bool:
     return s.stopped_early or s.steps.finished or epoch + 1 >= s.steps.epochs
 
 
-def _due(s: Session, epoch: int, done_at: float | None, every_s: float) -> bool:
+def interval_due(last: bool, done_at: float | None, now: float, every_s: float) -> bool:
     """After the last epoch, the first time, and otherwise once ``every_s`` seconds have passed since ``done_at``."""
-    return is_last_epoch(s, epoch) or done_at is None or lr_schedule.clock() - done_at >= every_s
+    return last or done_at is None or now - done_at >= every_s
+
+
+def _due(s: Session, epoch: int, done_at: float | None, every_s: float) -> bool:
+    return interval_due(is_last_epoch(s, epoch), done_at, lr_schedule.clock(), every_s)
 
 
 def curves_due(s: Session, epoch: int) -> bool:
