@@ -90,7 +90,7 @@ def test_evaluate_needs_a_checkpoint_or_a_pretrained_model(capsys):
 
 @pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
 def test_unknown_model_lists_the_valid_ones(tiny_voc: Path, tmp_path: Path, capsys) -> None:
-    """The registry's message (test_models.py) reaches the user from train() and the CLI; so does an unknown
+    """The registry's message (tests/models/test_registry.py) reaches the user from train() and the CLI; so does an unknown
     --model-arg, with the model's valid arguments."""
     valid = ", ".join(list_models())
     with pytest.raises(VocsegError, match="unknown model 'segformer'"):

@@ -1,5 +1,5 @@
-"""Tests of the model zoo: the shared contract for every registered model, the paper's parameter counts,
-and the transfer model's weight handling (all offline).
+"""The model zoo: the shared contract every registered model keeps, and the paper's parameter counts, from
+its tables (all offline; each module's own tests are in tests/models/test_<module>.py).
 
 Time on 2 CPU cores: the shared contract runs on every registered model, and a torchvision model's
 export plus ONNX conversion takes 10-20 s. Models whose every module and op is already exported in
@@ -9,20 +9,14 @@ DeepLabV3-MobileNetV3 (LR-ASPP's backbone, DeepLabV3-ResNet-50's head, one wrapp
 
 from __future__ import annotations
 
-import os
-import re
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch.export import Dim
 
-from helpers import COVERED_BY, IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, random_resnet_state
-from vocseg.errors import VocsegError
-from vocseg.models import count_parameters, create_model, format_model_table, get_model_entry, list_models, model_table
-from vocseg.models.unpool import MaxUnpool2x2
+from helpers import COVERED_BY
+from vocseg.models import count_parameters, create_model, get_model_entry, list_models
 from vocseg.training.step import training_loss
 
 NUM_CLASSES = 21
@@ -159,7 +153,7 @@ class TestEveryModel:
             assert got.shape == (shape[0], NUM_CLASSES, *shape[2:])
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
-    # ONNX: tests/test_export.py exports every registered model and runs it in onnxruntime at 333x517.
+    # ONNX: tests/deploy/test_export.py exports every model not in COVERED_BY and runs it in onnxruntime.
 
 
 # ---------------------------------------------------------------- parameter counts, from the tables
@@ -375,157 +369,3 @@ def test_parameter_count_matches_table(key):
     with torch.device("meta"):  # shapes only: fast
         model = create_model(key.split("-")[0], num_classes=NUM_CLASSES, **kwargs)
     assert count_parameters(model) == expected
-
-
-def test_paper_models_are_registered():
-    assert {"fcn", "unpool", "transfer", "unet"} <= set(list_models())
-
-
-def test_literature_models_are_registered():
-    assert {
-        "transfer_unet",
-        "fcn_resnet50",
-        "fcn_resnet101",
-        "deeplabv3_resnet50",
-        "deeplabv3_resnet101",
-        "deeplabv3_mobilenet_v3_large",
-        "lraspp_mobilenet_v3_large",
-    } <= set(list_models())
-
-
-def test_model_table():
-    rows = model_table(image_size=64)
-    assert [r["name"] for r in rows] == list_models()
-    by_name = {r["name"]: r for r in rows}
-    assert by_name["unpool"]["params"] == table_count(TABLE_2)
-    assert by_name["unet"]["paper_table"] == "Table 4"
-    assert by_name["deeplabv3_resnet50"]["source"] == "torchvision"
-    assert by_name["transfer_unet"]["source"].startswith("vocseg") and by_name["transfer_unet"]["paper_table"] == "-"
-    assert all(r["gflops"] > 0 and r["description"] for r in rows)
-    # FLOPs of convs scale with the pixel count: 512^2 / 64^2 = 64 times as many
-    big = {r["name"]: r["gflops"] for r in model_table(image_size=512)}
-    assert big["fcn"] == pytest.approx(64 * by_name["fcn"]["gflops"], rel=1e-6)
-    text = format_model_table(rows)
-    lines = text.splitlines()
-    assert len(lines) == len(rows) + 2 and all(name in text for name in list_models())
-    assert "GFLOPs" in lines[0] and "memory" in lines[0]
-    # channels-last by default where it was measured faster (docs/benchmarks.md), not for the plain U-Net
-    assert by_name["transfer_unet"]["channels_last"] and not by_name["unet"]["channels_last"]
-    assert not by_name["lraspp_mobilenet_v3_large"]["channels_last"]
-
-
-# ---------------------------------------------------------------- unpooling
-
-
-def test_max_unpool2x2_matches_max_unpool2d():
-    x = torch.randn(2, 3, 12, 18)
-    x[0, 0, :4, :4] = 1.0  # ties inside windows
-    pooled, idx = F.max_pool2d(x, 2, 2, return_indices=True)
-    a = pooled.clone().requires_grad_()
-    b = pooled.clone().requires_grad_()
-    ours, ref = MaxUnpool2x2()(a, idx), F.max_unpool2d(b, idx, 2, 2)
-    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
-    g = torch.randn_like(ref)
-    ours.backward(g)
-    ref.backward(g)
-    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
-
-
-# ---------------------------------------------------------------- registry errors
-
-
-def test_unknown_model_lists_valid_names():
-    valid = ", ".join(list_models())
-    assert "fcn" in valid and "unet" in valid
-    with pytest.raises(VocsegError, match=re.escape(f"unknown model 'segformer'; valid names: {valid}")):
-        create_model("segformer")
-
-
-@pytest.mark.parametrize("name", ["unpool", "transfer", "unet", "transfer_unet", "deeplabv3_resnet50"])
-def test_unknown_kwarg_is_named(name):
-    with pytest.raises(VocsegError, match="bogus_arg"):
-        create_model(name, bogus_arg=1)
-
-
-def test_unknown_encoder():
-    with pytest.raises(VocsegError, match="resnet18"):
-        create_model("transfer", encoder="vgg16", pretrained=False)
-
-
-# ---------------------------------------------------------------- transfer weights (no network)
-
-
-def test_pretrained_weights_from_torch_home_cache(offline, tmp_path):
-    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    state = random_resnet_state()
-    torch.save(state, checkpoints / R18_FILE)
-    model = create_model("transfer", encoder="resnet18", pretrained=True)
-    assert_encoder_equals(model, state)
-    assert model.input_normalization == IMAGENET_NORM
-    assert offline == []  # the cache was used: no network, no download, no hash check
-
-
-def test_pretrained_offline_without_cache_fails_fast(offline, tmp_path):
-    start = time.perf_counter()
-    with pytest.raises(VocsegError) as e:
-        create_model("transfer", encoder="resnet18", pretrained=True)
-    assert time.perf_counter() - start < 5
-    msg = str(e.value)
-    folder = os.path.join(str(tmp_path / "torch"), "hub", "checkpoints")
-    assert R18_FILE in msg and folder in msg and R18.url in msg
-    assert "pretrained=false" in msg and "pretrained: false" in msg
-    assert not (tmp_path / "torch" / "hub" / "checkpoints" / R18_FILE).exists()
-
-
-def test_resnet34_is_the_default_encoder(offline):
-    with pytest.raises(VocsegError, match="resnet34-b627a593.pth"):
-        create_model("transfer")
-
-
-def test_weights_path_takes_precedence(offline, tmp_path):
-    state = random_resnet_state(seed=3)
-    path = tmp_path / "my-resnet18.pth"
-    torch.save(state, path)
-    model = create_model("transfer", encoder="resnet18", weights=str(path))  # pretrained=True is ignored
-    assert_encoder_equals(model, state)
-    assert model.input_normalization == IMAGENET_NORM
-    assert offline == []
-
-
-def test_weights_path_missing(tmp_path):
-    path = tmp_path / "nope.pth"
-    with pytest.raises(VocsegError, match="nope.pth"):
-        create_model("transfer", encoder="resnet18", weights=str(path))
-
-
-def test_weights_path_wrong_keys(tmp_path):
-    path = tmp_path / "wrong.pth"
-    torch.save({"foo.weight": torch.zeros(3)}, path)
-    with pytest.raises(VocsegError, match="wrong.pth"):
-        create_model("transfer", encoder="resnet18", weights=str(path))
-    r18 = tmp_path / "r18.pth"
-    torch.save(random_resnet_state(), r18)
-    with pytest.raises(VocsegError, match="r18.pth"):  # resnet18 weights for a resnet34 encoder
-        create_model("transfer", encoder="resnet34", weights=str(r18))
-
-
-def test_no_pretraining_has_no_input_normalization():
-    model = create_model("transfer", encoder="resnet18", pretrained=False)
-    assert model.input_normalization is None
-
-
-def test_freeze_encoder():
-    model = create_model("transfer", encoder="resnet18", pretrained=False, freeze_encoder=True)
-    assert all(not p.requires_grad for p in model.encoder.parameters())
-    assert all(p.requires_grad for p in model.decoder.parameters())
-    assert all(p.requires_grad for p in model.classifier.parameters())
-    model.train()
-    assert model.training and model.decoder.training
-    assert not any(m.training for m in model.encoder.modules())  # BN statistics stay fixed
-    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    model(torch.randn(2, 3, 64, 64)).sum().backward()
-    for k, v in model.encoder.state_dict().items():
-        assert torch.equal(v, before[k]), k
-    model.eval()
-    assert not model.training

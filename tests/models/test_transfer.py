@@ -1,0 +1,95 @@
+"""vocseg.models.transfer: the pretrained ResNet encoder of Table 3's model: ImageNet weights from the
+torch hub cache or a file, an actionable error offline, a frozen encoder (all without a network)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+
+from helpers import IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, random_resnet_state
+from vocseg.errors import VocsegError
+from vocseg.models import create_model
+
+
+def test_unknown_encoder():
+    with pytest.raises(VocsegError, match="resnet18"):
+        create_model("transfer", encoder="vgg16", pretrained=False)
+
+
+def test_pretrained_weights_from_torch_home_cache(offline, tmp_path):
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    state = random_resnet_state()
+    torch.save(state, checkpoints / R18_FILE)
+    model = create_model("transfer", encoder="resnet18", pretrained=True)
+    assert_encoder_equals(model, state)
+    assert model.input_normalization == IMAGENET_NORM
+    assert offline == []  # the cache was used: no network, no download, no hash check
+
+
+def test_pretrained_offline_without_cache_fails_fast(offline, tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(VocsegError) as e:
+        create_model("transfer", encoder="resnet18", pretrained=True)
+    assert time.perf_counter() - start < 5
+    msg = str(e.value)
+    folder = os.path.join(str(tmp_path / "torch"), "hub", "checkpoints")
+    assert R18_FILE in msg and folder in msg and R18.url in msg
+    assert "pretrained=false" in msg and "pretrained: false" in msg
+    assert not (tmp_path / "torch" / "hub" / "checkpoints" / R18_FILE).exists()
+
+
+def test_resnet34_is_the_default_encoder(offline):
+    with pytest.raises(VocsegError, match="resnet34-b627a593.pth"):
+        create_model("transfer")
+
+
+def test_weights_path_takes_precedence(offline, tmp_path):
+    state = random_resnet_state(seed=3)
+    path = tmp_path / "my-resnet18.pth"
+    torch.save(state, path)
+    model = create_model("transfer", encoder="resnet18", weights=str(path))  # pretrained=True is ignored
+    assert_encoder_equals(model, state)
+    assert model.input_normalization == IMAGENET_NORM
+    assert offline == []
+
+
+def test_weights_path_missing(tmp_path):
+    path = tmp_path / "nope.pth"
+    with pytest.raises(VocsegError, match="nope.pth"):
+        create_model("transfer", encoder="resnet18", weights=str(path))
+
+
+def test_weights_path_wrong_keys(tmp_path):
+    path = tmp_path / "wrong.pth"
+    torch.save({"foo.weight": torch.zeros(3)}, path)
+    with pytest.raises(VocsegError, match="wrong.pth"):
+        create_model("transfer", encoder="resnet18", weights=str(path))
+    r18 = tmp_path / "r18.pth"
+    torch.save(random_resnet_state(), r18)
+    with pytest.raises(VocsegError, match="r18.pth"):  # resnet18 weights for a resnet34 encoder
+        create_model("transfer", encoder="resnet34", weights=str(r18))
+
+
+def test_no_pretraining_has_no_input_normalization():
+    model = create_model("transfer", encoder="resnet18", pretrained=False)
+    assert model.input_normalization is None
+
+
+def test_freeze_encoder():
+    model = create_model("transfer", encoder="resnet18", pretrained=False, freeze_encoder=True)
+    assert all(not p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    assert all(p.requires_grad for p in model.classifier.parameters())
+    model.train()
+    assert model.training and model.decoder.training
+    assert not any(m.training for m in model.encoder.modules())  # BN statistics stay fixed
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    model.eval()
+    assert not model.training
