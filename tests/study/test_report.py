@@ -1,18 +1,15 @@
-"""The report: built from run folders, self-contained HTML, the paper's rows, rendering and figures.
+"""vocseg.study.report: the report built from run folders, self-contained HTML, the paper's rows (its data and
+rendering modules have their own tests in tests/study/report/).
 
 The fake run folders and the HTML reader it shares with test_compare and test_reproduce are in helpers.py.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
-from helpers import HTMLReport, read_report, write_fake_run
-from vocseg.plots import per_class_iou_figure
+from helpers import read_report, write_fake_run
 from vocseg.rundir import RunDir
 from vocseg.study.experiments import EXPERIMENTS
-from vocseg.study.report import Doc, ReportRun, all_background_metrics, write_report
+from vocseg.study.report import ReportRun, write_report
 
 # ----------------------------------------------------------------------------- the report from run folders
 
@@ -84,38 +81,3 @@ def test_report_says_how_its_runs_were_scored(tmp_path, tiny_voc, vocseg_cache):
     text = read_report(md, html).all_text
     assert "using the last epoch's weights ( monitor: last )" in text and "best checkpoint" not in text
     assert "the scores above use the last epoch's weights" in text  # the curves' caption says it too
-
-
-def test_all_background_metrics_hand_computed():
-    # 60 background, 30 class 1, 10 class 3; classes 2, 4.. absent
-    bg = all_background_metrics(np.array([60, 30, 0, 10, 0]))
-    assert bg["pixel_accuracy"] == pytest.approx(0.6)
-    assert bg["mean_iou"] == pytest.approx(0.6 / 3)
-    assert bg["mean_accuracy"] == pytest.approx(1 / 3)
-    assert bg["fw_iou"] == pytest.approx(0.36)
-
-
-# ----------------------------------------------------------------------------- rendering and figures
-
-
-def test_doc_renders_the_same_blocks_to_markdown_and_html(tmp_path):
-    (tmp_path / "figures").mkdir()
-    per_class_iou_figure(
-        {"a": {"background": 0.9, "cat": None}, "b": {"background": 0.8, "cat": 0.3}},
-        tmp_path / "figures" / "bars.png",
-        title="bars",
-    )
-    doc = Doc()
-    doc.h(1, "Title")
-    doc.p("plain `code` and **bold**")
-    doc.p("careful", "note")
-    doc.ul(["one", "two"])
-    doc.table(["name", "mIoU", "runs"], [["a|b", "0.5000 ± 0.0100", "2/3"], ["c", "–", "1/3"]])
-    doc.images([("figures/bars.png", "per-class bars")])
-    md = doc.markdown()
-    assert "# Title" in md and "> **Note.** careful" in md and "- two" in md
-    assert "| a\\|b | 0.5000 ± 0.0100 | 2/3 |" in md and "|---|---:|---:|" in md  # numbers right-aligned
-    page = HTMLReport()
-    page.feed(doc.html(tmp_path, "Title"))
-    assert page.rows[1] == ["a|b", "0.5000 ± 0.0100", "2/3"]
-    assert "<code>code</code>" in doc.html(tmp_path, "Title") and len(page.imgs) == 1
