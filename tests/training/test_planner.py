@@ -12,7 +12,8 @@ from helpers import cli, folder_dataset
 from vocseg.config import FIELD_NAMES, load_config
 from vocseg.data.fingerprint import dataset_fingerprint
 from vocseg.data.voc import VOCSegmentation
-from vocseg.training import planner
+from vocseg.training import lr_schedule, planner
+from vocseg.training.lr_schedule import LrSchedule
 from vocseg.training.plan_rules import COLOUR_DEFINES, FEW_IMAGES
 from vocseg.training.planner import LoaderTimer, StepTimer, make_plan
 
@@ -96,14 +97,25 @@ def test_plan_writes_a_complete_config_with_reasons(data, tmp_path, monkeypatch,
 @pytest.mark.slow
 @pytest.mark.usefixtures("vocseg_cache", "torch_global_state")
 def test_train_recipe_auto_keeps_the_plan_in_the_run(data, tmp_path, monkeypatch, capsys):
-    """One command plans and trains; flags given win over the plan and are marked so in plan.yaml."""
+    """One command plans and trains; flags given win over the plan and are marked so in plan.yaml. The
+    budget runs on a simulated clock (1 s a training step), so the run makes the same steps however loaded
+    the machine is; test_lr_schedule.py checks the budget's books on such a clock."""
     monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: 0.01)
     monkeypatch.setattr(LoaderTimer, "_time", lambda self, crop, batch: 0.0)
+    now, real_after_step = [0.0], LrSchedule.after_step
+
+    def step_costs_1s(self):
+        now[0] += 1.0
+        return real_after_step(self)
+
+    monkeypatch.setattr(lr_schedule, "clock", lambda: now[0])
+    monkeypatch.setattr(LrSchedule, "after_step", step_costs_1s)
     run = tmp_path / "run"
     args = ["train", "--recipe", "auto", "--data-root", data, "--budget", "30s", "--out", run, "--warmup-iters", 0]
     flags = ["--batch-size", 4, "--workers", 0, "--device", "cpu", "--no-progress", "--model-arg", "aux=false"]
     rc, err = cli([*args, *flags], capsys)
     assert rc == 0, err
+    assert 20 <= json.loads((run / "metrics.json").read_text())["steps"] <= 30 and now[0] <= 30.0
     for name in ("plan.yaml", "fingerprint.json", "config.yaml", "metrics.json", "best.pt"):
         assert (run / name).is_file(), name
     planned = yaml.safe_load((run / "plan.yaml").read_text())
