@@ -392,3 +392,29 @@ def folder_dataset(root: Path, n: int = 12) -> Path:
     make_folders(root, n)
     (root / "classes.txt").write_text("\n".join(FOLDER_CLASSES) + "\n")
     return root
+
+
+# torchvision's segmentation models that vocseg registers, with their VOC-label weights.
+TORCHVISION_SEGMENTATION = (
+    "fcn_resnet50",
+    "fcn_resnet101",
+    "deeplabv3_resnet50",
+    "deeplabv3_resnet101",
+    "deeplabv3_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large",
+)
+
+
+def assert_frozen_encoder(model: torch.nn.Module) -> None:
+    """``freeze_encoder=True``: only the decoder and classifier train; the encoder's weights and BN
+    statistics stay as they were through a training forward and backward."""
+    assert all(not p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    assert all(p.requires_grad for p in model.classifier.parameters())
+    model.train()
+    assert model.training and model.decoder.training
+    assert not any(m.training for m in model.encoder.modules())  # BN statistics stay fixed
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision
 from torch.export import Dim
 
-from helpers import COVERED_BY
+from helpers import COVERED_BY, TORCHVISION_SEGMENTATION
 from vocseg.models import count_parameters, create_model, get_model_entry, list_models
 from vocseg.training.step import training_loss
 
@@ -351,14 +351,7 @@ EXPECTED_PARAMS = {
             {"weights": None, "pretrained_backbone": False},
             TV.get_model_weights(name).COCO_WITH_VOC_LABELS_V1.meta["num_params"],
         )
-        for name in (
-            "fcn_resnet50",
-            "fcn_resnet101",
-            "deeplabv3_resnet50",
-            "deeplabv3_resnet101",
-            "deeplabv3_mobilenet_v3_large",
-            "lraspp_mobilenet_v3_large",
-        )
+        for name in TORCHVISION_SEGMENTATION
     },
 }
 

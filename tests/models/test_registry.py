@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from helpers import TORCHVISION_SEGMENTATION
 from vocseg.errors import VocsegError
 from vocseg.models import create_model, get_model_entry, list_models
 
@@ -16,15 +17,7 @@ def test_paper_models_are_registered():
 
 
 def test_literature_models_are_registered():
-    assert {
-        "transfer_unet",
-        "fcn_resnet50",
-        "fcn_resnet101",
-        "deeplabv3_resnet50",
-        "deeplabv3_resnet101",
-        "deeplabv3_mobilenet_v3_large",
-        "lraspp_mobilenet_v3_large",
-    } <= set(list_models())
+    assert {"transfer_unet", *TORCHVISION_SEGMENTATION} <= set(list_models())
 
 
 def test_models_are_listed_sorted_with_their_source():
