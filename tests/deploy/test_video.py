@@ -327,7 +327,9 @@ def test_memory_does_not_grow_with_the_clip_length(tmp_path):
     """Frames are streamed: the resident memory at frame 200 is that at frame 60 (by then the encoder's
     look-ahead buffers are full). The frames' pixels are FFmpeg's buffers, which tracemalloc does not see,
     hence the resident set size, read at each model call. Each 160x120 frame is 58 kB as RGB: holding the
-    decoded frames adds about 12 MB between the two (measured), streaming under 0.5 MB."""
+    decoded frames adds about 12 MB between the two (measured), streaming under 0.5 MB. Held frames would grow
+    the memory in both halves of that span (~4 MB each); a one-off allocation elsewhere in the process (seen
+    once: 5.7 MB) lands in one half only, so the smaller half's growth is what is judged."""
     clip = write_clip(tmp_path / "long.mp4", frames=200, h=120, w=160)
     rss = []
     stub = channel_predictor()
@@ -340,8 +342,11 @@ def test_memory_does_not_grow_with_the_clip_length(tmp_path):
     stub.model = measured
     predict_video(stub, clip, tmp_path / "out", masks=True, progress=False)
     assert len(rss) == 200
-    growth = max(rss[60:]) - rss[60]
-    assert growth < 4_000_000, f"resident memory grew by {growth / 1e6:.1f} MB from frame 60 to 200"
+    halves = [max(rss[60:130]) - rss[60], max(rss[130:]) - rss[130]]
+    growth = min(halves)
+    assert growth < 2_000_000, (
+        f"resident memory grew by {[round(g / 1e6, 1) for g in halves]} MB in frames 60-130, 130-200"
+    )
 
 
 def test_cli_predict_takes_images_and_videos_together(checkpoint, tmp_path, capsys):
