@@ -32,6 +32,15 @@ from vocseg.runtime.workers import one_torch_thread
 TINY_TRAIN, TINY_VAL, TINY_MAX_SIDE = 12, 4, 64
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first, the rest in file order (a stable sort).
+
+    One test process per core (xdist) takes tests in this order: a long test started last keeps one core
+    busy while the other idles, so the long ones go first and the many short ones fill the gaps.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def tiny_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder holding ``VOCdevkit`` of a 12 train / 4 val synthetic dataset (long side 48-64 px).

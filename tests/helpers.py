@@ -47,7 +47,7 @@ from vocseg.config import Config
 from vocseg.data.classes import IGNORE_INDEX, VOC_CLASSES, voc_palette
 from vocseg.data.voc import VOCSegmentation
 from vocseg.metrics import ConfusionMatrix
-from vocseg.models import create_model
+from vocseg.models import count_parameters, create_model
 from vocseg.rundir import RunDir
 from vocseg.training.train import train
 
@@ -418,3 +418,38 @@ def assert_frozen_encoder(model: torch.nn.Module) -> None:
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     for k, v in model.encoder.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+# ----------------------------------------------------------------------------- the paper's tables (tests/models/test_<model>.py)
+
+
+def conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
+    """Parameters of a (transposed) conv with a k x k kernel."""
+    return k * k * cin * cout + (cout if bias else 0)
+
+
+def table_count(layers: list[tuple[str, int, int, int]]) -> int:
+    """Parameters of (type, cin, cout, k) rows written out from the paper's tables."""
+    total = 0
+    for kind, cin, cout, k in layers:
+        if kind in ("conv", "deconv"):
+            total += conv(cin, cout, k)
+        elif kind in ("conv_nobias", "deconv_nobias"):
+            total += conv(cin, cout, k, bias=False)
+        elif kind in ("bn", "in_affine"):  # BatchNorm2d / affine InstanceNorm2d: weight and bias
+            total += 2 * cout
+        elif kind not in ("relu", "pool", "unpool", "in"):
+            raise AssertionError(f"unknown row type {kind!r}")
+    return total
+
+
+def resnet_without_fc(weights: torchvision.models.WeightsEnum, fc_in: int = 512) -> int:
+    """torchvision's parameter count of a ResNet less its 1000-class fc head."""
+    return weights.meta["num_params"] - (fc_in * 1000 + 1000)
+
+
+def assert_parameter_count(name: str, expected: int, num_classes: int = 21, **kwargs: Any) -> None:
+    """The registered model ``name`` built with ``kwargs`` has ``expected`` parameters (shapes only)."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes=num_classes, **kwargs)
+    assert count_parameters(model) == expected, (name, kwargs)

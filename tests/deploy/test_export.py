@@ -96,6 +96,7 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
     gc.collect()
 
 
+@pytest.mark.slow
 def test_onnx_metadata_round_trip(tmp_path):
     names = ["sky", "road", "car"]
     ckpt = tmp_path / "m.pt"

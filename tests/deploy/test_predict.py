@@ -163,6 +163,7 @@ def test_same_stems_do_not_clobber_each_other(checkpoint, tmp_path):
         np.testing.assert_array_equal(read_mask(tmp_path / "out" / name), expected_mask(rgbs[rel]))
 
 
+@pytest.mark.slow
 def test_exported_sources_give_the_checkpoints_masks(checkpoint, tmp_path):
     pytest.importorskip("onnxruntime")
     write_mode_images(tmp_path / "in")

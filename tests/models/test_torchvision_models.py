@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from helpers import IMAGENET_NORM
+from helpers import IMAGENET_NORM, TORCHVISION_SEGMENTATION, assert_parameter_count
 from vocseg.errors import VocsegError
 from vocseg.models import create_model
 from vocseg.models.torchvision_models import SPECS, pretrained_model
@@ -280,3 +280,11 @@ def test_evaluate_and_predict_torchvisions_weights_without_a_checkpoint(offline,
     assert main(["predict", *argv, str(image), "--out", str(tmp_path / "out")]) == 0
     assert Image.open(tmp_path / "out" / "photo.png").size == (57, 41)
     assert offline == []
+
+
+@pytest.mark.parametrize("name", TORCHVISION_SEGMENTATION)
+def test_offline_build_has_the_parameters_of_the_voc_label_weights(name):
+    # Built offline, the models have exactly the parameters of torchvision's VOC-label weights (21 classes,
+    # auxiliary head included), so those weights and checkpoints load into them.
+    expected = torchvision.models.get_model_weights(name).COCO_WITH_VOC_LABELS_V1.meta["num_params"]
+    assert_parameter_count(name, expected, weights=None, pretrained_backbone=False)

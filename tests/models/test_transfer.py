@@ -8,8 +8,19 @@ import time
 
 import pytest
 import torch
+import torchvision
 
-from helpers import IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, assert_frozen_encoder, random_resnet_state
+from helpers import (
+    IMAGENET_NORM,
+    R18,
+    R18_FILE,
+    assert_encoder_equals,
+    assert_frozen_encoder,
+    assert_parameter_count,
+    random_resnet_state,
+    resnet_without_fc,
+    table_count,
+)
 from vocseg.errors import VocsegError
 from vocseg.models import create_model
 
@@ -84,3 +95,23 @@ def test_freeze_encoder():
     assert_frozen_encoder(model)
     model.eval()
     assert not model.training
+
+
+# Table 3's decoder and classifier; the encoder is torchvision's ResNet without its fc head.
+TABLE_3_DECODER = [
+    *[
+        r
+        for cin, cout in [(512, 256), (256, 128), (128, 64), (64, 32), (32, 16)]
+        for r in (("deconv", cin, cout, 3), ("bn", cout, cout, 0))
+    ],
+    ("conv", 16, 21, 1),
+]
+
+
+@pytest.mark.parametrize(
+    "encoder, weights",
+    [("resnet34", torchvision.models.ResNet34_Weights.IMAGENET1K_V1), ("resnet18", R18)],
+)
+def test_parameter_count_matches_table_3(encoder, weights):
+    expected = resnet_without_fc(weights) + table_count(TABLE_3_DECODER)
+    assert_parameter_count("transfer", expected, pretrained=False, encoder=encoder)

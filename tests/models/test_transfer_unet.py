@@ -11,7 +11,17 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from helpers import IMAGENET_NORM, R18, R18_FILE, assert_encoder_equals, assert_frozen_encoder, random_resnet_state
+from helpers import (
+    IMAGENET_NORM,
+    R18,
+    R18_FILE,
+    assert_encoder_equals,
+    assert_frozen_encoder,
+    assert_parameter_count,
+    random_resnet_state,
+    resnet_without_fc,
+    table_count,
+)
 from vocseg.errors import VocsegError
 from vocseg.models import create_model
 
@@ -224,3 +234,51 @@ def test_aux_loss_reaches_the_encoder_but_not_the_decoder():
 def test_aux_must_be_a_bool():
     with pytest.raises(VocsegError, match="aux"):
         create_model("transfer_unet", encoder="resnet18", pretrained=False, aux="yes")
+
+
+# ---------------------------------------------------------------- parameter counts
+
+
+def decoder_rows(stages=(64, 64, 128, 256, 512), aspp=False, widths=(256, 128, 64, 32)):
+    """transfer_unet without its encoder: [ASPP], decoder blocks at 1/16 .. 1/2, classifier."""
+    *skips, deepest = stages
+    rows, cin = [], deepest
+    if aspp:  # 1x1 and three atrous 3x3 branches, bias-free image-pooling conv, 1x1 projection of 5 x 256
+        rows += [("conv_nobias", deepest, 256, 1), ("bn", 256, 256, 0)]
+        rows += [r for _ in range(3) for r in (("conv_nobias", deepest, 256, 3), ("bn", 256, 256, 0))]
+        rows += [("conv", deepest, 256, 1), ("conv_nobias", 5 * 256, 256, 1), ("bn", 256, 256, 0)]
+        cin = 256
+    for skip, cout in zip(reversed(skips), widths):
+        rows += [
+            ("conv_nobias", cin + skip, cout, 3),
+            ("bn", cout, cout, 0),
+            ("conv_nobias", cout, cout, 3),
+            ("bn", cout, cout, 0),
+        ]
+        cin = cout
+    return rows + [("conv", cin, 21, 1)]
+
+
+TV = torchvision.models
+R50_STAGES = (64, 256, 512, 1024, 2048)
+EXPECTED_PARAMS = {
+    "resnet34": ({}, resnet_without_fc(TV.ResNet34_Weights.IMAGENET1K_V1) + table_count(decoder_rows())),
+    "resnet18-aspp": (
+        {"encoder": "resnet18", "aspp": True},
+        resnet_without_fc(R18) + table_count(decoder_rows(aspp=True)),
+    ),
+    "resnet18-narrow": (
+        {"encoder": "resnet18", "decoder_channels": [128, 64, 32, 16]},
+        resnet_without_fc(R18) + table_count(decoder_rows(widths=(128, 64, 32, 16))),
+    ),
+    "resnet50-aspp": (
+        {"encoder": "resnet50", "aspp": True},
+        resnet_without_fc(TV.ResNet50_Weights.IMAGENET1K_V1, 2048) + table_count(decoder_rows(R50_STAGES, aspp=True)),
+    ),
+}
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED_PARAMS))
+def test_parameter_count(key):
+    kwargs, expected = EXPECTED_PARAMS[key]
+    assert_parameter_count("transfer_unet", expected, pretrained=False, **kwargs)

@@ -15,6 +15,7 @@ from vocseg.data.synthetic import generate_synthetic_voc
 from vocseg.evaluation.evaluate import evaluate_checkpoint
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_matches_single_process_eval(tmp_path, monkeypatch):
     data = tmp_path / "data"
     generate_synthetic_voc(data, n_train=12, n_val=5, seed=1, max_side=64, workers=1)
@@ -89,6 +90,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_ranks_follow_rank_zeros_budget_plan(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     init = tmp_path / "init"

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import Config, config_dir, config_from_dict, load_config
 from ..errors import VocsegError
+from ..models import get_model_entry
 
 __all__ = [
     "EXPERIMENTS",
@@ -202,8 +203,6 @@ def pretrained_weights_cached(model: str, model_kwargs: Mapping[str, Any]) -> bo
     (called with the kwargs it names) and ``weights_cache_dir()``; a module without them counts as
     not cached, so callers assume a download.
     """
-    from ..models import get_model_entry
-
     entry = get_model_entry(model)
     kwargs = {**_builder_defaults(entry.builder), **model_kwargs}
     offline = entry.offline_kwargs
@@ -224,8 +223,6 @@ def pretrained_weights_cached(model: str, model_kwargs: Mapping[str, Any]) -> bo
 
 
 def _without_download(model: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    from ..models import get_model_entry
-
     return {**kwargs, **get_model_entry(model).offline_kwargs}
 
 

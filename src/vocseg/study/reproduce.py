@@ -33,7 +33,9 @@ from typing import Any
 from ..config import Config
 from ..errors import VocsegError
 from ..rundir import DONE, EMPTY, INTERRUPTED, RunDir
+from ..runtime.device import resolve_device
 from ..runtime.files import atomic_write_bytes, output_dir
+from ..training.train import train
 from . import experiments
 from .experiments import (
     EXPERIMENTS,
@@ -187,8 +189,6 @@ def start_manifest(out: Path, quick: bool, data_root: str | Path | None, device:
 
 
 def _train_plan(plan: Plan, progress: bool, log: Callable[[str], None]) -> tuple[str, Any]:
-    from ..training.train import train
-
     if plan.action == "skip":
         return "skipped", None
     if plan.action == "resume":
@@ -306,8 +306,6 @@ def reproduce(
     A run that fails with a :class:`VocsegError` (e.g. pretrained weights missing outside ``quick``)
     does not stop the others: it is reported, and after the report is written this raises a
     ``VocsegError`` naming the failures."""
-    from ..runtime.device import resolve_device
-
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise VocsegError(f"seeds must be an integer >= 1, got {seeds!r}")
     out = output_dir(out, "study folder", create=False)  # created once the experiments are known good

@@ -12,6 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from ...config import config_from_dict
+from ...data.builder import class_names_for, resolve_data_root, split_ids
+from ...data.stats import dataset_stats
+from ...data.synthetic import ID_PREFIX
+from ...data.voc import VOCSegmentation, read_split
 from ...errors import VocsegError
 
 __all__ = ["DataInfo", "all_background_metrics", "data_info"]
@@ -32,12 +37,6 @@ class DataInfo:
 
 def data_info(cfg_dict: Mapping[str, Any], source: str = "config.yaml") -> DataInfo:
     """What data a run with this config used, and its test split's class counts."""
-    from ...config import config_from_dict
-    from ...data.builder import class_names_for, resolve_data_root, split_ids
-    from ...data.stats import dataset_stats
-    from ...data.synthetic import ID_PREFIX
-    from ...data.voc import VOCSegmentation, read_split
-
     cfg = config_from_dict(dict(cfg_dict), source)
     layout = resolve_data_root(cfg.data_root)
     root = layout.root

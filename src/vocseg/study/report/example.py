@@ -6,7 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
+from ...checkpoint import load_model
+from ...data.classes import IGNORE_INDEX
+from ...data.transforms import SegmentationPresetEval
+from ...data.voc import VOCSegmentation, load_mask
+from ...evaluation.inference import predict_logits
 from .data import DataInfo
 from .runs import ReportRun
 
@@ -18,9 +24,6 @@ def choose_example(info: DataInfo) -> tuple[str | None, list[int]]:
 
     Reads every test mask once: per-image class presence is not in any cache, and this is the only
     per-image scan the report makes."""
-    from ...data.classes import IGNORE_INDEX
-    from ...data.voc import VOCSegmentation, load_mask
-
     n = len(info.class_names)
     ds = VOCSegmentation(info.voc_root, info.test_split, ids=info.test_ids, num_classes=n)
     best_key, best_id, best_classes = None, None, []
@@ -42,13 +45,6 @@ def predict_example(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The image, its ground truth, and each run's prediction keyed by label (runs without a best
     checkpoint are left out), at native resolution with each checkpoint's own normalisation."""
-    import torch
-
-    from ...checkpoint import load_model
-    from ...data.transforms import SegmentationPresetEval
-    from ...data.voc import VOCSegmentation
-    from ...evaluation.inference import predict_logits
-
     n = len(info.class_names)
     image, mask = VOCSegmentation(info.voc_root, info.test_split, ids=[image_id], num_classes=n).load(0)
     preds = {}

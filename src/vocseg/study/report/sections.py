@@ -10,10 +10,14 @@ import platform
 import shutil
 
 import numpy as np
+import torch
+import torchvision
 
+from ...data.builder import HOLDOUT_SEED
 from ...errors import VocsegError
 from ...plots import comparison_figure, confusion_figure, per_class_iou_figure, plot_curves
 from ...rundir import RunDir
+from ...version import __version__
 from ..significance import N_BOOT, paired_bootstrap, verdict
 from .data import all_background_metrics
 from .example import choose_example, predict_example
@@ -437,11 +441,6 @@ def recipes(doc: Doc, ctx: ReportContext) -> None:
 
 
 def _versions(device: str) -> list[str]:
-    import torch
-    import torchvision
-
-    from ...version import __version__
-
     dev = device
     if device.startswith("cuda") and torch.cuda.is_available():
         dev = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
@@ -474,8 +473,6 @@ def _data_items(ctx: ReportContext) -> list[str]:
 
 
 def data_seeds_versions(doc: Doc, ctx: ReportContext) -> None:
-    from ...data.builder import HOLDOUT_SEED
-
     doc.h(2, "Data, seeds, versions")
     items = _data_items(ctx) if ctx.info is not None else []
     seeds = sorted({str((r.cfg or {}).get("seed")) for r in ctx.runs if r.cfg})

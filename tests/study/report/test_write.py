@@ -1,5 +1,5 @@
-"""vocseg.study.report: the report built from run folders, self-contained HTML, the paper's rows (its data and
-rendering modules have their own tests in tests/study/report/).
+"""vocseg.study.report.write: the whole report built from run folders, self-contained HTML, the paper's rows
+(the modules it calls have their own tests beside this file).
 
 The fake run folders and the HTML reader it shares with test_compare and test_reproduce are in helpers.py.
 """
