@@ -15,6 +15,7 @@ from .classes import class_names
 from .layout import DatasetLayout, resolve_layout
 from .photometric import PhotometricDistortion
 from .stats import DatasetStats, dataset_stats
+from .synthetic import default_dataset_root
 from .transforms import SegmentationPresetEval, SegmentationPresetTrain
 from .voc import VOCSegmentation
 
@@ -25,8 +26,6 @@ def resolve_data_root(data_root: str | Path | None) -> DatasetLayout:
     """The dataset to use (a VOC tree or image/mask folders; data/layout.py): the given root, or the
     built-in synthetic dataset (generated once)."""
     if data_root is None:
-        from .synthetic import default_dataset_root
-
         data_root = default_dataset_root()
     return resolve_layout(data_root)
 
