@@ -149,16 +149,40 @@ def test_budget_charges_the_per_epoch_work_to_the_steps(tiny_voc, tmp_path, monk
     assert result.metrics["steps"] == result.metrics["planned_steps"]
 
 
-def test_budget_times_test_time_augmentation_instead_of_counting_its_pixels(tiny_voc, tmp_path, monkeypatch):
+@pytest.mark.parametrize("val_every", [1, 6])
+def test_budget_times_test_time_augmentation_instead_of_counting_its_pixels(val_every, tiny_voc, tmp_path, monkeypatch):
     """Multi-scale testing here costs 1.5x what its pixels say (small scales run less efficiently): the
-    plan must take the cost it measures, not tta_cost's pixel count, and still end within the budget."""
-    kw = {"tta": "multiscale", "tta_factor": 1.5}
+    plan must take the cost it measures, not tta_cost's pixel count, and still end within the budget. With
+    val_every 6 the run re-plans three times before its first validation pass: the cost is measured once
+    (re-measured at every re-plan, the correction compounded to 1.5^4 and left 12% of the budget unused)."""
+    kw = {"tta": "multiscale", "tta_factor": 1.5, "val_every": val_every}
+    probes, real_probe = [], train_mod.measured_tta_cost
+    monkeypatch.setattr(train_mod, "measured_tta_cost", lambda s: probes.append(s) or real_probe(s))
     _, used, _, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "run", 120.0, **kw)
     assert used <= 120.0, f"the run took {used} simulated seconds of a 120 s budget"
-    assert used >= 0.85 * 120.0, f"the plan left {120.0 - used} s of the budget unused"
+    assert used >= 0.9 * 120.0, f"the plan left {120.0 - used} s of the budget unused"
+    assert len(probes) == 1
     monkeypatch.setattr(train_mod, "measured_tta_cost", lambda s: None)  # the pixel count alone overshoots
     _, unmeasured, _, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "unmeasured", 120.0, **kw)
     assert unmeasured > 120.0, unmeasured
+
+
+def test_a_replan_that_ends_the_run_between_validations_still_validates(tiny_voc, tmp_path, monkeypatch):
+    """val_every 5, and the budget's re-plan after epoch 2 finds the time spent (a slowed machine): epoch 2 is
+    the last, so it validates, picks best.pt and the final evaluation runs, instead of a run without best.pt."""
+    real_end = sr.LrSchedule.end_epoch
+
+    def slowed_at_epoch_2(self, val_seconds):
+        real_end(self, val_seconds)
+        if self.step == 2 * self.spe:
+            self.total_steps = self.step
+
+    monkeypatch.setattr(sr.LrSchedule, "end_epoch", slowed_at_epoch_2)
+    result, _, passes, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "run", 120.0, val_every=5)
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert result.history[0]["val_miou"] is None and result.history[1]["val_miou"] is not None
+    assert result.metrics["best_epoch"] == 2 and (tmp_path / "run" / "best.pt").is_file()
+    assert len(passes) == 2  # epoch 2's validation and the final evaluation
 
 
 @pytest.mark.parametrize("epochs", [6, 13])

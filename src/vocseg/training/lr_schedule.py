@@ -68,6 +68,8 @@ class LrSchedule:
         # measurable). Small scales cost more than their pixels, so the pixel count alone (tta_cost) would
         # under-reserve a multi-scale final evaluation (docs/benchmarks.md, "Where a 15-minute budget goes").
         self.tta_probe: Callable[[], float | None] | None = None
+        self.tta_measured = False  # final_eval_ratio holds the probe's correction (applied once)
+        self.eval_estimate: float | None = None  # a validation pass's seconds, probed before the first one
         self.elapsed_before = 0.0  # seconds spent before a resume
         self.step_seconds: float | None = None
         self.eval_seconds: float | None = None
@@ -162,13 +164,22 @@ class LrSchedule:
                 self._epoch_began = (*self._epoch_began[:2], val_seconds)
         self._plan(replan=True)
 
-    def _plan(self, replan: bool) -> None:
-        eval_s = self.eval_seconds
-        if eval_s is None:  # before the first validation: time a few validation images now
-            eval_s = self.num_eval_images * (self.eval_probe() if self.eval_probe else self.step_seconds)
+    def _probed_eval_seconds(self) -> float:
+        """Before the first validation pass: the pass estimated from a few timed images, and the final
+        evaluation's TTA ratio corrected once by its measured cost. Probed once per run: the correction is a
+        factor, and re-applying it at every re-plan compounded its noise (a 4-scale final evaluation reserved
+        four times its cost, docs/benchmarks.md, "Where a 15-minute budget goes")."""
+        if self.eval_estimate is None:
+            self.eval_estimate = self.num_eval_images * (self.eval_probe() if self.eval_probe else self.step_seconds)
+        if not self.tta_measured:
             measured = self.tta_probe() if self.tta_probe and self.cfg.tta != "none" else None
             if measured:  # the pixel-count estimate, corrected by the measured cost
                 self.final_eval_ratio *= measured / tta_cost(self.cfg.tta, self.cfg.tta_scales)
+            self.tta_measured = True
+        return self.eval_estimate
+
+    def _plan(self, replan: bool) -> None:
+        eval_s = self.eval_seconds if self.eval_seconds is not None else self._probed_eval_seconds()
         planned = plan_budget(
             self.budget_s,
             self.step_seconds + self.epoch_overhead() / self.spe,
@@ -199,6 +210,8 @@ class LrSchedule:
                 eval_seconds=self.eval_seconds,
                 epoch_overheads=list(self.epoch_overheads),
                 final_eval_ratio=self.final_eval_ratio,
+                tta_measured=self.tta_measured,
+                eval_estimate=self.eval_estimate,
             )
         return state
 
@@ -212,6 +225,9 @@ class LrSchedule:
             self.step_seconds, self.eval_seconds = state["step_seconds"], state["eval_seconds"]
             self.epoch_overheads = list(state.get("epoch_overheads", []))  # absent in older checkpoints
             self.final_eval_ratio = state.get("final_eval_ratio", self.final_eval_ratio)
+            # Older checkpoints saved the ratio after its correction, without this flag.
+            self.tta_measured = state.get("tta_measured", "final_eval_ratio" in state)
+            self.eval_estimate = state.get("eval_estimate")
             self.total_steps = state["total_steps"]
         if self.per_step:
             self._set_lr()

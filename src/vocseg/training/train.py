@@ -351,6 +351,9 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
     val = score(s, s.data.val, progress, f"epoch {epoch + 1} val") if validation_due(s, epoch) else None
     seconds = lr_schedule.clock() - t0
     s.steps.end_epoch(seconds - (t_train - t0) if val is not None else None)
+    if val is None and s.steps.finished:  # a budget's re-plan just made this epoch the last: it validates too
+        val = score(s, s.data.val, progress, f"epoch {epoch + 1} val")
+        seconds = lr_schedule.clock() - t0
     m = val.metrics if val is not None else {}
     row = {
         "epoch": epoch + 1,
