@@ -54,10 +54,14 @@ def _simulated_budget_run(
     val_every: int = 1,
     save_s: float = 0.0,
     tta_factor: float = 1.0,
+    forward_s: float = 0.5,
+    pass_s: float = 0.0,
 ):
-    """A budgeted run on a simulated clock: each training step costs 1 s, each validation pass 2 s (times
-    the test-time augmentation's cost, times ``tta_factor`` with augmentation) and each epoch's checkpoints
-    ``save_s``. Returns the result, the simulated seconds, the passes and the log."""
+    """A budgeted run on a simulated clock: each training step costs 1 s; each image's forward ``forward_s``
+    (times the test-time augmentation's cost, times ``tta_factor`` with augmentation), so a plain pass over
+    the 4 validation images 2 s by default; each evaluation pass ``pass_s`` more, which augmentation does not
+    multiply (loading and metrics); and each epoch's checkpoints ``save_s``. Returns the result, the
+    simulated seconds, the passes and the log."""
     now, passes = [0.0], []
     real_save = train_mod.save_epoch
 
@@ -68,8 +72,8 @@ def _simulated_budget_run(
     def tta_seconds(tta_mode: str) -> float:
         return tta_cost(tta_mode) * (tta_factor if tta_mode != "none" else 1.0)
 
-    def forward_costs(model, images, *, tta="none", **kwargs):  # the budget's probes time single images
-        now[0] += 0.1 * tta_seconds(tta)
+    def forward_costs(model, images, *, tta="none", **kwargs):  # passes and the budget's probes alike
+        now[0] += forward_s * tta_seconds(tta) * images.shape[0]
         return REAL_PREDICT(model, images, tta=tta, **kwargs)
 
     monkeypatch.setattr(train_mod, "save_epoch", save_costs)
@@ -82,13 +86,14 @@ def _simulated_budget_run(
         now[0] += 1.0
         return real_after(self)
 
-    def eval_costs_2s(*args, **kwargs):
-        now[0] += 2.0 * tta_seconds(kwargs.get("tta", "none"))
+    def eval_costs(*args, **kwargs):
+        now[0] += pass_s
+        result = real_eval(*args, **kwargs)
         passes.append(now[0])
-        return real_eval(*args, **kwargs)
+        return result
 
     monkeypatch.setattr(sr.LrSchedule, "after_step", step_costs_1s)
-    monkeypatch.setattr(train_mod, "evaluate", eval_costs_2s)
+    monkeypatch.setattr(train_mod, "evaluate", eval_costs)
     cfg = Config(
         model="unet",  # the budget's books, not the model, are under test: a slim U-Net keeps the steps cheap
         model_kwargs={"base_channels": 4},
@@ -149,22 +154,31 @@ def test_budget_charges_the_per_epoch_work_to_the_steps(tiny_voc, tmp_path, monk
     assert result.metrics["steps"] == result.metrics["planned_steps"]
 
 
-@pytest.mark.parametrize("val_every", [1, 6])
-def test_budget_times_test_time_augmentation_instead_of_counting_its_pixels(val_every, tiny_voc, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "val_every, forward_s, pass_s", [(1, 0.5, 0.0), (6, 0.5, 0.0), (1, 0.1, 2.0), (6, 0.1, 2.0)]
+)
+def test_budget_times_test_time_augmentation_instead_of_counting_its_pixels(
+    val_every, forward_s, pass_s, tiny_voc, tmp_path, monkeypatch
+):
     """Multi-scale testing here costs 1.5x what its pixels say (small scales run less efficiently): the
-    plan must take the cost it measures, not tta_cost's pixel count, and still end within the budget. With
-    val_every 6 the run re-plans three times before its first validation pass: the cost is measured once
-    (re-measured at every re-plan, the correction compounded to 1.5^4 and left 12% of the budget unused)."""
-    kw = {"tta": "multiscale", "tta_factor": 1.5, "val_every": val_every}
-    probes, real_probe = [], train_mod.measured_tta_cost
-    monkeypatch.setattr(train_mod, "measured_tta_cost", lambda s: probes.append(s) or real_probe(s))
+    plan must take the cost it measures, not tta_cost's pixel count, and still end within the budget.
+
+    * val_every 6: the run re-plans three times before its first validation pass; the cost is measured once
+      (re-measured at every re-plan, a ratio's correction compounded to 1.5^4, 12% of the budget unused).
+    * pass_s 2: most of a pass is loading and metrics, which augmentation does not multiply; reserved as a
+      ratio of whole passes, the final evaluation took 26 s of 120 s more than it needed.
+    """
+    kw = {"tta": "multiscale", "tta_factor": 1.5, "val_every": val_every, "forward_s": forward_s, "pass_s": pass_s}
+    probes, real_probe = [], train_mod.measured_tta_seconds
+    monkeypatch.setattr(train_mod, "measured_tta_seconds", lambda s: probes.append(s) or real_probe(s))
     _, used, _, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "run", 120.0, **kw)
     assert used <= 120.0, f"the run took {used} simulated seconds of a 120 s budget"
     assert used >= 0.9 * 120.0, f"the plan left {120.0 - used} s of the budget unused"
     assert len(probes) == 1
-    monkeypatch.setattr(train_mod, "measured_tta_cost", lambda s: None)  # the pixel count alone overshoots
-    _, unmeasured, _, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "unmeasured", 120.0, **kw)
-    assert unmeasured > 120.0, unmeasured
+    if pass_s == 0.0:  # all forwards: the pixel count alone under-reserves, and the run overshoots
+        monkeypatch.setattr(train_mod, "measured_tta_seconds", lambda s: None)
+        _, unmeasured, _, _ = _simulated_budget_run(monkeypatch, tiny_voc, tmp_path / "unmeasured", 120.0, **kw)
+        assert unmeasured > 120.0, unmeasured
 
 
 def test_a_replan_that_ends_the_run_between_validations_still_validates(tiny_voc, tmp_path, monkeypatch):
@@ -183,6 +197,40 @@ def test_a_replan_that_ends_the_run_between_validations_still_validates(tiny_voc
     assert result.history[0]["val_miou"] is None and result.history[1]["val_miou"] is not None
     assert result.metrics["best_epoch"] == 2 and (tmp_path / "run" / "best.pt").is_file()
     assert len(passes) == 2  # epoch 2's validation and the final evaluation
+
+
+def _budget_schedule(tta: str, probe_seconds: list[float | None]) -> sr.LrSchedule:
+    """A 10-minute budget's books with 20 validation and 40 test images, whose TTA probe returns the next of
+    ``probe_seconds`` (seconds it adds per image) each time it is called."""
+    cfg = Config(budget="10m", warmup_iters=0, tta=tta)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    steps = sr.LrSchedule(cfg, optimizer, spe=10, num_eval_images=20, num_final_images=40, started=0.0)
+    steps.tta_probe = lambda: probe_seconds.pop(0)
+    return steps
+
+
+def test_final_evaluation_reserves_a_plain_pass_plus_the_measured_augmentation():
+    """A validation pass of 20 images takes 10 s (0.5 s an image, loading and metrics included); the final
+    evaluation runs 40 images, and the probe says flips add 0.2 s to each: 20 s + 40 x 0.2 s. Unmeasured,
+    the pixel count doubles the whole pass (40 s); without TTA the plain pass alone (20 s)."""
+    assert _budget_schedule("flip", [0.2]).final_eval_seconds(10.0) == pytest.approx(28.0)
+    assert _budget_schedule("flip", [None]).final_eval_seconds(10.0) == pytest.approx(40.0)
+    assert _budget_schedule("none", []).final_eval_seconds(10.0) == pytest.approx(20.0)
+
+
+def test_a_resumed_budget_keeps_its_measured_augmentation_and_remeasures_an_older_checkpoints():
+    """The probe's seconds travel in the checkpoint, so a resumed run does not time the TTA again; a checkpoint
+    from before they were kept (a ratio, ``final_eval_ratio``) is measured again on resume."""
+    first = _budget_schedule("flip", [0.2])
+    first.step_seconds, first.eval_seconds = 1.0, 10.0
+    first.final_eval_seconds(10.0)
+    resumed = _budget_schedule("flip", [])  # a second probe would fail: the list is empty
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.final_eval_seconds(10.0) == pytest.approx(28.0)
+    older = {k: v for k, v in first.state_dict().items() if k not in ("tta_extra", "tta_measured")}
+    remeasured = _budget_schedule("flip", [0.5])
+    remeasured.load_state_dict({**older, "final_eval_ratio": 4.0})
+    assert remeasured.final_eval_seconds(10.0) == pytest.approx(40.0)  # 20 s + 40 x 0.5 s
 
 
 @pytest.mark.parametrize("epochs", [6, 13])

@@ -48,7 +48,7 @@ class LrSchedule:
         optimizer: torch.optim.Optimizer,
         spe: int,
         num_eval_images: int,
-        final_eval_ratio: float = 1.0,
+        num_final_images: int | None = None,
         started: float | None = None,
         eval_probe: Callable[[], float] | None = None,
     ) -> None:
@@ -61,14 +61,17 @@ class LrSchedule:
         self.step = 0
         self.total_steps = cfg.iters if cfg.iters is not None else cfg.epochs * spe
         self.num_eval_images = num_eval_images
+        # The final evaluation: the test split (None: the validation split), with the config's TTA.
+        self.num_final_images = num_eval_images if num_final_images is None else num_final_images
         self.started = clock() if started is None else started  # the budget counts from the run's start
-        self.final_eval_ratio = final_eval_ratio  # final evaluation's cost / a validation pass's
         self.eval_probe = eval_probe  # seconds to evaluate one validation image, measured when called
-        # The final evaluation's test-time augmentation, timed against plain passes when called (None: not
-        # measurable). Small scales cost more than their pixels, so the pixel count alone (tta_cost) would
-        # under-reserve a multi-scale final evaluation (docs/benchmarks.md, "Where a 15-minute budget goes").
+        # Seconds the final evaluation's test-time augmentation adds to one image's plain forward, timed when
+        # called (None: not measurable). Small scales cost more than their pixels, so the pixel count alone
+        # (tta_cost) would under-reserve a multi-scale final evaluation; and only the forwards multiply, not
+        # a pass's per-image loading and metrics (docs/benchmarks.md, "Where a 15-minute budget goes").
         self.tta_probe: Callable[[], float | None] | None = None
-        self.tta_measured = False  # final_eval_ratio holds the probe's correction (applied once)
+        self.tta_extra: float | None = None
+        self.tta_measured = False  # the probe ran (once per run: its noise must not compound)
         self.eval_estimate: float | None = None  # a validation pass's seconds, probed before the first one
         self.elapsed_before = 0.0  # seconds spent before a resume
         self.step_seconds: float | None = None
@@ -78,7 +81,8 @@ class LrSchedule:
         # Per-epoch work outside the timed steps and validation (checkpoints, curves, the loader's start and
         # the untimed first step), measured from one epoch's start to the next: the plan charges it per step.
         self.epoch_overheads: list[float] = []
-        self._epoch_began: tuple[float, int, float] | None = None  # (clock, step, validation seconds)
+        # (clock, step, seconds of validation and of the budget's probes: the epoch's time that is not overhead)
+        self._epoch_began: tuple[float, int, float] | None = None
         if self.per_step:
             self._set_lr()
 
@@ -134,8 +138,8 @@ class LrSchedule:
         self._last_step_at = None  # the first step of an epoch also pays for the loader's start: not timed
         now = clock()
         if self._epoch_began is not None and self.step_seconds is not None:
-            began, step, val_seconds = self._epoch_began
-            timed = (self.step - step) * self.step_seconds + val_seconds
+            began, step, accounted = self._epoch_began
+            timed = (self.step - step) * self.step_seconds + accounted
             self.epoch_overheads.append(max(0.0, now - began - timed))
         self._epoch_began = (now, self.step, 0.0)
 
@@ -151,6 +155,9 @@ class LrSchedule:
         if self.step_seconds is None and len(self._step_times) >= PROBE_STEPS:
             self.step_seconds = sum(self._step_times) / len(self._step_times)
             self._plan(replan=False)
+            # The first plan's probes are neither the next step's time nor the epoch's overhead.
+            self._last_step_at = clock()
+            self._account(self._last_step_at - now)
 
     def end_epoch(self, val_seconds: float | None) -> None:
         """After an epoch: average every step timed so far, take the validation pass's measured time (None:
@@ -160,23 +167,37 @@ class LrSchedule:
         self.step_seconds = sum(self._step_times) / len(self._step_times)
         if val_seconds is not None:
             self.eval_seconds = val_seconds
-            if self._epoch_began is not None:
-                self._epoch_began = (*self._epoch_began[:2], val_seconds)
+            self._account(val_seconds)
+        began = clock()
         self._plan(replan=True)
+        self._account(clock() - began)
+
+    def _account(self, seconds: float) -> None:
+        """Time this epoch spent on validation or the budget's probes, not on per-epoch overhead."""
+        if self._epoch_began is not None:
+            began, step, accounted = self._epoch_began
+            self._epoch_began = (began, step, accounted + seconds)
 
     def _probed_eval_seconds(self) -> float:
-        """Before the first validation pass: the pass estimated from a few timed images, and the final
-        evaluation's TTA ratio corrected once by its measured cost. Probed once per run: the correction is a
-        factor, and re-applying it at every re-plan compounded its noise (a 4-scale final evaluation reserved
-        four times its cost, docs/benchmarks.md, "Where a 15-minute budget goes")."""
+        """Before the first validation pass: the pass estimated from a few timed images (probed once)."""
         if self.eval_estimate is None:
             self.eval_estimate = self.num_eval_images * (self.eval_probe() if self.eval_probe else self.step_seconds)
-        if not self.tta_measured:
-            measured = self.tta_probe() if self.tta_probe and self.cfg.tta != "none" else None
-            if measured:  # the pixel-count estimate, corrected by the measured cost
-                self.final_eval_ratio *= measured / tta_cost(self.cfg.tta, self.cfg.tta_scales)
-            self.tta_measured = True
         return self.eval_estimate
+
+    def final_eval_seconds(self, eval_s: float) -> float:
+        """The final evaluation: a plain pass over its split (``eval_s``, a validation pass, scaled by the
+        image count) plus the forwards its TTA adds, measured once per run (re-measured at every re-plan, a
+        ratio's noise compounded: docs/benchmarks.md, "Where a 15-minute budget goes"). Not measurable: the
+        TTA's pixel count times the whole pass, which over-reserves its loading and metrics."""
+        plain = eval_s * self.num_final_images / max(self.num_eval_images, 1)
+        if self.cfg.tta == "none":
+            return plain
+        if not self.tta_measured:
+            self.tta_extra = self.tta_probe() if self.tta_probe else None
+            self.tta_measured = True
+        if self.tta_extra is None:
+            return plain * tta_cost(self.cfg.tta, self.cfg.tta_scales)
+        return plain + self.num_final_images * self.tta_extra
 
     def _plan(self, replan: bool) -> None:
         eval_s = self.eval_seconds if self.eval_seconds is not None else self._probed_eval_seconds()
@@ -187,7 +208,7 @@ class LrSchedule:
             eval_every=self.spe * self.cfg.val_every,  # validations are val_every epochs apart
             # the final evaluation, and the last epoch's validation and checkpoints: due or not, whole or cut
             # short, it has them, which the per-step shares (N / eval_every passes, N / spe epochs) can miss
-            final_eval_seconds=eval_s * (self.final_eval_ratio + 1.0) + self.epoch_overhead(),
+            final_eval_seconds=self.final_eval_seconds(eval_s) + eval_s + self.epoch_overhead(),
             elapsed_s=self.elapsed(),
             steps_done=self.step,
             warmup_steps=self.cfg.warmup_iters,
@@ -209,7 +230,7 @@ class LrSchedule:
                 step_seconds=self.step_seconds,
                 eval_seconds=self.eval_seconds,
                 epoch_overheads=list(self.epoch_overheads),
-                final_eval_ratio=self.final_eval_ratio,
+                tta_extra=self.tta_extra,
                 tta_measured=self.tta_measured,
                 eval_estimate=self.eval_estimate,
             )
@@ -224,9 +245,9 @@ class LrSchedule:
             self.started = clock()
             self.step_seconds, self.eval_seconds = state["step_seconds"], state["eval_seconds"]
             self.epoch_overheads = list(state.get("epoch_overheads", []))  # absent in older checkpoints
-            self.final_eval_ratio = state.get("final_eval_ratio", self.final_eval_ratio)
-            # Older checkpoints saved the ratio after its correction, without this flag.
-            self.tta_measured = state.get("tta_measured", "final_eval_ratio" in state)
+            # Older checkpoints kept a ratio instead of the seconds: the TTA is measured again.
+            self.tta_extra = state.get("tta_extra")
+            self.tta_measured = "tta_extra" in state and state.get("tta_measured", False)
             self.eval_estimate = state.get("eval_estimate")
             self.total_steps = state["total_steps"]
         if self.per_step:
@@ -257,8 +278,7 @@ def build_lr_schedule(
         optimizer,
         steps_per_epoch(num_train, cfg.batch_size, world),
         num_val,
-        # The final evaluation: the test split, with the config's test-time augmentation.
-        final_eval_ratio=num_test / max(num_val, 1) * tta_cost(cfg.tta, cfg.tta_scales),
+        num_test,
         started=started,
         eval_probe=eval_probe,
     )

@@ -279,7 +279,7 @@ def start_session(
         log,
     )
     s.steps.eval_probe = lambda: eval_seconds_per_image(s)
-    s.steps.tta_probe = lambda: measured_tta_cost(s)
+    s.steps.tta_probe = lambda: measured_tta_seconds(s)
     if saved is not None:
         restore(s, saved)
     s.model = wrap_model(s)
@@ -410,12 +410,12 @@ def eval_seconds_per_image(s: Session, images: int = 3, tta: str = "none") -> fl
     return (lr_schedule.clock() - t0) / max(n, 1)
 
 
-def measured_tta_cost(s: Session, images: int = 2) -> float | None:
-    """The config's test-time augmentation timed against plain forwards on the first few validation images
-    (what one image costs with it, relative to without; None when the clock cannot tell)."""
+def measured_tta_seconds(s: Session, images: int = 2) -> float | None:
+    """Seconds the config's test-time augmentation adds to one image's plain forward, timed on the first few
+    validation images (None when the clock cannot tell)."""
     plain = eval_seconds_per_image(s, images)
     augmented = eval_seconds_per_image(s, images, tta=s.cfg.tta)
-    return augmented / plain if plain > 0 and augmented > 0 else None
+    return augmented - plain if augmented > plain > 0 else None
 
 
 def monitored_value(cfg: Config, metrics: dict[str, Any]) -> float:
