@@ -111,6 +111,7 @@ def test_validation_of_large_images_is_spaced_to_a_share_of_training(base, budge
     assert f"~{one_pass:.0%} of an epoch" in r.reasons["val_every"]
     left = int(trained / (1 + one_pass / expected))
     assert r.reasons["copy_paste"].endswith(f"{left} steps")  # the later rules see the steps validation leaves
+    assert r.steps == left  # and the plan's estimate is those steps
 
 
 @pytest.mark.parametrize(("per_image", "zoomed"), [(5.7, False), (40.0, True)])

@@ -53,6 +53,7 @@ class Recipe:
 
     values: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    steps: int = 0  # the optimizer steps the budget is estimated to give (the run re-plans them as it goes)
 
     def set(self, key: str, value: Any, reason: str) -> None:
         self.values[key], self.reasons[key] = value, reason
@@ -84,6 +85,7 @@ def plan_recipe(
     choose_photometric(fp, r)
     choose_copy_paste(fp, steps, r)
     choose_tta(fp, crop, batch, steps, eval_images or max(1, fp.num_images // 4), r)
+    r.steps = steps
     return r
 
 
