@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import yaml
+
 from bench_auto import family_root, run_train
 
 

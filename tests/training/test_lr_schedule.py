@@ -154,9 +154,7 @@ def test_budget_charges_the_per_epoch_work_to_the_steps(tiny_voc, tmp_path, monk
     assert result.metrics["steps"] == result.metrics["planned_steps"]
 
 
-@pytest.mark.parametrize(
-    "val_every, forward_s, pass_s", [(1, 0.5, 0.0), (6, 0.5, 0.0), (1, 0.1, 2.0), (6, 0.1, 2.0)]
-)
+@pytest.mark.parametrize("val_every, forward_s, pass_s", [(1, 0.5, 0.0), (6, 0.5, 0.0), (1, 0.1, 2.0), (6, 0.1, 2.0)])
 def test_budget_times_test_time_augmentation_instead_of_counting_its_pixels(
     val_every, forward_s, pass_s, tiny_voc, tmp_path, monkeypatch
 ):
