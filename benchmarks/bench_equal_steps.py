@@ -31,16 +31,16 @@ from bench_auto import family_root, run_train
 
 
 def family_plan(root: Path, budget: str, folder: Path, seed: int) -> tuple[dict[str, Any], int]:
-    """The family's planned config and its estimated steps: planned once, then read back from the folder."""
+    """The family's planned config (with training seed ``seed``) and its estimated steps: planned once, kept in
+    the family's folder, so every seed trains the same plan (a re-plan times steps again and may differ)."""
     from vocseg.training.planner import make_plan
 
     saved = folder / "plan.json"
     if not saved.is_file():
         plan = make_plan(root, budget, log=lambda *_: None)
-        config = {**plan.config.to_dict(), "seed": seed}
-        saved.write_text(json.dumps({"config": config, "steps": plan.recipe.steps}, indent=1))
+        saved.write_text(json.dumps({"config": plan.config.to_dict(), "steps": plan.recipe.steps}, indent=1))
     done = json.loads(saved.read_text())
-    return done["config"], done["steps"]
+    return {**done["config"], "seed": seed}, done["steps"]
 
 
 def run_config(config: dict[str, Any], steps: int, out: Path) -> dict:
@@ -52,10 +52,11 @@ def run_config(config: dict[str, Any], steps: int, out: Path) -> dict:
 
 
 def run_family(name: str, args: argparse.Namespace) -> dict:
-    root = family_root(name, Path(args.data_dir), args.data_seed)
+    extra = dict(args.dataset)
+    root = Path(extra[name]) if name in extra else family_root(name, Path(args.data_dir), args.data_seed)
     out = Path(args.out) / args.budget / name / f"seed{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
-    config, steps = family_plan(root, args.budget, out, args.seed)
+    config, steps = family_plan(root, args.budget, out.parent, args.seed)
     done = out / "results.json"
     row: dict = json.loads(done.read_text()) if done.exists() else {}
     arms = [("auto", {})] + [(f"auto+{tag}", changes) for tag, changes in args.variant]
@@ -81,22 +82,31 @@ def _variant(text: str) -> tuple[str, dict[str, Any]]:
     return tag, changes
 
 
+def _dataset(text: str) -> tuple[str, str]:
+    name, sep, root = text.partition("=")
+    if not sep or not name or not (Path(root) / "ImageSets" / "Segmentation").is_dir():
+        raise argparse.ArgumentTypeError(f"--dataset {text!r}: expected NAME=ROOT, ROOT a VOC-format dataset")
+    return name, root
+
+
 def main() -> None:
     from vocseg.data.families import family_names
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="5m", help="the budget each family's plan (and its steps) is made for")
-    p.add_argument("--families", nargs="+", default=family_names(), choices=family_names())
+    p.add_argument("--families", nargs="*", default=family_names(), choices=family_names())
     p.add_argument("--seed", type=int, default=0, help="training seed of every arm")
     p.add_argument("--data-seed", type=int, default=0, help="seed the families are generated with")
     p.add_argument("--data-dir", default="bench-auto/data")
     p.add_argument("--out", default="bench-equal")
     p.add_argument("--variant", type=_variant, action="append", default=[], metavar="TAG=KEY=VALUE[,KEY=VALUE]",
                    help="also train the plan with these config keys set, as auto+TAG (repeatable)")  # fmt: skip
+    p.add_argument("--dataset", type=_dataset, action="append", default=[], metavar="NAME=ROOT",
+                   help="also a VOC-format dataset beyond the families, for rules scored on data not fitted on")  # fmt: skip
     args = p.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
           f"plans for {args.budget}, trained at their estimated steps; seed {args.seed}", flush=True)  # fmt: skip
-    rows = {name: run_family(name, args) for name in args.families}
+    rows = {name: run_family(name, args) for name in [*args.families, *(name for name, _ in args.dataset)]}
     cols = ["auto", *(f"auto+{tag}" for tag, _ in args.variant)]
     print(f"\n{'family':<18}{'steps':>7}" + "".join(f"{c:>22}" for c in cols))
     for name, row in rows.items():
