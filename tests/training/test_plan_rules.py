@@ -11,6 +11,7 @@ from vocseg.data.fingerprint import Fingerprint, compute_fingerprint
 from vocseg.data.voc import VOCSegmentation
 from vocseg.errors import VocsegError
 from vocseg.training.plan_rules import (
+    AUGMENT_EPOCHS,
     CROPS,
     FLOOR_STEPS,
     LONG_SCHEDULE,
@@ -71,8 +72,9 @@ def test_voc_like_data_on_a_gpu_for_an_hour_lands_on_the_field_recipe(base):
 
 def test_colour_coded_data_on_a_fast_cpu_for_15_minutes_lands_on_strong_cpu(base):
     """The CPU recipe's choices (configs/strong_cpu.yaml) where colour separates the classes (0.7) and a step
-    of 128 px crops costs ~0.35 s. The built-in data measure 0.35 and the AVX2 EPYC is slower: there the plan
-    differs (docs/planning.md)."""
+    of 128 px crops costs ~0.35 s, copy-paste aside: its ~2,000 steps see each image ~40 times, too few for
+    it to pay. The built-in data measure 0.35 and the AVX2 EPYC is slower: there the plan differs
+    (docs/planning.md)."""
     fp = fingerprint(base, num_images=480, long_side={**base["long_side"], "median": 180.0}, missing_classes=[],
                      colour_separability=0.7, finest_scale=0.25, scale_separability=[0.7, 0.68, 0.65, 0.5],
                      class_pixel_share=[0.75] + [0.0125] * 20,
@@ -81,7 +83,7 @@ def test_colour_coded_data_on_a_fast_cpu_for_15_minutes_lands_on_strong_cpu(base
     assert v["image_size"] == 128 and v["scale_range"] == [0.5, 1.0] and v["photometric"] is False
     assert v["model_kwargs"] == {"encoder": "resnet18", "aspp": False, "aux": True, "pretrained": False}
     assert (v["optimizer"], v["lr"], v["scheduler"]) == ("adamw", 0.0005, "cosine")
-    assert v["class_weighting"] == "paper" and v["copy_paste"] == 0.5 and v["batch_size"] == 8
+    assert v["class_weighting"] == "paper" and v["copy_paste"] == 0.0 and v["batch_size"] == 8
     assert v["tta"] == "multiscale" and v["tta_scales"] == [0.5, 0.75, 1.0] and v["val_holdout"] == 0.1
     assert v["val_every"] == 1  # 48 holdout images of 192 px cost ~4% of an epoch of 128 px crops
 
@@ -142,6 +144,22 @@ def test_fingerprint_figures_move_the_choices(base):
         and "0.5% of its image" in fine.reasons["scale_range"]
     )
     assert fine.values["val_holdout"] == 0.2 and fine.values["tta_scales"] == [1.0, 1.25, 1.5, 1.75]
+
+
+@pytest.mark.parametrize("images", [48, 400])
+def test_augmentation_is_on_when_a_short_run_sees_each_image_often(base, images):
+    """Photometric distortion and copy-paste pay on a short run only once it sees each training image
+    AUGMENT_EPOCHS times (few: 242 at 5 minutes); below that (the other families: 20-39) they slow it."""
+    fp = fingerprint(base, num_images=images, long_side={**base["long_side"], "median": 180.0}, missing_classes=[],
+                     colour_separability=0.1)  # fmt: skip
+    r = plan_recipe(fp, VOC_NAMES, Machine("cpu"), 300, cpu_time)
+    held = max(1, round(images * r.values["val_holdout"]))
+    seen = r.steps * r.values["batch_size"] / (images - held)
+    often = seen >= AUGMENT_EPOCHS
+    assert often == (images == 48)
+    assert r.values["photometric"] is often and r.values["copy_paste"] == (0.5 if often else 0.0)
+    assert f"each training image seen ~{seen:.0f} times" in r.reasons["photometric"]
+    assert r.reasons["copy_paste"].startswith(f"each training image seen ~{seen:.0f} times")
 
 
 def test_a_larger_crop_costing_next_to_nothing_replaces_the_smallest(base):

@@ -32,7 +32,7 @@ SMALL_OBJECT_SHARE = 0.02  # median object below 2% of its image: small objects
 ZOOM_VIEW = 0.5  # objects a 2x-zoomed crop must overlap on average (VOC's 512 crops at 2x: about 2)
 IMBALANCE = 10.0  # largest / smallest foreground pixel share at or above it: imbalanced
 BACKGROUND_HEAVY = 0.6  # background share of labelled pixels at or above it
-FEW_IMAGES = 2_000  # below it, copy-paste multiplies the object/context pairs a run sees
+AUGMENT_EPOCHS = 100  # a short run seeing each training image this often overfits: augmentation pays (planning.md)
 MIN_HOLDOUT_IMAGES = 10  # fewer training images cannot give up a holdout that picks an epoch
 TTA_SHARE = 0.15  # test-time views may cost at most this share of the training steps
 VAL_SHARE = 0.1  # the holdout's validation passes may cost at most this share of the training steps
@@ -82,8 +82,9 @@ def plan_recipe(
     steps = choose_val_every(fp, crop, batch, steps, r)
     choose_optimizer(model, machine, steps, r)
     choose_class_weighting(fp, steps, r)
-    choose_photometric(fp, r)
-    choose_copy_paste(fp, steps, r)
+    seen = steps * batch / _trained_images(fp, r)
+    choose_photometric(fp, steps, seen, r)
+    choose_copy_paste(steps, seen, r)
     choose_tta(fp, crop, batch, steps, eval_images or max(1, fp.num_images // 4), r)
     r.steps = steps
     return r
@@ -243,25 +244,42 @@ def choose_class_weighting(fp: Any, steps: int, r: Recipe) -> None:
     r.set("class_weighting", "paper" if weighted else "none", why)
 
 
-def choose_photometric(fp: Any, r: Recipe) -> None:
-    """Colour jitter teaches what colour does not decide; where colour defines the classes it would erase them."""
-    r.set("photometric", *photometric_for(fp))
+def choose_photometric(fp: Any, steps: int, seen: float, r: Recipe) -> None:
+    r.set("photometric", *photometric_for(fp, steps, seen))
 
 
-def photometric_for(fp: Any) -> tuple[bool, str]:
+def colour_defines(fp: Any) -> bool:
+    """Colour alone tells the classes apart: colour jitter would erase what defines them."""
+    return fp.colour_separability is not None and fp.colour_separability >= COLOUR_DEFINES
+
+
+def photometric_for(fp: Any, steps: int, seen: float) -> tuple[bool, str]:
+    """Off where colour defines the classes; on for the field's long schedules; on a short run, on only when
+    it sees each training image AUGMENT_EPOCHS times or more: a run that sees each image fewer times is
+    still fitting its data, and jitter slows it (at equal steps off scored 1.01-1.09x on four families
+    that see each image 20-39 times, 0.97x on one that sees them 242 times; docs/results.md)."""
     sep = fp.colour_separability
-    on = sep is None or sep < COLOUR_DEFINES
-    shown = "n/a" if sep is None else f"{sep:.2f}"
-    return on, f"colour_separability {shown} {'<' if on else '>='} {COLOUR_DEFINES}"
+    colour = f"colour_separability {'n/a' if sep is None else f'{sep:.2f}'}"
+    if colour_defines(fp):
+        return False, f"{colour} >= {COLOUR_DEFINES}: colour defines the classes"
+    if steps >= LONG_SCHEDULE:
+        return True, f"{colour} < {COLOUR_DEFINES}, {steps} steps: the field's long schedule"
+    on = seen >= AUGMENT_EPOCHS
+    return on, f"{colour} < {COLOUR_DEFINES}; each training image seen ~{seen:.0f} times ({'>=' if on else '<'} {AUGMENT_EPOCHS})"  # fmt: skip
 
 
-def choose_copy_paste(fp: Any, steps: int, r: Recipe) -> None:
-    """Copy-paste on small training sets trained briefly; off where the field trains long on many images."""
-    r.set("copy_paste", copy_paste_for(fp, steps), f"{fp.num_images} training images, {steps} steps")
+def choose_copy_paste(steps: int, seen: float, r: Recipe) -> None:
+    """Copy-paste multiplies the object/context pairs of a short run that sees each image AUGMENT_EPOCHS times
+    or more (at equal steps: off scored 0.88x where images are seen 242 times, 0.99-1.08x at 20-39); the
+    field trains long without it."""
+    paste = copy_paste_for(steps, seen)
+    why = "the field's long schedule" if steps >= LONG_SCHEDULE else (
+        f"each training image seen ~{seen:.0f} times ({'>=' if paste else '<'} {AUGMENT_EPOCHS})")  # fmt: skip
+    r.set("copy_paste", paste, f"{why} in {steps} steps")
 
 
-def copy_paste_for(fp: Any, steps: int) -> float:
-    return 0.5 if fp.num_images < FEW_IMAGES and steps < LONG_SCHEDULE else 0.0
+def copy_paste_for(steps: int, seen: float) -> float:
+    return 0.5 if steps < LONG_SCHEDULE and seen >= AUGMENT_EPOCHS else 0.0
 
 
 def choose_holdout(fp: Any, r: Recipe) -> None:
@@ -277,6 +295,11 @@ def choose_holdout(fp: Any, r: Recipe) -> None:
     r.set("monitor", "val_miou", "the holdout's mIoU picks the epoch")
 
 
+def _trained_images(fp: Any, r: Recipe) -> int:
+    """The training images left once the holdout (at least one image) is set aside."""
+    return max(1, fp.num_images - max(1, round(fp.num_images * r.values["val_holdout"])))
+
+
 def _view_steps(fp: Any, crop: int, batch: int) -> float:
     """What evaluating one image at native size costs, in training steps: a forward pass without backward
     costs about a third of a step, per crop x crop x batch pixels."""
@@ -288,8 +311,8 @@ def choose_val_every(fp: Any, crop: int, batch: int, steps: int, r: Recipe) -> i
     at least MIN_VALIDATIONS times a run); returns the steps left once validation is paid for. Native-size
     validation of large images against small training crops can cost as much as the epoch's training: on
     small_objects at 5 minutes, runs validating every epoch made half the steps their step time allowed."""
-    held = max(1, round(fp.num_images * r.values["val_holdout"]))
-    epoch_steps = max(1, (fp.num_images - held) // batch)
+    trained = _trained_images(fp, r)
+    held, epoch_steps = fp.num_images - trained, max(1, trained // batch)
     share = _view_steps(fp, crop, batch) * held / epoch_steps  # one pass against one epoch's training
     epochs = max(1, steps // epoch_steps)
     every = max(1, min(math.ceil(share / VAL_SHARE - 1e-9), epochs // MIN_VALIDATIONS))

@@ -25,7 +25,7 @@ from ..data.classes import class_names
 from ..data.copy_paste import CopyPasteCollate
 from ..data.fingerprint import Fingerprint, dataset_fingerprint
 from ..data.photometric import PhotometricDistortion
-from ..data.transforms import SegmentationPresetTrain, collate_pad
+from ..data.transforms import SegmentationPresetTrain
 from ..data.voc import VOCSegmentation
 from ..models import create_model, get_model_entry
 from ..models.transfer import weights_cache_dir, weights_file_name
@@ -33,7 +33,7 @@ from ..rundir import RunDir
 from ..runtime.device import autocast, resolve_amp, resolve_device
 from ..runtime.files import atomic_write_bytes, output_file
 from ..runtime.workers import resolve_workers
-from .plan_rules import LARGE, SMALL, Machine, Recipe, copy_paste_for, photometric_for, plan_recipe, scale_range_for
+from .plan_rules import LARGE, SMALL, Machine, Recipe, colour_defines, plan_recipe, scale_range_for
 from .step import training_loss
 
 PLAN_FILE, FINGERPRINT_FILE = RunDir.PLAN, RunDir.FINGERPRINT  # the same names beside a plan and in a run
@@ -170,9 +170,9 @@ class StepTimer:
 
 
 class LoaderTimer:
-    """Seconds for the loader to make one training batch at a crop: the training preset with the augmentation
-    the rules choose at that crop (scale range, photometric distortion, copy-paste), applied to decoded
-    images as the run's RAM cache serves them, and collated."""
+    """Seconds for the loader to make one training batch at a crop: the training preset with the most
+    augmentation the rules may choose at that crop (scale range, photometric distortion, copy-paste), applied
+    to decoded images as the run's RAM cache serves them, and collated."""
 
     def __init__(self, train: VOCSegmentation, fp: Fingerprint, hflip: float, vflip: float, workers: int) -> None:
         self.fp, self.hflip, self.vflip, self.workers = fp, hflip, vflip, workers
@@ -186,10 +186,10 @@ class LoaderTimer:
 
     def _time(self, crop: int, batch: int) -> float:
         scale = tuple(scale_range_for(self.fp, crop)[0])
-        photometric = PhotometricDistortion() if photometric_for(self.fp)[0] else None
+        # Whether the rules augment depends on the steps this timing decides: time the most they may choose.
+        photometric = None if colour_defines(self.fp) else PhotometricDistortion()
         preset = SegmentationPresetTrain((0.5,) * 3, (0.25,) * 3, crop, self.hflip, self.vflip, scale, photometric)
-        paste = copy_paste_for(self.fp, steps=0)  # the rules paste on short runs: what a CPU run is
-        collate = CopyPasteCollate(paste) if paste else collate_pad
+        collate = CopyPasteCollate(0.5)
         times: list[float] = []
         started, k = time.perf_counter(), 0
         while len(times) < 2 or (time.perf_counter() - started < LOADER_SECONDS and len(times) < 10):
