@@ -146,6 +146,17 @@ def test_fingerprint_figures_move_the_choices(base):
     assert fine.values["val_holdout"] == 0.2 and fine.values["tta_scales"] == [1.0, 1.25, 1.5, 1.75]
 
 
+def test_a_run_trained_at_one_scale_is_tested_with_flips_not_one_scale_multiscale(base):
+    """Fine texture (native scale only) and a crop smaller than the images: the scale range is 1.0-1.0, so
+    multi-scale testing would be flips at 1.0; the plan names it flips."""
+    fp = fingerprint(base, num_images=400, long_side={**base["long_side"], "median": 180.0}, missing_classes=[],
+                     finest_scale=1.0, scale_separability=[0.8, 0.15, 0.1, 0.05],
+                     all_objects={**base["all_objects"], "share_median": 0.2})  # fmt: skip
+    r = plan_recipe(fp, VOC_NAMES, Machine("cpu"), 900, cpu_time, eval_images=100)
+    assert r.values["scale_range"] == [1.0, 1.0] and r.values["image_size"] == 128
+    assert r.values["tta"] == "flip" and r.values["tta_scales"] is None
+
+
 @pytest.mark.parametrize("images", [48, 400])
 def test_augmentation_is_on_when_a_short_run_sees_each_image_often(base, images):
     """Photometric distortion and copy-paste pay on a short run only once it sees each training image

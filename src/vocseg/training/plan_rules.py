@@ -324,12 +324,14 @@ def choose_val_every(fp: Any, crop: int, batch: int, steps: int, r: Recipe) -> i
 def choose_tta(fp: Any, crop: int, batch: int, steps: int, eval_images: int, r: Recipe) -> None:
     """Multi-scale + flip testing at the scales trained on (by 0.25, at most four around 1.0) when its views
     cost at most TTA_SHARE of the training steps, else flips when they do, else none. A view of an image
-    costs about a third of a training step per crop-batch of pixels (a forward pass, no backward)."""
+    costs about a third of a training step per crop-batch of pixels (a forward pass, no backward). Trained
+    at one scale, multi-scale testing would be flips at 1.0: the plan says flips."""
     low, high = r.values["scale_range"]
     scales = [round(low + 0.25 * i, 2) for i in range(int(round((high - low) / 0.25)) + 1)]
     scales = sorted(sorted(scales, key=lambda s: (abs(s - 1.0), s))[:4])
     per_view = _view_steps(fp, crop, batch) * eval_images
-    for kind, views, chosen in (("multiscale", 2 * sum(s * s for s in scales), scales), ("flip", 2.0, None)):
+    options = [("multiscale", 2 * sum(s * s for s in scales), scales)] if len(scales) > 1 else []
+    for kind, views, chosen in options + [("flip", 2.0, None)]:
         share = per_view * views / max(steps, 1)
         if share <= TTA_SHARE:
             r.set("tta", kind, f"its views cost ~{share:.0%} of the {steps} training steps (<= {TTA_SHARE:.0%})")
