@@ -32,6 +32,7 @@ SMALL_OBJECT_SHARE = 0.02  # median object below 2% of its image: small objects
 ZOOM_VIEW = 0.5  # objects a 2x-zoomed crop must overlap on average (VOC's 512 crops at 2x: about 2)
 IMBALANCE = 10.0  # largest / smallest foreground pixel share at or above it: imbalanced
 BACKGROUND_HEAVY = 0.6  # background share of labelled pixels at or above it
+COPY_PASTE = 0.5  # the probability a crop gets another crop's objects pasted onto it, when the rules paste
 AUGMENT_EPOCHS = 100  # a short run seeing each training image this often overfits: augmentation pays (planning.md)
 MIN_HOLDOUT_IMAGES = 10  # fewer training images cannot give up a holdout that picks an epoch
 TTA_SHARE = 0.15  # test-time views may cost at most this share of the training steps
@@ -279,7 +280,7 @@ def choose_copy_paste(steps: int, seen: float, r: Recipe) -> None:
 
 
 def copy_paste_for(steps: int, seen: float) -> float:
-    return 0.5 if steps < LONG_SCHEDULE and seen >= AUGMENT_EPOCHS else 0.0
+    return COPY_PASTE if steps < LONG_SCHEDULE and seen >= AUGMENT_EPOCHS else 0.0
 
 
 def choose_holdout(fp: Any, r: Recipe) -> None:

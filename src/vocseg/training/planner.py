@@ -33,7 +33,7 @@ from ..rundir import RunDir
 from ..runtime.device import autocast, resolve_amp, resolve_device
 from ..runtime.files import atomic_write_bytes, output_file
 from ..runtime.workers import resolve_workers
-from .plan_rules import LARGE, SMALL, Machine, Recipe, colour_defines, plan_recipe, scale_range_for
+from .plan_rules import COPY_PASTE, LARGE, SMALL, Machine, Recipe, colour_defines, plan_recipe, scale_range_for
 from .step import training_loss
 
 PLAN_FILE, FINGERPRINT_FILE = RunDir.PLAN, RunDir.FINGERPRINT  # the same names beside a plan and in a run
@@ -189,7 +189,7 @@ class LoaderTimer:
         # Whether the rules augment depends on the steps this timing decides: time the most they may choose.
         photometric = None if colour_defines(self.fp) else PhotometricDistortion()
         preset = SegmentationPresetTrain((0.5,) * 3, (0.25,) * 3, crop, self.hflip, self.vflip, scale, photometric)
-        collate = CopyPasteCollate(0.5)
+        collate = CopyPasteCollate(COPY_PASTE)
         times: list[float] = []
         started, k = time.perf_counter(), 0
         while len(times) < 2 or (time.perf_counter() - started < LOADER_SECONDS and len(times) < 10):
