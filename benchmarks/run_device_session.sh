@@ -13,8 +13,9 @@
 # Phase "mfu" (at most TOTAL=550 s, steps in order of importance, each under `timeout`, the later ones cut
 # when time runs out): benchmarks/bench_mfu.py at 512, batch 16: strong.yaml's model alone against the
 # end-to-end loop (the real loader over 1,000 synthetic VOC-sized images; the "epoch s" of 10,582 images is
-# estimated from that rate), its profile (top ops, trace), compile off/default/reduce-overhead, batch 32,
-# benchmarks/bench_device_path.py if present, FCN/DeepLabV3-R50 compile off/on, then max-autotune.
+# estimated from that rate), its profile (top ops, trace), the same loop with augment_on: workers, compile
+# default/reduce-overhead, benchmarks/bench_device_path.py on that data, batch 32, FCN/DeepLabV3-R50 compile
+# off/on, then max-autotune.
 # Everything lands in $OUT/mfu_session.log, $OUT/profile/ and $OUT/gpu_use_mfu.csv (the tool returns 8 files).
 # A dry run on a CPU (COMPILE=0: eager only):
 #   DEV=cpu SIZE=64 BATCH=2 STEPS=1 WARMUP=1 REPEATS=1 N=24 MAXSIDE=128 COMPILE=0 OUT=/tmp/o bash ... mfu
@@ -86,7 +87,7 @@ if [ "$1" = mfu ]; then
     timeout -k 10 $cap "$@" >> $LOG 2>&1; rc=$?
     echo "=== $name: exit $rc after $((SECONDS - t0)) s" >> $LOG
   }
-  if [ "${COMPILE:-1}" = 1 ]; then MODES="none default reduce-overhead"; TV="none default"; else MODES=none; TV=none; fi
+  if [ "${COMPILE:-1}" = 1 ]; then MODES="default reduce-overhead"; TV="none default"; else MODES=none; TV=none; fi
   MFU="python3 benchmarks/bench_mfu.py --device $DEV --size $SIZE --batch $BATCH --steps $STEPS --warmup $WARMUP --repeats $REPEATS"
   { python3 -c "import torch, torchvision; print('torch', torch.__version__, torchvision.__version__)"
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; lscpu | grep -E 'Model name|^CPU\(s\)'; } >> $LOG 2>&1
@@ -95,10 +96,13 @@ if [ "$1" = mfu ]; then
   step 120 synth python3 -m vocseg synth $DATA --train $N --val 8 --max-side $MAXSIDE --workers 16
   # strong.yaml as shipped (eager): model alone, end to end, loader alone, epoch estimate, profile of the loop
   step 150 strong-e2e $MFU --models configs/strong.yaml --data-root $DATA --profile $OUT/profile
+  # augment_on's auto default: the same loop with augmentation in the loader workers instead of on the device
+  sed 's/^augment_on: auto/augment_on: workers/' configs/strong.yaml > /tmp/strong_workers.yaml
+  step 90 strong-e2e-workers $MFU --models /tmp/strong_workers.yaml --data-root $DATA
   # the MFU goal: compile modes side by side, each also end to end (the ratio with the faster model)
   step 240 strong-compile $MFU --models configs/strong.yaml --data-root $DATA --compile $MODES
+  step 60 device-path python3 benchmarks/bench_device_path.py --device $DEV --recipes strong --data-root $DATA
   step 60 strong-batch32 $MFU --models configs/strong.yaml --batch $((BATCH * 2))
-  [ -f benchmarks/bench_device_path.py ] && step 90 device-path python3 benchmarks/bench_device_path.py --device $DEV
   step 200 torchvision-compile $MFU --models fcn_resnet50 deeplabv3_resnet50 --compile $TV
   [ "${COMPILE:-1}" = 1 ] && step 300 strong-autotune $MFU --models configs/strong.yaml --compile max-autotune-no-cudagraphs
   kill $SMI 2>/dev/null
