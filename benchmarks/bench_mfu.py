@@ -15,9 +15,7 @@ step (vocseg.training.step.train_one_epoch: autocast, the loss with its aux term
 backward, optimizer step), fed by:
   model     the same (batch, 3, size, size) batch, already on the device: the model's own speed;
   e2e       with --data-root, the training loader over that VOC tree (fresh loader per epoch, as training
-            does; the config's augmentation, crops of --size, its workers): what training gets. With
-            augment_on: device, --augment ahead inline compares the batch finished a step ahead on a side
-            stream (vocseg.data.prefetch, as training does) with finishing it in the training stream;
+            does; the config's augmentation, crops of --size, its workers): what training gets;
   loader    the same loader alone, each batch moved to the device: the ceiling the loader sets.
 Timing: --warmup steps, then the median of --repeats windows of --steps steps (synchronised at the window
 edges). "one-off s" is the warm-up's time beyond that many steady steps: compilation (with --compile),
@@ -50,7 +48,6 @@ from vocseg.config import Config, load_config, replace
 from vocseg.data.builder import build_datasets
 from vocseg.data.device_augment import training_augment
 from vocseg.data.loaders import train_loader
-from vocseg.data.prefetch import DevicePrefetch
 from vocseg.errors import VocsegError
 from vocseg.models import create_model, list_models
 from vocseg.models.flops import training_flops
@@ -145,19 +142,13 @@ def memory_batches(cfg: Config, device: torch.device, n: int):
     return itertools.repeat((x, y), n)
 
 
-def loader_batches(data, cfg: Config, device: torch.device, inline: bool = False):
+def loader_batches(data, cfg: Config, device: torch.device):
     """The training loader's batches, epoch after epoch, finished on the device when ``augment_on`` puts the
-    augmentation there: one batch ahead on a side stream as training does, or with ``inline`` in the
-    training stream (the path before vocseg.data.prefetch)."""
+    augmentation there (as training does)."""
     prepare = training_augment(cfg.augment_on, data.mean, data.std, device)
     for epoch in itertools.count():
-        loader = train_loader(data, cfg, epoch, device, 0, 1)
-        if prepare is None:
-            yield from loader
-        elif inline:
-            yield from (prepare(batch) for batch in loader)
-        else:
-            yield from DevicePrefetch(loader, prepare, device)
+        for batch in train_loader(data, cfg, epoch, device, 0, 1):
+            yield prepare(batch) if prepare is not None else batch
 
 
 def loader_speed(data, cfg: Config, device: torch.device, args) -> float:
@@ -218,24 +209,21 @@ def profile_loop(model, batches, cfg: Config, opt, device, out: Path, tag: str) 
     trace.unlink()
 
 
-def measure(
-    cfg: Config, mode: str, device: torch.device, args, data, profile_tag: str | None, inline: bool = False
-) -> dict:
+def measure(cfg: Config, mode: str, device: torch.device, args, data, profile_tag: str | None) -> dict:
     """One (model, compile mode): model-alone images/s and one-off seconds; with ``data`` the same model
-    end to end (device-side augmentation ``inline`` or a batch ahead); with ``profile_tag`` a profile of the
-    end-to-end loop (the model alone without data)."""
+    end to end; with ``profile_tag`` a profile of the end-to-end loop (the model alone without data)."""
     model, opt = build(cfg, mode, device)
     clock = StepClock(device, args.warmup, args.steps, args.repeats)
     run_loop(model, memory_batches(cfg, device, clock.total + 1), cfg, opt, device, clock)
     row = dict(zip(("model_ips", "one_off"), clock.result(cfg.batch_size)))
     if data is not None:
         clock = StepClock(device, args.warmup, args.steps, args.repeats)
-        batches = loader_batches(data, cfg, device, inline)
+        batches = loader_batches(data, cfg, device)
         run_loop(model, batches, cfg, opt, device, clock)
         batches.close()
         row["e2e_ips"] = clock.result(cfg.batch_size)[0]
     if profile_tag is not None:
-        batches = loader_batches(data, cfg, device, inline) if data is not None else memory_batches(cfg, device, 8)
+        batches = loader_batches(data, cfg, device) if data is not None else memory_batches(cfg, device, 8)
         profile_loop(model, batches, cfg, opt, device, Path(args.profile), profile_tag)
         if data is not None:
             batches.close()
@@ -295,10 +283,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data-root", default=None, help="a VOC tree: also time the end-to-end loop on it")
     p.add_argument("--train-split", default="train")
     p.add_argument("--num-workers", default=None, help="loader workers (default: the config's)")
-    p.add_argument(
-        "--augment", nargs="+", choices=["ahead", "inline"], default=["ahead"],
-        help="device-side augmentation a batch ahead on a side stream (as training does) or inline; side by side",
-    )  # fmt: skip
     p.add_argument("--profile", default=None, help="folder for a torch.profiler summary of each model's first mode")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak (default: by GPU name)")
     p.add_argument("--amortise-steps", type=int, default=None, help="default: one epoch of --epoch-images")
@@ -327,14 +311,13 @@ def main() -> None:
         label = Path(spec).stem if spec.endswith((".yaml", ".yml")) else spec
         flops = training_flops(cfg.model, cfg.image_size, num_classes=cfg.num_classes, **cfg.model_kwargs)
         data, setup_s = spec_data(cfg, args, log=None)
-        for i, (mode, path) in enumerate(itertools.product(args.compile, args.augment)):
-            tag = f"{label}_{mode}_{path}" if args.profile and i < len(args.augment) else None
+        for i, mode in enumerate(args.compile):
+            tag = f"{label}_{mode}" if args.profile and i == 0 else None
             try:
-                row = measure(cfg, mode, device, args, data, tag, inline=path == "inline")
+                row = measure(cfg, mode, device, args, data, tag)
             except Exception as e:  # noqa: BLE001 - report the variant and go on (no compiler, out of memory)
                 row = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0][:120]}
-            name = f"{mode}, {path}" if len(args.augment) > 1 else mode
-            print(format_row(label, name, flops.total / 1e9, row, peak, args), flush=True)
+            print(format_row(label, mode, flops.total / 1e9, row, peak, args), flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         notes = f"  {label}: {cfg.model} {cfg.model_kwargs}, amp {cfg.amp}, channels_last {cfg.channels_last}, "

@@ -10,8 +10,6 @@
 # GPU use sampled, and benchmarks/bench_checkpoint.py's side-by-side on the GPU.
 # Phase "augment" (about 3 minutes): augmentation in the loader workers against on the GPU (augment_on),
 # benchmarks/bench_device_path.py on the built-in data and on 500 VOC-sized images.
-# Phase "prefetch" (about 2 minutes): bench_mfu.py's end-to-end loop with the device-side augmentation a
-# batch ahead on a side stream (vocseg.data.prefetch) against inline, batch 16 and 32, and its CUDA test.
 # Phase "mfu" (at most TOTAL=550 s, steps in order of importance, each under `timeout`, the later ones cut
 # when time runs out): benchmarks/bench_mfu.py at 512, batch 16: strong.yaml's model alone against the
 # end-to-end loop (the real loader over 1,000 synthetic VOC-sized images; the "epoch s" of 10,582 images is
@@ -108,15 +106,6 @@ if [ "$1" = mfu ]; then
   step 200 torchvision-compile $MFU --models fcn_resnet50 deeplabv3_resnet50 --compile $TV
   [ "${COMPILE:-1}" = 1 ] && step 300 strong-autotune $MFU --models configs/strong.yaml --compile max-autotune-no-cudagraphs
   kill $SMI 2>/dev/null
-fi
-if [ "$1" = prefetch ]; then  # about 2 minutes: device-side augmentation a batch ahead against inline
-  DATA=/tmp/synth-mfu; LOG=$OUT/prefetch_session.log; export PYTHONUNBUFFERED=1
-  MFU="python3 benchmarks/bench_mfu.py --device cuda --size 512 --steps 10 --warmup 5 --repeats 3"
-  python3 -m vocseg synth $DATA --train 1000 --val 8 --max-side 500 --workers 16 > /dev/null 2>&1
-  timeout 100 $MFU --batch 16 --models configs/strong.yaml --data-root $DATA --augment ahead inline \
-    --profile $OUT/profile >> $LOG 2>&1
-  timeout 40 $MFU --batch 32 --models configs/strong.yaml --data-root $DATA --augment ahead >> $LOG 2>&1
-  timeout 40 python3 -m pytest -q -p no:cacheprovider tests/data/test_prefetch.py >> $LOG 2>&1
 fi
 if [ "$1" = augment ]; then
   python3 benchmarks/bench_device_path.py --device cuda --repeats 5 --recipes default strong_cpu strong_cpu+photometric strong > $OUT/device_path_gpu.txt 2>&1

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.prefetch import DevicePrefetch
 from ..errors import VocsegError
 from ..losses import labels_on_grid, region_loss, weighted_ce_sums
 from ..runtime.device import autocast, to_device_input
@@ -75,10 +74,10 @@ def train_one_epoch(
     model.train()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     weight_sum = torch.zeros((), device=device, dtype=torch.float64)
-    batches = DevicePrefetch(loader, prepare, device) if prepare is not None else loader
-    bar = tqdm(batches, desc=f"epoch {epoch + 1} train", leave=False, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1} train", leave=False, disable=not progress, dynamic_ncols=True)
     steps = 0
-    for step, (images, masks) in enumerate(bar):
+    for step, batch in enumerate(bar):
+        images, masks = prepare(batch) if prepare is not None else batch
         images = to_device_input(images, device, channels_last)
         masks = masks.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
