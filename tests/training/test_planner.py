@@ -51,6 +51,80 @@ def test_step_timer_adds_the_loader_in_the_main_process_and_overlaps_it_with_wor
     assert loader.calls == [(96, 8)]  # the loader is timed at the candidate's crop and batch
 
 
+def scripted(times: dict[int, list[float]]):
+    """StepTimer._time giving, for each crop, its listed seconds in turn (a missing one fails the test)."""
+
+    def _time(self, name, encoder, crop, batch):
+        if not times.get(crop):
+            pytest.fail(f"{crop} px timed more often than scripted")
+        return times[crop].pop(0)
+
+    return _time
+
+
+def test_step_timer_times_a_smaller_crop_again_when_it_timed_slower_than_a_larger_one(monkeypatch):
+    monkeypatch.setattr(StepTimer, "_time", scripted({96: [0.61, 0.20], 128: [0.25]}))
+    lines = []
+    timer = StepTimer(torch.device("cpu"), 3, log=lines.append)
+    assert timer("transfer_unet", "resnet18", 96, 8) == 0.61  # timed while the machine was busy
+    assert timer("transfer_unet", "resnet18", 128, 8) == 0.25
+    assert timer("transfer_unet", "resnet18", 96, 8) == 0.20  # taken again
+    assert timer.retimed == {("transfer_unet", "resnet18", 96, 8)}
+    assert any("96 px timed slower (0.610 s) than at 128 px (0.250 s)" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("resnet18", 96, 8, 0.29), ("resnet18", 128, 8, 0.25)),  # within ORDER_SLACK: noise
+        (("resnet18", 96, 8, 0.61), ("resnet18", 128, 4, 0.25)),  # another batch
+        (("resnet18", 96, 8, 0.61), ("resnet50", 128, 8, 0.25)),  # another candidate
+    ],
+)
+def test_step_timer_keeps_times_that_do_not_contradict_each_other(monkeypatch, first, second):
+    seconds = {(e, c, b): s for e, c, b, s in (first, second)}
+    monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: seconds[encoder, crop, batch])
+    timer = StepTimer(torch.device("cpu"), 3, log=lambda _: None)
+    for encoder, crop, batch, s in (first, second):
+        assert timer("transfer_unet", encoder, crop, batch) == s
+    assert not timer.retimed and timer("transfer_unet", *first[:3]) == first[3]
+
+
+def test_step_timer_times_again_once_and_with_the_loader(monkeypatch):
+    monkeypatch.setattr(StepTimer, "_time", scripted({96: [0.61, 0.60], 128: [0.25], 192: [0.3]}))
+    loader = FakeLoader(0.0, workers=0)
+    loader.times = {(96, 8): 0.0}  # LoaderTimer's cache: emptied for the crop timed again
+    timer = StepTimer(torch.device("cpu"), 3, log=lambda _: None, loader=loader)
+    for crop in (96, 128, 192):  # still slow when taken again: kept, and not timed a third time
+        timer("transfer_unet", "resnet18", crop, 8)
+    assert timer.times[("transfer_unet", "resnet18", 96, 8)] == 0.60
+    assert loader.calls == [(96, 8), (128, 8), (96, 8), (192, 8)] and (96, 8) not in loader.times
+
+
+def test_a_plan_timed_on_a_busy_machine_is_made_again_from_the_times_taken_again(data, monkeypatch):
+    """The smallest crop timed 3x too slow (the machine busy for its first timing only) would push the crop
+    rule to a larger crop; timed again, the plan is the one a quiet machine makes."""
+    real_fingerprint = planner.dataset_fingerprint
+
+    def vocs_sizes(train):  # the fixture's images are small; crops above the smallest need larger ones
+        fp = real_fingerprint(train)
+        fp.long_side["median"] = 500.0
+        return fp
+
+    monkeypatch.setattr(planner, "dataset_fingerprint", vocs_sizes)
+    quiet = {96: 0.20, 128: 0.21, 192: 0.40, 256: 0.70, 384: 1.6, 512: 2.8}
+    monkeypatch.setattr(LoaderTimer, "_time", lambda self, crop, batch: 0.0)
+    monkeypatch.setattr(StepTimer, "_time", lambda self, name, encoder, crop, batch: quiet[crop])
+    calm = make_plan(data, "6m", "cpu", log=lambda _: None)
+    busy_once = {crop: [3 * s, s] if crop == 96 else [s] for crop, s in quiet.items()}
+    monkeypatch.setattr(StepTimer, "_time", scripted({c: list(v) for c, v in busy_once.items()}))
+    assert make_plan(data, "6m", "cpu", log=lambda _: None).config == calm.config
+    assert calm.config.image_size == 128  # 96 px and 128 px cost about the same: overhead-bound steps
+    monkeypatch.setattr(planner, "ORDER_SLACK", float("inf"))  # without the check, the busy timing decides
+    monkeypatch.setattr(StepTimer, "_time", scripted({c: list(v) for c, v in busy_once.items()}))
+    assert make_plan(data, "6m", "cpu", log=lambda _: None).config.image_size != calm.config.image_size
+
+
 @pytest.fixture
 def data(tmp_path):
     return folder_dataset(tmp_path / "data")

@@ -41,6 +41,7 @@ TIMING_SECONDS = 2.0  # each candidate is timed for about this long, after one u
 AUX_WEIGHT = Config().aux_weight  # the candidates have auxiliary heads, trained at the default weight
 LOADER_SECONDS = 1.0  # the loader's batches at a crop are timed for about this long
 LOADER_SAMPLE = 16  # decoded training images the loader's batches are made from
+ORDER_SLACK = 0.2  # a smaller crop timed this much slower than a larger one is timed again (StepTimer)
 
 
 @dataclass
@@ -88,7 +89,10 @@ def make_plan(
     loader = LoaderTimer(train, fp, cfg.hflip, cfg.vflip, resolve_workers(cfg.num_workers, dev))
     timer = StepTimer(dev, cfg.num_classes, log, loader)
     eval_images = len(layout.read_split(cfg.val_split))
-    recipe = plan_recipe(fp, names, Machine(dev.type, available_weights()), budget_s, timer, eval_images)
+    machine = Machine(dev.type, available_weights())
+    recipe = plan_recipe(fp, names, machine, budget_s, timer, eval_images)
+    if timer.retimed:  # the rules read a time that was then taken again: plan once more (from what is timed)
+        recipe = plan_recipe(fp, names, machine, budget_s, timer, eval_images)
     fixed = {"budget": budget if isinstance(budget, str) else f"{budget_s:g}s", "iters": None, "device": device}
     planned = config_from_dict({**cfg.to_dict(), **recipe.values, **fixed}, "the plan")
     return Plan(planned, recipe, fp, dict(timer.times))
@@ -130,18 +134,42 @@ class StepTimer:
     ) -> None:
         self.device, self.num_classes, self.log, self.loader = device, num_classes, log, loader
         self.times: dict[tuple[str, str, int, int], float] = {}
+        self.retimed: set[tuple[str, str, int, int]] = set()  # timed twice: see _check_order
 
     def __call__(self, model: str, encoder: str, crop: int, batch: int) -> float:
         key = (model, encoder, crop, batch)
         if key not in self.times:
-            step = self._time(*key)
-            data = self.loader(crop, batch) if self.loader else 0.0
-            workers = self.loader.workers if self.loader else 0
-            self.times[key] = step + data if workers == 0 else max(step, data / workers)
-            where = "in the main process" if workers == 0 else f"over {workers} workers"
-            self.log(f"  timed {encoder} at {crop} px, batch {batch}: {step:.3f} s a step, loader {data:.3f} s a "
-                     f"batch {where}: {self.times[key]:.3f} s")  # fmt: skip
+            self.times[key] = self._measure(key)
+            self._check_order(key)
         return self.times[key]
+
+    def _measure(self, key: tuple[str, str, int, int]) -> float:
+        """The step's seconds with the loader's batch: added in the main process, beside it with workers."""
+        step = self._time(*key)
+        crop, batch = key[2:]
+        data = self.loader(crop, batch) if self.loader else 0.0
+        workers = self.loader.workers if self.loader else 0
+        seconds = step + data if workers == 0 else max(step, data / workers)
+        where = "in the main process" if workers == 0 else f"over {workers} workers"
+        self.log(f"  timed {key[1]} at {crop} px, batch {batch}: {step:.3f} s a step, loader {data:.3f} s a "
+                 f"batch {where}: {seconds:.3f} s")  # fmt: skip
+        return seconds
+
+    def _check_order(self, key: tuple[str, str, int, int]) -> None:
+        """More pixels never make a step faster. A smaller crop of the same candidate timed slower than a larger
+        one (by more than ORDER_SLACK) was timed while something else ran: time it again, once. Load can only
+        slow a timing, so the smaller crop's is the one to doubt (a plan made beside a static checker once
+        took 192 px crops because 96 px timed 2.4x slower than 128 px: docs/planning.md)."""
+        for other in [k for k in self.times if k != key and k[:2] == key[:2] and k[3] == key[3]]:
+            small, large = sorted((key, other), key=lambda k: k[2])
+            if small in self.retimed or self.times[small] <= self.times[large] * (1 + ORDER_SLACK):
+                continue
+            self.log(f"  {small[1]} at {small[2]} px timed slower ({self.times[small]:.3f} s) than at {large[2]} px "
+                     f"({self.times[large]:.3f} s): the machine was busy; timing it again")  # fmt: skip
+            self.retimed.add(small)
+            if self.loader is not None:
+                self.loader.times.pop(small[2:], None)
+            self.times[small] = self._measure(small)
 
     def _time(self, name: str, encoder: str, crop: int, batch: int) -> float:
         kwargs: dict[str, Any] = dict(LARGE[1] if encoder == LARGE[1]["encoder"] else SMALL[1], pretrained=False)
