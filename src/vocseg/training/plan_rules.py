@@ -336,7 +336,7 @@ def choose_tta(fp: Any, crop: int, batch: int, steps: int, eval_images: int, r: 
         share = per_view * views / max(steps, 1)
         if share <= TTA_SHARE:
             r.set("tta", kind, f"its views cost ~{share:.0%} of the {steps} training steps (<= {TTA_SHARE:.0%})")
-            r.set("tta_scales", chosen, f"training scales {low}-{high} by 0.25, the four nearest 1.0" if chosen else "flips only")  # fmt: skip
+            r.set("tta_scales", chosen, f"training scales {low}-{high} by 0.25, at most the four nearest 1.0" if chosen else "flips only")  # fmt: skip
             return
     share = per_view * 2 / max(steps, 1)
     r.set("tta", "none", f"even flips would cost ~{share:.0%} of the {steps} training steps (> {TTA_SHARE:.0%})")
