@@ -1,11 +1,12 @@
 """The loaders of a run: strided evaluation shards, a training order that depends only on (seed, epoch),
-and evaluation batches of the configured (or overridden) size."""
+and evaluation batches of the configured (or overridden) size, of images of one size."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from vocseg.config import Config
 from vocseg.data.builder import build_datasets
 from vocseg.data.copy_paste import CopyPasteCollate
-from vocseg.data.loaders import StridedSampler, eval_loader, train_loader
+from vocseg.data.loaders import SameSizeBatches, StridedSampler, eval_loader, train_loader
 from vocseg.data.transforms import collate_pad
 
 CPU = torch.device("cpu")
@@ -188,14 +189,40 @@ def test_workers_persist_across_epochs_with_the_batches_of_fresh_ones(data, tiny
 # ----------------------------------------------------------------------------- eval_loader
 
 
-def test_eval_loader_batch_size_and_override(data, tiny_voc):
-    cfg = _config(tiny_voc, eval_batch_size=3)
-    assert eval_loader(data.val, cfg, CPU).batch_size == 3
-    loader = eval_loader(data.val, cfg, CPU, batch_size=2)
-    assert loader.batch_size == 2 and len(loader) == 2  # 4 val images
-    images, masks = next(iter(loader))
-    ref_images, ref_masks = collate_pad([data.val[0], data.val[1]])  # padded to the larger image
-    assert torch.equal(images, ref_images) and torch.equal(masks, ref_masks)
+def test_same_size_batches_group_by_size_and_share_batches_by_rank():
+    sizes = [(4, 6), (6, 4), (4, 6), (4, 6), (6, 4), (4, 6)]
+    assert list(SameSizeBatches(sizes, 2)) == [[0, 2], [3, 5], [1, 4]]
+    assert list(SameSizeBatches(sizes, 3)) == [[0, 2, 3], [5], [1, 4]]
+    shards = [list(SameSizeBatches(sizes, 2, rank, 2)) for rank in range(2)]
+    assert shards == [[[0, 2], [1, 4]], [[3, 5]]]  # every image once over the ranks
+    assert len(SameSizeBatches([], 4)) == 0
+
+
+@pytest.fixture
+def mixed_sizes(make_voc, vocseg_cache):
+    """5 val images of two sizes, 0 2 3 one size and 1 4 the other, and 2 training ones."""
+    g = np.random.default_rng(0)
+    shapes = [(20, 28), (28, 20), (20, 28), (20, 28), (28, 20), (24, 24), (24, 24)]
+    samples = {
+        f"im{i}": (g.integers(0, 256, (*hw, 3), dtype=np.uint8), g.integers(0, 3, hw, dtype=np.uint8))
+        for i, hw in enumerate(shapes)
+    }
+    root = make_voc(samples, {"val": [f"im{i}" for i in range(5)], "train": ["im5", "im6"]})
+    cfg = Config(data_root=str(root.parents[1]), num_workers=0, cache="none", num_classes=3).validate()
+    return build_datasets(cfg, None), cfg
+
+
+def test_eval_loader_batches_only_images_of_one_size(mixed_sizes):
+    data, cfg = mixed_sizes
+    loader = eval_loader(data.val, dataclasses.replace(cfg, eval_batch_size=4), CPU)
+    assert list(loader.batch_sampler) == [[0, 2, 3], [1, 4]]
+    for (images, masks), indices in zip(loader, loader.batch_sampler):
+        alone = [data.val[i] for i in indices]  # no padding: each image as it is alone
+        assert torch.equal(images, torch.stack([a[0] for a in alone]))
+        assert torch.equal(masks, torch.stack([a[1] for a in alone]))
+    override = eval_loader(data.val, cfg, CPU, batch_size=2)
+    assert list(override.batch_sampler) == [[0, 2], [3], [1, 4]]
+    assert list(eval_loader(data.val, cfg, CPU).batch_sampler) == [[i] for i in range(5)]
 
 
 def test_eval_loader_shards_by_rank_in_order(data, tiny_voc):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from vocseg.data.loaders import StridedSampler
+from vocseg.config import Config
+from vocseg.data.builder import build_datasets
+from vocseg.data.loaders import StridedSampler, eval_loader
 from vocseg.evaluation.evaluator import evaluate
 from vocseg.metrics import ConfusionMatrix, per_image_counts
 
@@ -28,3 +31,27 @@ def test_evaluation_equals_one_confusion_matrix_and_fills_per_image_rows_in_data
     # The split's IoU is the per-image counts summed: what the paired bootstrap resamples.
     iou = ev.intersection.sum(0) / ev.union.sum(0)
     assert float(iou.mean()) == pytest.approx(ev.metrics["mean_iou"])
+
+
+def test_same_size_batches_give_what_one_image_at_a_time_gives(make_voc, vocseg_cache):
+    """eval_batch_size > 1 batches only images of one size: the same predictions, confusion matrix and
+    per-image rows (in dataset order) as one image at a time."""
+    g = np.random.default_rng(1)
+    shapes = [(20, 28), (28, 20), (20, 28), (20, 28), (28, 20), (24, 24)]
+    samples = {
+        f"im{i}": (g.integers(0, 256, (*hw, 3), dtype=np.uint8), g.integers(0, 3, hw, dtype=np.uint8))
+        for i, hw in enumerate(shapes)
+    }
+    root = make_voc(samples, {"val": [f"im{i}" for i in range(5)], "train": ["im5"]})
+    cfg = Config(data_root=str(root.parents[1]), num_workers=0, cache="none", num_classes=3).validate()
+    data = build_datasets(cfg, None)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 3, padding=1)
+    )
+    cpu = torch.device("cpu")
+    alone = evaluate(model, eval_loader(data.val, cfg, cpu), 3, None, None, cpu)
+    batched = evaluate(model, eval_loader(data.val, cfg, cpu, batch_size=4), 3, None, None, cpu)
+    assert torch.equal(batched.confusion.matrix, alone.confusion.matrix)
+    assert torch.equal(batched.intersection, alone.intersection) and torch.equal(batched.union, alone.union)
+    assert batched.metrics["loss"] == pytest.approx(alone.metrics["loss"], rel=1e-6)

@@ -1,9 +1,11 @@
 """The data loaders of a run: a seeded training loader whose workers persist across epochs, and strided
-evaluation loaders."""
+evaluation loaders that batch only images of one size."""
 
 from __future__ import annotations
 
 import random
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,6 +17,7 @@ from .builder import DataBundle
 from .copy_paste import CopyPasteCollate
 from .device_augment import RawCollate, RawTrainItems, resolve_augment_on
 from .transforms import collate_pad
+from .voc import image_size
 
 
 class StridedSampler(Sampler):
@@ -28,6 +31,25 @@ class StridedSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class SameSizeBatches(Sampler):
+    """Batches of up to ``batch_size`` indices whose images share one size (``sizes[i]``, in first-seen order of
+    sizes), so no image is padded and each is evaluated at native resolution as it would be alone; rank's
+    share of them (batches rank, rank + world, ...)."""
+
+    def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int, rank: int = 0, world: int = 1) -> None:
+        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, size in enumerate(sizes):
+            by_size[tuple(size)].append(i)
+        batches = [group[j : j + batch_size] for group in by_size.values() for j in range(0, len(group), batch_size)]
+        self.batches = batches[rank::world]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def _epoch_generator(seed: int, epoch: int) -> tuple[torch.Generator, int]:
@@ -129,14 +151,14 @@ def train_loader(
 def eval_loader(
     dataset: Dataset, cfg: Config, device: torch.device, rank: int = 0, world: int = 1, batch_size: int | None = None
 ) -> DataLoader:
-    """Evaluation batches of ``cfg.eval_batch_size`` images (``batch_size`` overrides it)."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size or cfg.eval_batch_size,
-        sampler=StridedSampler(len(dataset), rank, world),
-        collate_fn=collate_pad,
-        **_loader_options(cfg, device),
-    )
+    """Evaluation batches of up to ``cfg.eval_batch_size`` images (``batch_size`` overrides it) of one size,
+    read from the masks' headers (a mask is as large as its image): every image at native resolution, unpadded."""
+    size = batch_size or cfg.eval_batch_size
+    options = dict(collate_fn=collate_pad, **_loader_options(cfg, device))
+    if size == 1:
+        return DataLoader(dataset, batch_size=1, sampler=StridedSampler(len(dataset), rank, world), **options)
+    sizes = [image_size(dataset.mask_path(i)) for i in range(len(dataset))]
+    return DataLoader(dataset, batch_sampler=SameSizeBatches(sizes, size, rank, world), **options)
 
 
 def _loader_options(cfg: Config, device: torch.device) -> dict:

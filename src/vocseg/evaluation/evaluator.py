@@ -63,7 +63,7 @@ def evaluate(
     n = len(loader.dataset)
     inter = torch.zeros(n, num_classes, dtype=torch.int64, device=device)
     union = torch.zeros(n, num_classes, dtype=torch.int64, device=device)
-    order = torch.as_tensor(list(loader.sampler), dtype=torch.int64, device=device)
+    order = torch.as_tensor([i for batch in loader.batch_sampler for i in batch], dtype=torch.int64, device=device)
     seen = 0
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         images = to_device_input(images, device, channels_last)
