@@ -74,7 +74,7 @@ def test_strong_configs_hold_the_fields_recipe():
         512,
         [0.5, 2.0],
     )
-    assert (s.hflip, s.vflip, s.photometric, s.eval_batch_size, s.amp, s.aux_weight) == (0.5, 0.0, True, 1, "auto", 0.4)
+    assert (s.hflip, s.vflip, s.photometric, s.eval_batch_size, s.amp, s.aux_weight) == (0.5, 0.0, True, 8, "auto", 0.4)
     assert (s.monitor, s.patience) == ("last", None)  # the last iteration's val score, never a val-chosen one
     assert s.val_every == 3  # mmseg's val_interval 2000 iterations: ~3 epochs of train_aug
     assert (s.optimizer, s.lr, s.momentum, s.weight_decay, s.scheduler, s.poly_power, s.min_lr) == (
