@@ -67,7 +67,10 @@ class Config:
         "the training device), auto (device on CUDA, workers elsewhere; docs/benchmarks.md)",
         ("auto", "workers", "device"),
     )
-    eval_batch_size: int = _field(1, "evaluation batch size: images of one size share a batch, each at native resolution (more than 1 pays on a GPU)")
+    eval_batch_size: int = _field(
+        1,
+        "evaluation batch size: images of one size share a batch, each at native resolution (more than 1 pays on a GPU)",
+    )
     tta: str = _field(
         "none",
         "test-time augmentation (in training: of the final evaluation; validation passes stay plain)",
