@@ -17,7 +17,6 @@ from .builder import DataBundle
 from .copy_paste import CopyPasteCollate
 from .device_augment import RawCollate, RawTrainItems, resolve_augment_on
 from .transforms import collate_pad
-from .voc import image_size
 
 
 class StridedSampler(Sampler):
@@ -33,17 +32,22 @@ class StridedSampler(Sampler):
         return len(self.indices)
 
 
+def size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """The indices of ``sizes`` grouped by size (in first-seen order of sizes), in batches of up to
+    ``batch_size``: images that stack without padding."""
+    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, size in enumerate(sizes):
+        by_size[tuple(size)].append(i)
+    return [group[j : j + batch_size] for group in by_size.values() for j in range(0, len(group), batch_size)]
+
+
 class SameSizeBatches(Sampler):
-    """Batches of up to ``batch_size`` indices whose images share one size (``sizes[i]``, in first-seen order of
-    sizes), so no image is padded and each is evaluated at native resolution as it would be alone; rank's
-    share of them (batches rank, rank + world, ...)."""
+    """Batches of up to ``batch_size`` indices whose images share one size (:func:`size_batches`), so no image
+    is padded and each is evaluated at native resolution as it would be alone; rank's share of them
+    (batches rank, rank + world, ...)."""
 
     def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int, rank: int = 0, world: int = 1) -> None:
-        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, size in enumerate(sizes):
-            by_size[tuple(size)].append(i)
-        batches = [group[j : j + batch_size] for group in by_size.values() for j in range(0, len(group), batch_size)]
-        self.batches = batches[rank::world]
+        self.batches = size_batches(sizes, batch_size)[rank::world]
 
     def __iter__(self):
         return iter(self.batches)
@@ -157,8 +161,7 @@ def eval_loader(
     options = dict(collate_fn=collate_pad, **_loader_options(cfg, device))
     if size == 1:
         return DataLoader(dataset, batch_size=1, sampler=StridedSampler(len(dataset), rank, world), **options)
-    sizes = [image_size(dataset.mask_path(i)) for i in range(len(dataset))]
-    return DataLoader(dataset, batch_sampler=SameSizeBatches(sizes, size, rank, world), **options)
+    return DataLoader(dataset, batch_sampler=SameSizeBatches(dataset.mask_sizes, size, rank, world), **options)
 
 
 def _loader_options(cfg: Config, device: torch.device) -> dict:

@@ -381,6 +381,12 @@ class VOCSegmentation(Dataset):
     def image_path(self, i: int) -> Path:
         return self.layout.image_path(self.ids[i])
 
+    @functools.cached_property
+    def mask_sizes(self) -> list[tuple[int, int]]:
+        """``(height, width)`` of each sample from its mask's header (a mask is as large as its image), read
+        once: evaluation loaders are built for every validation pass."""
+        return [image_size(self.mask_path(i)) for i in range(len(self))]
+
     def mask_path(self, i: int) -> Path:
         """The mask of item ``i`` (for VOC ids of train_aug without their own: SegmentationClassAug's)."""
         return self.layout.mask_path(self.ids[i])

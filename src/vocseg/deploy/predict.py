@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import load_model, model_metadata, pretrained_checkpoint
 from ..config import CHOICES
 from ..data.classes import voc_colormap, voc_palette
+from ..data.loaders import size_batches
 from ..errors import VocsegError
 from ..evaluation.inference import check_slide, check_tta, check_tta_scales, predict_logits
 from ..plots import overlay
@@ -355,13 +356,13 @@ def plan_batches(jobs: Sequence[Job], batch_size: int, summary: PredictSummary) 
     ``batch_size`` is 1. Images whose header cannot be read are recorded as failed."""
     if batch_size == 1:
         return [[job] for job in jobs]
-    by_size: dict[tuple[int, int], list[Job]] = defaultdict(list)
+    sized: list[tuple[Job, tuple[int, int]]] = []
     for job in jobs:
         try:
-            by_size[displayed_size(job.image)].append(job)
+            sized.append((job, displayed_size(job.image)))
         except VocsegError as e:
             _fail(summary, job.image, str(e))
-    return [group[i : i + batch_size] for group in by_size.values() for i in range(0, len(group), batch_size)]
+    return [[sized[i][0] for i in batch] for batch in size_batches([size for _, size in sized], batch_size)]
 
 
 def _fail(summary: PredictSummary, image: Path, reason: str) -> None:
