@@ -38,6 +38,7 @@ import platform
 import shutil
 import statistics
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from vocseg.models import create_model, list_models
 from vocseg.models.flops import training_flops
 from vocseg.runtime.device import resolve_amp
 from vocseg.runtime.peak_flops import peak_flops
+from vocseg.runtime.prefetch import finished_batches
 from vocseg.runtime.seeding import seed_everything
 from vocseg.training.builders import build_optimizer, resolve_channels_last
 from vocseg.training.step import train_one_epoch
@@ -144,11 +146,12 @@ def memory_batches(cfg: Config, device: torch.device, n: int):
 
 def loader_batches(data, cfg: Config, device: torch.device):
     """The training loader's batches, epoch after epoch, finished on the device when ``augment_on`` puts the
-    augmentation there (as training does)."""
+    augmentation there, on a thread of its own with ``augment_ahead`` (as training does)."""
     prepare = training_augment(cfg.augment_on, data.mean, data.std, device)
     for epoch in itertools.count():
-        for batch in train_loader(data, cfg, epoch, device, 0, 1):
-            yield prepare(batch) if prepare is not None else batch
+        loader = train_loader(data, cfg, epoch, device, 0, 1)
+        with closing(finished_batches(loader, prepare, device, cfg.augment_ahead)) as batches:
+            yield from batches
 
 
 def loader_speed(data, cfg: Config, device: torch.device, args) -> float:
@@ -282,7 +285,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default=None, help="default: the config's")
     p.add_argument("--data-root", default=None, help="a VOC tree: also time the end-to-end loop on it")
     p.add_argument("--train-split", default="train")
-    p.add_argument("--num-workers", default=None, help="loader workers (default: the config's)")
+    p.add_argument("--num-workers", type=int, default=None, help="loader workers (default: the config's)")
     p.add_argument("--profile", default=None, help="folder for a torch.profiler summary of each model's first mode")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak (default: by GPU name)")
     p.add_argument("--amortise-steps", type=int, default=None, help="default: one epoch of --epoch-images")

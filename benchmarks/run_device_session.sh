@@ -13,7 +13,8 @@
 # Phase "mfu" (at most TOTAL=550 s, steps in order of importance, each under `timeout`, the later ones cut
 # when time runs out): benchmarks/bench_mfu.py at 512, batch 16: strong.yaml's model alone against the
 # end-to-end loop (the real loader over 1,000 synthetic VOC-sized images; the "epoch s" of 10,582 images is
-# estimated from that rate), its profile (top ops, trace), the same loop with augment_on: workers, compile
+# estimated from that rate), its profile (top ops, trace), the same loop with augment_on: workers and with
+# augment_ahead: true, compile
 # default/reduce-overhead, benchmarks/bench_device_path.py on that data, batch 32, FCN/DeepLabV3-R50 compile
 # off/on, then max-autotune.
 # Everything lands in $OUT/mfu_session.log, $OUT/profile/ and $OUT/gpu_use_mfu.csv (the tool returns 8 files).
@@ -99,6 +100,9 @@ if [ "$1" = mfu ]; then
   # augment_on's auto default: the same loop with augmentation in the loader workers instead of on the device
   sed 's/^augment_on: auto/augment_on: workers/' configs/strong.yaml > /tmp/strong_workers.yaml
   step 90 strong-e2e-workers $MFU --models /tmp/strong_workers.yaml --data-root $DATA
+  # augment_ahead: the device path's augmentation on a thread of its own, ahead of the step (off by default)
+  { cat configs/strong.yaml; echo "augment_ahead: true"; } > /tmp/strong_ahead.yaml
+  step 90 strong-e2e-ahead $MFU --models /tmp/strong_ahead.yaml --data-root $DATA
   # the MFU goal: compile modes side by side, each also end to end (the ratio with the faster model)
   step 240 strong-compile $MFU --models configs/strong.yaml --data-root $DATA --compile $MODES
   step 60 device-path python3 benchmarks/bench_device_path.py --device $DEV --recipes strong --data-root $DATA

@@ -67,6 +67,11 @@ class Config:
         "the training device), auto (device on CUDA, workers elsewhere; docs/benchmarks.md)",
         ("auto", "workers", "device"),
     )
+    augment_ahead: bool = _field(
+        False,
+        "with augmentation on the device: finish each batch on a thread of its own, ahead of the training step "
+        "(on CUDA, on a side stream); off until measured on a GPU (benchmarks/run_device_session.sh mfu)",
+    )
     eval_batch_size: int = _field(
         1,
         "evaluation batch size: images of one size share a batch, each at native resolution (more than 1 pays on a GPU)",

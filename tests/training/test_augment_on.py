@@ -1,7 +1,10 @@
 """Training with ``augment_on: device`` (vocseg.data.device_augment) on CPU: batches finished by DeviceAugment,
-the same draws as ``augment_on: workers``, and a run that is reproducible and resumes exactly."""
+the same draws as ``augment_on: workers``, a run that is reproducible and resumes exactly, and the same run with
+``augment_ahead``."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 import torch
@@ -51,3 +54,29 @@ def test_device_path_is_reproducible_and_resumes_exactly(tiny_voc, tmp_path):
     last_a, last_b = load_checkpoint(a.run_dir / "last.pt"), load_checkpoint(b.run_dir / "last.pt")
     for name, tensor in last_a["model"].items():
         assert torch.equal(tensor, last_b["model"][name]), name
+
+
+def test_augment_ahead_trains_as_inline(tiny_voc, tmp_path, monkeypatch):
+    """augment_ahead finishes the same batches on a thread of its own: the same history and weights exactly,
+    and DeviceAugment really ran on another thread."""
+    threads = set()
+    finish = device_augment.DeviceAugment.__call__
+
+    def spy(self, batch):
+        threads.add(threading.get_ident())
+        return finish(self, batch)
+
+    monkeypatch.setattr(device_augment.DeviceAugment, "__call__", spy)
+    inline = quiet_train(tiny_config(tiny_voc, tmp_path / "inline", epochs=2, augment_on="device", **RECIPE))
+    assert threads == {threading.get_ident()}
+    threads.clear()
+    ahead = quiet_train(
+        tiny_config(tiny_voc, tmp_path / "ahead", epochs=2, augment_on="device", augment_ahead=True, **RECIPE)
+    )
+    assert threads and threading.get_ident() not in threads
+    drop_seconds = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop_seconds(ahead.history) == drop_seconds(inline.history)
+    last_i, last_a = load_checkpoint(inline.run_dir / "last.pt"), load_checkpoint(ahead.run_dir / "last.pt")
+    for name, tensor in last_i["model"].items():
+        assert torch.equal(tensor, last_a["model"][name]), name
+    assert not [t for t in threading.enumerate() if t.name == "vocseg-prefetch"]

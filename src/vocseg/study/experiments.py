@@ -143,9 +143,10 @@ QUICK_PER_EXPERIMENT: dict[str, dict[str, Any]] = {
 # Config keys that say where and how fast a run ran, not what it trained: two configs differing only in
 # these are the same recipe (and an old run folder may be resumed under new values of them). The memory
 # format and compilation change results only by float rounding.
-# augment_on: the two paths make the same draws and differ by interpolation rounding only (data/device_augment.py).
+# augment_on: the two paths make the same draws and differ by interpolation rounding only (data/device_augment.py);
+# augment_ahead only moves that work to another thread.
 RUNTIME_KEYS = frozenset(
-    {"out", "device", "num_workers", "tensorboard", "cache", "channels_last", "compile", "augment_on"}
+    {"out", "device", "num_workers", "tensorboard", "cache", "channels_last", "compile", "augment_on", "augment_ahead"}
 )
 
 

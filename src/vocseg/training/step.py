@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from contextlib import closing
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from ..errors import VocsegError
 from ..losses import labels_on_grid, region_loss, weighted_ce_sums
 from ..runtime.device import autocast, to_device_input
 from ..runtime.distributed import all_reduce_sum
+from ..runtime.prefetch import finished_batches
 
 
 def training_loss(
@@ -44,6 +46,15 @@ def training_loss(
     return loss, total, weight
 
 
+def check_finite(loss_value: float, epoch: int, step: int) -> None:
+    """Stop before a non-finite loss's optimizer step can spread it into the weights."""
+    if not math.isfinite(loss_value):
+        raise VocsegError(
+            f"non-finite training loss ({loss_value}) at epoch {epoch + 1}, step {step + 1}; "
+            "stopping without saving. Try a lower --lr or --amp none."
+        )
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -62,6 +73,7 @@ def train_one_epoch(
     channels_last: bool = False,
     after_step: Callable[[], bool] | None = None,
     prepare: Callable[[Any], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    prepare_ahead: bool = False,
 ) -> tuple[float, int]:
     """Train for one pass over ``loader``; returns (mean class-weighted cross-entropy over its pixels,
     steps taken). A region loss (``loss_kind``) is trained on but not part of that mean.
@@ -70,37 +82,36 @@ def train_one_epoch(
     True ends the epoch early. A non-finite loss stops training before the optimizer step can spread
     it into the weights. ``prepare`` makes ``(images, masks)`` on the device from each of the loader's batches
     (vocseg.data.device_augment.DeviceAugment, when augmentation runs there); without it the loader's batches
-    are ``(images, masks)`` already."""
+    are ``(images, masks)`` already; ``prepare_ahead`` runs it on a thread of its own, ahead of the steps
+    (runtime.prefetch)."""
     model.train()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     weight_sum = torch.zeros((), device=device, dtype=torch.float64)
-    bar = tqdm(loader, desc=f"epoch {epoch + 1} train", leave=False, disable=not progress, dynamic_ncols=True)
+    n_batches = len(loader) if hasattr(loader, "__len__") else None
     steps = 0
-    for step, batch in enumerate(bar):
-        images, masks = prepare(batch) if prepare is not None else batch
-        images = to_device_input(images, device, channels_last)
-        masks = masks.to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
-            output = model(images)
-        loss, total, weight = training_loss(
-            output, masks, class_weight, aux_weight, loss_kind, label_smoothing, aux_stride
-        )
-        loss_value = loss.item()  # one sync per step: cheap next to a segmentation forward/backward
-        if not math.isfinite(loss_value):
-            raise VocsegError(
-                f"non-finite training loss ({loss_value}) at epoch {epoch + 1}, step {step + 1}; "
-                "stopping without saving. Try a lower --lr or --amp none."
+    with closing(finished_batches(loader, prepare, device, prepare_ahead)) as batches:
+        desc = f"epoch {epoch + 1} train"
+        bar = tqdm(batches, desc, n_batches, leave=False, disable=not progress, dynamic_ncols=True)
+        for step, (images, masks) in enumerate(bar):
+            images = to_device_input(images, device, channels_last)
+            masks = masks.to(device, non_blocking=True)
+            with autocast(device, amp_dtype):
+                output = model(images)
+            loss, total, weight = training_loss(
+                output, masks, class_weight, aux_weight, loss_kind, label_smoothing, aux_stride
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss_sum += total.detach().double()
-        weight_sum += weight.detach().double()
-        steps += 1
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        if after_step is not None and after_step():
-            break
+            loss_value = loss.item()  # one sync per step: cheap next to a segmentation forward/backward
+            check_finite(loss_value, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += total.detach().double()
+            weight_sum += weight.detach().double()
+            steps += 1
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            if after_step is not None and after_step():
+                break
     all_reduce_sum(loss_sum)
     all_reduce_sum(weight_sum)
     return float(loss_sum / weight_sum.clamp(min=1e-12)), steps

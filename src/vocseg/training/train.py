@@ -58,6 +58,7 @@ RESUMABLE_KEYS = frozenset(
         "compile",
         "eval_batch_size",
         "augment_on",
+        "augment_ahead",
     }
 )
 # Entries of last.pt that best.pt leaves out: best.pt holds weights and metadata only. With ema_decay,
@@ -346,6 +347,7 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         channels_last=s.cfg.channels_last,
         after_step=s.after_step,
         prepare=training_augment(s.cfg.augment_on, s.data.mean, s.data.std, s.device),
+        prepare_ahead=s.cfg.augment_ahead,
     )
     t_train = lr_schedule.clock()
     val = score(s, s.data.val, progress, f"epoch {epoch + 1} val") if validation_due(s, epoch) else None
