@@ -101,7 +101,7 @@ if [ "$1" = mfu ]; then
   sed 's/^augment_on: auto/augment_on: workers/' configs/strong.yaml > /tmp/strong_workers.yaml
   step 90 strong-e2e-workers $MFU --models /tmp/strong_workers.yaml --data-root $DATA
   # augment_ahead: the device path's augmentation on a thread of its own, ahead of the step (off by default)
-  { cat configs/strong.yaml; echo "augment_ahead: true"; } > /tmp/strong_ahead.yaml
+  sed "s/^augment_ahead: false/augment_ahead: true/" configs/strong.yaml > /tmp/strong_ahead.yaml
   step 90 strong-e2e-ahead $MFU --models /tmp/strong_ahead.yaml --data-root $DATA
   # the MFU goal: compile modes side by side, each also end to end (the ratio with the faster model)
   step 240 strong-compile $MFU --models configs/strong.yaml --data-root $DATA --compile $MODES

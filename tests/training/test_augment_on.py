@@ -56,9 +56,10 @@ def test_device_path_is_reproducible_and_resumes_exactly(tiny_voc, tmp_path):
         assert torch.equal(tensor, last_b["model"][name]), name
 
 
-def test_augment_ahead_trains_as_inline(tiny_voc, tmp_path, monkeypatch):
-    """augment_ahead finishes the same batches on a thread of its own: the same history and weights exactly,
-    and DeviceAugment really ran on another thread."""
+@pytest.mark.parametrize("workers", [0, 1], ids=["main-process-loading", "one-worker"])
+def test_augment_ahead_trains_as_inline(tiny_voc, tmp_path, monkeypatch, workers):
+    """augment_ahead finishes the same batches on a thread of its own (which then also drives the loader and
+    its worker): the same history and weights exactly, and DeviceAugment really ran on another thread."""
     threads = set()
     finish = device_augment.DeviceAugment.__call__
 
@@ -67,12 +68,11 @@ def test_augment_ahead_trains_as_inline(tiny_voc, tmp_path, monkeypatch):
         return finish(self, batch)
 
     monkeypatch.setattr(device_augment.DeviceAugment, "__call__", spy)
-    inline = quiet_train(tiny_config(tiny_voc, tmp_path / "inline", epochs=2, augment_on="device", **RECIPE))
+    options = dict(epochs=2, augment_on="device", num_workers=workers, **RECIPE)
+    inline = quiet_train(tiny_config(tiny_voc, tmp_path / "inline", **options))
     assert threads == {threading.get_ident()}
     threads.clear()
-    ahead = quiet_train(
-        tiny_config(tiny_voc, tmp_path / "ahead", epochs=2, augment_on="device", augment_ahead=True, **RECIPE)
-    )
+    ahead = quiet_train(tiny_config(tiny_voc, tmp_path / "ahead", augment_ahead=True, **options))
     assert threads and threading.get_ident() not in threads
     drop_seconds = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert drop_seconds(ahead.history) == drop_seconds(inline.history)
