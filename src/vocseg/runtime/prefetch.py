@@ -57,9 +57,9 @@ def _thread_ahead(batches: Iterable, prepare: Callable, device: torch.device) ->
 
 def _produce(batches: Iterable, prepare: Callable, device: torch.device, items: queue.Queue, stop) -> None:
     """The thread: finish each batch (on a side stream on CUDA, marked by an event when done) and queue it."""
-    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-    on_stream = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
-    try:
+    try:  # everything, the stream's creation too: the training thread waits for an item whatever happens
+        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        on_stream = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
         with torch.no_grad(), on_stream:
             for batch in batches:
                 out = prepare(batch)
