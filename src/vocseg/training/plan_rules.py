@@ -221,8 +221,8 @@ def _half_resolution_keeps(fp: Any) -> float | None:
 
 def choose_optimizer(model: tuple[str, dict], machine: Machine, steps: int, r: Recipe) -> None:
     """The field's SGD 0.01 + poly for a pretrained encoder on a long schedule; AdamW 1e-3 + warmup-cosine
-    from scratch or on a short one (strong_cpu.yaml's 5e-4 lost leave-one-family-out at 5 and 15 minutes:
-    held-out 1.043 and 1.022 for 1e-3, docs/planning.md)."""
+    from scratch or on a short one: the peer's rate, chosen over strong_cpu.yaml's 5e-4 leave-one-family-out
+    (docs/planning.md)."""
     if model[1]["pretrained"] and steps >= LONG_SCHEDULE:
         why = f"pretrained encoder, {steps} steps: the field's schedule"
         for key, value in (("optimizer", "sgd"), ("lr", 0.01), ("weight_decay", 0.0005), ("scheduler", "poly"),
