@@ -37,17 +37,31 @@ def load(out: Path, budget: str, seeds: list[int]) -> dict[str, dict[int, dict]]
     return rows
 
 
-def epochs_seen(family_dir: Path) -> float | None:
-    """How many times the plan's run sees each training image: estimated steps x batch / images trained on
-    (bench_equal_steps.py's plan.json; None where a family has none)."""
+def plan_steps_and_config(family_dir: Path) -> tuple[int, dict] | None:
+    """The plan's steps and config: bench_equal_steps.py's plan.json (the estimate it trained to), else the
+    first seed's ``auto`` run from bench_auto.py (the steps it took in its budget); None where neither exists."""
     saved = family_dir / "plan.json"
-    if not saved.is_file():
+    if saved.is_file():
+        plan = json.loads(saved.read_text())
+        return plan["steps"], plan["config"]
+    for seed_dir in sorted(family_dir.glob("seed*")):
+        results, config = seed_dir / "results.json", seed_dir / "auto" / "config.yaml"
+        steps = json.loads(results.read_text()).get("auto", {}).get("steps") if results.is_file() else None
+        if steps and config.is_file():
+            return steps, yaml.safe_load(config.read_text())
+    return None
+
+
+def epochs_seen(family_dir: Path) -> float | None:
+    """How many times the plan's run sees each training image: steps x batch / images trained on (None where
+    a family has no plan run)."""
+    found = plan_steps_and_config(family_dir)
+    if found is None:
         return None
-    plan = json.loads(saved.read_text())
-    c = plan["config"]
+    steps, c = found
     names = (Path(c["data_root"]) / "ImageSets" / "Segmentation" / f"{c['train_split']}.txt").read_text().split()
     trained = len(names) - round(len(names) * (c.get("val_holdout") or 0.0))
-    return plan["steps"] * c["batch_size"] / max(1, trained)
+    return steps * c["batch_size"] / max(1, trained)
 
 
 def geomean(values: list[float]) -> float:
