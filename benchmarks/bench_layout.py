@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-VOID = 255
+from vocseg.data.classes import IGNORE_INDEX as VOID
 
 
 def half_counts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -26,8 +26,11 @@ def half_counts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     dropped, so the halves are equal)."""
     h, w = (mask.shape[0] // 2) * 2, (mask.shape[1] // 2) * 2
     mask = mask[:h, :w]
-    count = lambda m: np.bincount(m.ravel(), minlength=VOID + 1)  # noqa: E731
-    return count(mask[: h // 2]), count(mask[:, : w // 2]), count(mask)
+    return _count(mask[: h // 2]), _count(mask[:, : w // 2]), _count(mask)
+
+
+def _count(mask: np.ndarray) -> np.ndarray:
+    return np.bincount(mask.ravel(), minlength=VOID + 1)
 
 
 def asymmetry(half: np.ndarray, total: np.ndarray) -> float:
