@@ -16,9 +16,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from vocseg.data.classes import IGNORE_INDEX as VOID
+from vocseg.data.voc import VOCSegmentation, decode_mask
 
 
 def half_counts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -42,14 +42,15 @@ def asymmetry(half: np.ndarray, total: np.ndarray) -> float:
     return float((share * total[classes]).sum() / total[classes].sum())
 
 
-def layout(voc_root: Path, split: str) -> tuple[float, float, int]:
-    """(vertical, horizontal asymmetry, images) over a VOC-format split's masks."""
-    names = (voc_root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
+def layout(root: Path, split: str) -> tuple[float, float, int]:
+    """(vertical, horizontal asymmetry, images) over a split's masks, read as training reads them (any layout
+    the project reads, RGB-coded masks included)."""
+    ds = VOCSegmentation(root, split)
     top, left, total = (np.zeros(VOID + 1) for _ in range(3))
-    for name in names:
-        t, lft, tot = half_counts(np.array(Image.open(voc_root / "SegmentationClass" / f"{name}.png")))
+    for i in range(len(ds)):
+        t, lft, tot = half_counts(decode_mask(ds.mask_path(i), ds.num_classes, ds.layout.colours).numpy())
         top, left, total = top + t, left + lft, total + tot
-    return asymmetry(top, total), asymmetry(left, total), len(names)
+    return asymmetry(top, total), asymmetry(left, total), len(ds)
 
 
 def main() -> None:
