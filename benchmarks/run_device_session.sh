@@ -18,7 +18,8 @@
 # default/reduce-overhead, benchmarks/bench_device_path.py on that data, batch 32, FCN/DeepLabV3-R50 compile
 # off/on, then max-autotune.
 # Everything lands in $OUT/mfu_session.log, $OUT/profile/ and $OUT/gpu_use_mfu.csv (the tool returns 8 files).
-# A dry run on a CPU (COMPILE=0: eager only):
+# Phase "followup" (at most TOTAL=480 s, the same way): what "mfu" left unmeasured; see that phase below.
+# A dry run on a CPU (COMPILE=0: eager only; the same variables work for "followup"):
 #   DEV=cpu SIZE=64 BATCH=2 STEPS=1 WARMUP=1 REPEATS=1 N=24 MAXSIDE=128 COMPILE=0 OUT=/tmp/o bash ... mfu
 set -u
 export PYTHONPATH=$PWD/src MPLBACKEND=Agg VOCSEG_CACHE=/tmp/vocseg-cache
@@ -27,6 +28,20 @@ RES=/tmp/vocseg-results
 synth500() { python3 -m vocseg synth /tmp/synth500 --train "$1" --val 100 --max-side 500 --workers 16 > /dev/null 2>&1; }
 STRONG="train --config configs/strong.yaml --model-arg pretrained=false --data-root /tmp/synth500 --train-split train --no-progress --overwrite"
 BUDGET=${BUDGET:-10m}
+# phases mfu and followup: step CAP NAME CMD... runs CMD under `timeout` (CAP s, less if the phase's END is
+# near), appended to LOG
+step() {
+  local cap=$1 name=$2 left=$((END - SECONDS)) t0=$SECONDS rc; shift 2
+  if [ $left -lt 30 ]; then echo "=== $name: skipped, $left s left" >> $LOG; return; fi
+  [ $cap -gt $left ] && cap=$left
+  echo "=== $name (at most $cap s): $*" >> $LOG
+  timeout -k 10 $cap "$@" >> $LOG 2>&1; rc=$?
+  echo "=== $name: exit $rc after $((SECONDS - t0)) s" >> $LOG
+}
+machine() {
+  python3 -c "import torch, torchvision; print('torch', torch.__version__, torchvision.__version__)"
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; lscpu | grep -E 'Model name|^CPU\(s\)'
+}
 if [ "$1" = start ]; then
   mkdir -p $RES
   python3 -m pip install -q --no-deps --no-index .bench-wheels/segmentation_models_pytorch-*.whl
@@ -79,19 +94,9 @@ if [ "$1" = mfu ]; then
   WARMUP=${WARMUP:-5}; REPEATS=${REPEATS:-3}; END=$((SECONDS + ${TOTAL:-550})); LOG=$OUT/mfu_session.log
   DATA=/tmp/synth-mfu; rm -rf $DATA
   export PYTHONUNBUFFERED=1
-  # step CAP NAME CMD...: CMD under `timeout` (CAP s, less if the phase's time is nearly out), appended to LOG
-  step() {
-    local cap=$1 name=$2 left=$((END - SECONDS)) t0=$SECONDS rc; shift 2
-    if [ $left -lt 30 ]; then echo "=== $name: skipped, $left s left" >> $LOG; return; fi
-    [ $cap -gt $left ] && cap=$left
-    echo "=== $name (at most $cap s): $*" >> $LOG
-    timeout -k 10 $cap "$@" >> $LOG 2>&1; rc=$?
-    echo "=== $name: exit $rc after $((SECONDS - t0)) s" >> $LOG
-  }
   if [ "${COMPILE:-1}" = 1 ]; then MODES="default reduce-overhead"; TV="none default"; else MODES=none; TV=none; fi
   MFU="python3 benchmarks/bench_mfu.py --device $DEV --size $SIZE --batch $BATCH --steps $STEPS --warmup $WARMUP --repeats $REPEATS"
-  { python3 -c "import torch, torchvision; print('torch', torch.__version__, torchvision.__version__)"
-    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; lscpu | grep -E 'Model name|^CPU\(s\)'; } >> $LOG 2>&1
+  machine >> $LOG 2>&1
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 1 > $OUT/gpu_use_mfu.csv 2>&1 &
   SMI=$!
   step 120 synth python3 -m vocseg synth $DATA --train $N --val 8 --max-side $MAXSIDE --workers 16
@@ -115,4 +120,30 @@ if [ "$1" = augment ]; then
   python3 benchmarks/bench_device_path.py --device cuda --repeats 5 --recipes default strong_cpu strong_cpu+photometric strong > $OUT/device_path_gpu.txt 2>&1
   synth500 500
   python3 benchmarks/bench_device_path.py --device cuda --repeats 5 --recipes strong --data-root /tmp/synth500 >> $OUT/device_path_gpu.txt 2>&1
+fi
+if [ "$1" = followup ]; then
+  # What the mfu phase of 2026-12-04 left unmeasured, each beside its baseline rerun in the same call (at most
+  # TOTAL=480 s; steps in order of importance): augment_ahead against inline at batch 16 (bench_mfu.py); the
+  # epoch boundary in isolation (bench_epoch_boundary.py: inline, ahead, and checkpoints only at the start);
+  # fcn_resnet50 and deeplabv3_resnet50 compile off/on end to end; ahead at batch 32; compile for the
+  # paper's models, the model alone. Same data and sizes as mfu; the same CPU dry run works with this phase.
+  DEV=${DEV:-cuda}; SIZE=${SIZE:-512}; BATCH=${BATCH:-16}; STEPS=${STEPS:-10}; N=${N:-1000}; MAXSIDE=${MAXSIDE:-500}
+  WARMUP=${WARMUP:-5}; REPEATS=${REPEATS:-5}; END=$((SECONDS + ${TOTAL:-480})); LOG=$OUT/followup.log
+  DATA=/tmp/synth-mfu; rm -rf $DATA
+  export PYTHONUNBUFFERED=1
+  if [ "${COMPILE:-1}" = 1 ]; then TV="none default"; else TV=none; fi
+  MFU="python3 benchmarks/bench_mfu.py --device $DEV --size $SIZE --batch $BATCH --steps $STEPS --warmup $WARMUP --repeats $REPEATS"
+  machine >> $LOG 2>&1
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 1 > $OUT/gpu_use_followup.csv 2>&1 &
+  SMI=$!
+  step 90 synth python3 -m vocseg synth $DATA --train $N --val 8 --max-side $MAXSIDE --workers 16
+  sed "s/^augment_ahead: false/augment_ahead: true/" configs/strong.yaml > /tmp/strong_ahead.yaml
+  step 130 ahead $MFU --models configs/strong.yaml /tmp/strong_ahead.yaml --data-root $DATA
+  step 120 boundary python3 benchmarks/bench_epoch_boundary.py --data-root $DATA --epochs 4 \
+    --override device=$DEV --override image_size=$SIZE --override batch_size=$BATCH --override max_train_images=640 \
+    --set augment_ahead=false --set augment_ahead=true --set monitor=val_miou
+  step 180 torchvision-compile $MFU --models fcn_resnet50 deeplabv3_resnet50 --compile $TV --data-root $DATA
+  step 90 ahead-batch32 $MFU --batch $((BATCH * 2)) --models configs/strong.yaml /tmp/strong_ahead.yaml --data-root $DATA
+  step 300 paper-compile $MFU --models fcn unpool transfer unet transfer_unet --compile $TV
+  kill $SMI 2>/dev/null
 fi
