@@ -47,7 +47,7 @@ from torch.autograd import DeviceType
 
 from vocseg.config import Config, load_config, replace
 from vocseg.data.builder import build_datasets
-from vocseg.data.device_augment import training_augment
+from vocseg.data.device_augment import resolve_augment_ahead, training_augment
 from vocseg.data.loaders import train_loader
 from vocseg.errors import VocsegError
 from vocseg.models import create_model, list_models
@@ -150,7 +150,8 @@ def loader_batches(data, cfg: Config, device: torch.device):
     prepare = training_augment(cfg.augment_on, data.mean, data.std, device)
     for epoch in itertools.count():
         loader = train_loader(data, cfg, epoch, device, 0, 1)
-        with closing(finished_batches(loader, prepare, device, cfg.augment_ahead)) as batches:
+        ahead = resolve_augment_ahead(cfg.augment_ahead, cfg.augment_on, device)
+        with closing(finished_batches(loader, prepare, device, ahead)) as batches:
             yield from batches
 
 

@@ -82,21 +82,17 @@ def test_plot_curves_writes_a_png(tmp_path):
     assert _png_size(path) == (600, 400)  # figsize (6, 4) at 100 dpi
 
 
-def test_plot_curves_skips_epochs_that_were_not_validated(tmp_path, monkeypatch):
+def test_plot_curves_skips_epochs_that_were_not_validated(tmp_path):
     history = [
         {"epoch": 1, "train_loss": 2.0, "val_loss": None, "val_miou": None},
         {"epoch": 2, "train_loss": 1.5, "val_loss": 1.7, "val_miou": 0.3},
         {"epoch": 3, "train_loss": 1.2, "val_loss": None, "val_miou": None},
         {"epoch": 4, "train_loss": 1.0, "val_loss": 1.1, "val_miou": None},  # validated, mIoU undefined
     ]
-    drawn = []
-    real_close = plots.plt.close
-    monkeypatch.setattr(plots.plt, "close", lambda fig: (drawn.append(fig), real_close(fig)))
     path = tmp_path / "curves.png"
     plots.plot_curves(history, path)
     _png_size(path)
-    (fig,) = drawn
-    ax, ax2 = fig.axes
+    ax, ax2 = plots.curves_figure(history).axes
     lines = {line.get_label(): line for line in [*ax.get_lines(), *ax2.get_lines()]}
     assert list(lines["train loss"].get_xdata()) == [1, 2, 3, 4]
     assert list(lines["val loss"].get_xdata()) == [2, 4] and list(lines["val loss"].get_ydata()) == [1.7, 1.1]

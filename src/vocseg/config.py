@@ -67,10 +67,10 @@ class Config:
         "the training device), auto (device on CUDA, workers elsewhere; docs/benchmarks.md)",
         ("auto", "workers", "device"),
     )
-    augment_ahead: bool = _field(
-        False,
+    augment_ahead: bool | None = _field(
+        None,
         "with augmentation on the device: finish each batch on a thread of its own, ahead of the training step "
-        "(on CUDA, on a side stream); off until measured on a GPU (benchmarks/run_device_session.sh mfu)",
+        "(on CUDA, on a side stream); null: on where the device path runs on CUDA (docs/benchmarks.md)",
     )
     eval_batch_size: int = _field(
         1,
@@ -141,7 +141,11 @@ class Config:
     channels_last: bool | None = _field(
         None, "channels-last memory format; null: the model's measured choice (`vocseg models`)"
     )
-    compile: bool = _field(False, "torch.compile the model (eager with a message when it cannot)")
+    compile: bool | None = _field(
+        None,
+        "torch.compile the model (eager with a message when it cannot); null: on CUDA, for the models whose "
+        "measured gain repays compiling within the run (`vocseg models`, docs/benchmarks.md)",
+    )
     sync_bn: bool = _field(False, "SyncBatchNorm across processes (torchrun)")
 
     def validate(self) -> Config:

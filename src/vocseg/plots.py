@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from .data.classes import IGNORE_INDEX, voc_colormap  # noqa: E402
@@ -24,6 +25,7 @@ __all__ = [
     "colorize",
     "comparison_figure",
     "confusion_figure",
+    "curves_figure",
     "error_map",
     "error_panel_figure",
     "overlay",
@@ -85,13 +87,15 @@ def _no_ticks(axes: Any) -> None:
 # ----------------------------------------------------------------------------- figures
 
 
-def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> None:
+def curves_figure(history: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
     """Train and val loss by epoch (left axis) and val mIoU (right axis); val points only at the epochs
-    that were validated (``val_every``)."""
+    that were validated (``val_every``). Built without pyplot's global state, so training can draw it on its
+    background writer thread."""
     epochs = [r["epoch"] for r in history]
     validated = [r for r in history if r["val_loss"] is not None]
     val_epochs = [r["epoch"] for r in validated]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
     ax.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
     ax.plot(val_epochs, [r["val_loss"] for r in validated], "s-", label="val loss")
     ax.set_xlabel("epoch")
@@ -105,8 +109,12 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, title: s
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> None:
+    """:func:`curves_figure` written to ``path``."""
+    curves_figure(history, title).savefig(path)
 
 
 def comparison_figure(

@@ -31,6 +31,7 @@ from vocseg.data.device_augment import (
     RawTrainItems,
     check_preset,
     draw_plan,
+    resolve_augment_ahead,
     resolve_augment_on,
     training_augment,
 )
@@ -237,6 +238,15 @@ def test_resolve_augment_on():
         resolve_augment_on("gpu", CPU)
     assert training_augment("auto", MEAN, STD, CPU) is None
     assert isinstance(training_augment("device", MEAN, STD, CPU), DeviceAugment)
+
+
+def test_resolve_augment_ahead():
+    """null is on only where the device path runs on CUDA; a set value is kept."""
+    cuda = torch.device("cuda")  # a device object needs no GPU
+    assert resolve_augment_ahead(None, "auto", cuda) is True and resolve_augment_ahead(None, "device", cuda) is True
+    assert resolve_augment_ahead(None, "workers", cuda) is False
+    assert resolve_augment_ahead(None, "auto", CPU) is False and resolve_augment_ahead(None, "device", CPU) is False
+    assert resolve_augment_ahead(True, "device", CPU) is True and resolve_augment_ahead(False, "auto", cuda) is False
 
 
 def test_refuses_what_it_cannot_split_with_a_reason():

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from vocseg.config import Config
 from vocseg.data.builder import build_datasets
 from vocseg.data.copy_paste import CopyPasteCollate
-from vocseg.data.loaders import SameSizeBatches, StridedSampler, eval_loader, train_loader
+from vocseg.data.loaders import EpochBatches, SameSizeBatches, StridedSampler, eval_loader, train_loader
 from vocseg.data.transforms import collate_pad
 
 CPU = torch.device("cpu")
@@ -184,6 +184,47 @@ def test_workers_persist_across_epochs_with_the_batches_of_fresh_ones(data, tiny
     first = {int(x) for images, _ in loader for x in images.flatten()}
     again = {int(x) for images, _ in train_loader(pids, cfg, 1, CPU, 0, 1, reuse=loader) for x in images.flatten()}
     assert first == again and len(first) == 1 and os.getpid() not in first
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_epoch_batches_start_the_next_epoch_at_the_last_batch_with_the_batches_of_fresh_loaders(
+    workers, data, tiny_voc, torch_global_state
+):
+    """Chained EpochBatches give every epoch the batches a loader built for it alone gives. With a worker, the
+    next epoch's iterator is made when this epoch's last batch arrives, before it is used (so the worker
+    prepares the next epoch meanwhile), and handed on; the last epoch starts none; without workers none is."""
+    cfg = _config(tiny_voc, num_workers=workers, photometric=True)
+    torch.manual_seed(9)  # loading in the main process draws from the global generator, epoch after epoch
+    fresh = {e: _batches(train_loader(data, cfg, e, CPU, 0, 1)) for e in (0, 1, 2)}
+    torch.manual_seed(9)
+    loader, previous = None, None
+    for epoch, then in ((0, 1), (1, 2), (2, None)):
+        loader = train_loader(data, cfg, epoch, CPU, 0, 1, reuse=loader)
+        batches = EpochBatches(loader, epoch, then, previous)
+        got, started_at = [], []
+        for images, masks in batches:
+            started_at.append(batches.started is not None)
+            got.append((images.clone(), masks.clone()))
+        _assert_same_batches(got, fresh[epoch])
+        assert len(batches) == len(got) == len(fresh[epoch])
+        prestarts = workers > 0 and then is not None
+        assert started_at == [False] * (len(got) - 1) + [prestarts]
+        if prestarts:
+            assert loader.sampler.epoch == then
+        previous = batches
+
+
+def test_epoch_batches_after_an_epoch_cut_short_start_their_own(data, tiny_voc, torch_global_state):
+    """An epoch that ends early (a time budget) starts no next iterator; the next epoch makes its own, with its
+    own batches (the worker's prefetched leftovers of the cut epoch are dropped)."""
+    cfg = _config(tiny_voc, num_workers=1)
+    fresh = _batches(train_loader(data, cfg, 1, CPU, 0, 1))
+    loader = train_loader(data, cfg, 0, CPU, 0, 1)
+    cut = EpochBatches(loader, 0, then=1)
+    next(iter(cut))
+    assert cut.started is None
+    loader = train_loader(data, cfg, 1, CPU, 0, 1, reuse=loader)
+    _assert_same_batches(_batches(EpochBatches(loader, 1, None, previous=cut)), fresh)
 
 
 # ----------------------------------------------------------------------------- eval_loader

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import TORCHVISION_SEGMENTATION
 from vocseg.errors import VocsegError
-from vocseg.models import create_model, get_model_entry, list_models
+from vocseg.models import CompileSpeed, create_model, get_model_entry, list_models
 
 
 def test_paper_models_are_registered():
@@ -48,3 +48,11 @@ def test_unknown_kwarg_is_named(name):
     with pytest.raises(VocsegError, match=f"model '{name}' has no argument.s. bogus_arg; valid: ") as e:
         create_model(name, bogus_arg=1)
     assert "num_classes" not in str(e.value).split("valid: ")[1]
+
+
+def test_compile_speed_break_even_by_hand():
+    """2 s to compile; 100 img/s eager, 125 compiled: each image saves 0.01 - 0.008 = 0.002 s, so 1,000
+    images repay it; a model no faster compiled never repays it."""
+    assert CompileSpeed(100.0, 125.0, 2.0).breakeven_images == pytest.approx(1000.0)
+    assert CompileSpeed(100.0, 90.0, 2.0).breakeven_images == float("inf")
+    assert CompileSpeed(100.0, 100.0, 2.0).breakeven_images == float("inf")

@@ -44,3 +44,27 @@ def test_compile_failure_falls_back_to_eager_with_one_message(monkeypatch):
     assert out is model
     assert len(messages) == 1 and "no C++ compiler found" in messages[0] and "eagerly" in messages[0]
     assert "traceback" not in messages[0]
+
+
+def test_compile_probes_the_backend_with_its_own_function_not_the_model(monkeypatch):
+    """The early check compiles a tiny function: the model's first compilation is then its training step,
+    not an eval-mode forward of another shape (which would make training's a dynamic-shape one)."""
+    compiled: list = []
+
+    def record(fn, **kwargs):
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(speed.torch, "compile", record)
+    model = create_model("fcn")
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    out = speed.wrap_for_speed(model, torch.device("cpu"), compile=True)
+    assert compiled == [speed._probe, model] and out is model and not calls
+
+
+def test_eager_strips_only_the_compile_wrapper():
+    model = create_model("fcn")
+    assert speed.eager(model) is model
+    wrapped = torch.compile(model)  # lazy: nothing is compiled until it is called
+    assert speed.eager(wrapped) is model

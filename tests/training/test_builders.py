@@ -118,3 +118,44 @@ def test_channels_last_null_takes_the_models_measured_choice():
     assert builders.resolve_channels_last(Config(model="unet")).channels_last is False
     assert builders.resolve_channels_last(Config(model="unet", channels_last=True)).channels_last is True
     assert builders.resolve_channels_last(Config(model="fcn", channels_last=False)).channels_last is False
+
+
+# ----------------------------------------------------------------------------- compile: null
+
+
+CUDA = torch.device("cuda")  # a device object needs no GPU
+
+
+def test_compile_set_in_the_config_is_kept_everywhere():
+    for value in (True, False):
+        for device in (torch.device("cpu"), CUDA):
+            assert builders.resolve_compile(Config(model="unet", compile=value), device, 10)[0] is value
+
+
+def test_compile_null_is_off_on_cpus_and_for_unmeasured_or_slower_models():
+    assert builders.resolve_compile(Config(model="unet"), torch.device("cpu"), 10**9) == (
+        False,
+        "compile: off (auto: not on CPUs)",
+    )
+    on, why = builders.resolve_compile(Config(model="lraspp_mobilenet_v3_large"), CUDA, 10**9)
+    assert not on and "not measured for lraspp_mobilenet_v3_large" in why
+    # measured slower compiled: no run is long enough
+    assert not builders.resolve_compile(Config(model="transfer_unet"), CUDA, 10**12)[0]
+
+
+def test_compile_null_on_cuda_compiles_runs_that_repay_it():
+    """unet on an H100: 140.3 img/s eager, 198.3 compiled, 12.5 s to compile. Each image saves
+    1/140.3 - 1/198.3 s, so the one-off is repaid after 12.5 / that = 5,996 images; with the margin of 2,
+    a run of 11,992 images or more compiles."""
+    speed = builders.get_model_entry("unet").gpu_compile
+    assert speed.breakeven_images == pytest.approx(12.5 / (1 / 140.3 - 1 / 198.3))
+    need = builders.COMPILE_MARGIN * speed.breakeven_images
+    assert 11_990 < need < 11_993
+    cfg = Config(model="unet", batch_size=16)
+    assert not builders.resolve_compile(cfg, CUDA, 749)[0]  # 11,984 images
+    on, why = builders.resolve_compile(cfg, CUDA, 750)  # 12,000 images
+    assert on and "~12,000 training images" in why and "after 11,992" in why
+    assert builders.resolve_compile(cfg, CUDA, 375, world=2)[0]  # steps count every process's batch
+    # with a budget, the images it trains eagerly at the measured rate: 60 s x 140.3 = 8,418 < 11,992 < 120 s'
+    assert not builders.resolve_compile(Config(model="unet", budget="60s"), CUDA, 10**9)[0]
+    assert builders.resolve_compile(Config(model="unet", budget="2m"), CUDA, 1)[0]

@@ -86,6 +86,31 @@ def test_val_every_validates_every_nth_epoch_and_the_last(monitor, tiny_voc, tmp
     assert load_checkpoint(run / "best.pt")["epoch"] == best_epoch
 
 
+def test_curves_are_drawn_off_the_training_thread_after_the_checkpoints(tiny_voc, tmp_path, monkeypatch, capsys):
+    """curves.png is drawn on the writer thread, from a snapshot of the history, after that epoch's checkpoints
+    (the GPU does not wait for matplotlib between epochs; docs/benchmarks.md, section (j))."""
+    events = []
+    draw, write = train_mod.plot_curves, train_mod.write_epoch_files
+
+    def plot_curves(history, path, title):
+        events.append(("curves", threading.get_ident(), len(history)))
+        draw(history, path, title)
+
+    def write_epoch_files(run, state, improved):
+        events.append(("ckpt", threading.get_ident(), state["epoch"]))
+        write(run, state, improved)
+
+    monkeypatch.setattr(train_mod, "plot_curves", plot_curves)
+    monkeypatch.setattr(train_mod, "write_epoch_files", write_epoch_files)
+    run = tmp_path / "run"
+    assert main(_tiny_args(tiny_voc, run, "--epochs", 2, "--monitor", "last")) == 0
+    capsys.readouterr()
+    # monitor last: both epochs are checkpointed; curves are due after the first and the last epoch
+    assert [(kind, n) for kind, _, n in events] == [("ckpt", 1), ("curves", 1), ("ckpt", 2), ("curves", 2)]
+    assert all(thread != threading.get_ident() for _, thread, _ in events)
+    assert (run / "curves.png").is_file()
+
+
 @pytest.mark.parametrize(
     ("every_s", "last_is_due", "written"),
     [(0.0, True, [1, 2, 3, 4]), (1e9, True, [1, 2, 4]), (1e9, False, [1, 2, 4])],

@@ -70,6 +70,16 @@ def resolve_augment_on(augment_on: str, device: torch.device) -> str:
     return augment_on
 
 
+def resolve_augment_ahead(augment_ahead: bool | None, augment_on: str, device: torch.device) -> bool:
+    """Whether the device path finishes batches on a thread of its own (config ``augment_ahead``). null: where
+    the device path runs on CUDA; on an H100 with strong.yaml at 512 it trained 1.02x inline's images/s end to
+    end at batch 16 and 32 (docs/benchmarks.md, section (j)). Elsewhere off: unmeasured on CPUs, whose cores the
+    training threads already use. It has no effect where the workers augment."""
+    if augment_ahead is not None:
+        return augment_ahead
+    return torch.device(device).type == "cuda" and resolve_augment_on(augment_on, device) == "device"
+
+
 # ----------------------------------------------------------------------------- the draws (loader side)
 
 

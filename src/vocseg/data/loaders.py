@@ -152,6 +152,42 @@ def train_loader(
     )
 
 
+class EpochBatches:
+    """``epoch``'s batches of a training loader (train_loader's, its sampler set to ``epoch``): exactly
+    ``len(loader)`` of them, iterated once.
+
+    ``then`` is the epoch that follows, when one will run. With loader workers, that epoch's iterator is made as
+    soon as this epoch's last batch has arrived: the persistent workers then prepare its first batches while
+    this epoch's last steps run. Without this, each epoch's first batch kept the GPU waiting 1.5-2 steps on an
+    H100 (docs/benchmarks.md, section (j)). The next EpochBatches takes that iterator over (``previous``).
+    Which batches an epoch gets is unchanged: its order and its workers' draws depend only on (seed, epoch)."""
+
+    def __init__(
+        self, loader: DataLoader, epoch: int, then: int | None = None, previous: EpochBatches | None = None
+    ) -> None:
+        self.loader, self.epoch, self.then = loader, epoch, then
+        handed_on = previous is not None and previous.loader is loader and previous.then == epoch
+        self._iterator = previous.started if handed_on else None
+        self.started = None  # ``then``'s iterator, once made
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        iterator, self._iterator = self._iterator or self._start(self.epoch), None
+        for i in range(len(self.loader)):
+            batch = next(iterator, None)
+            if batch is None:
+                return
+            if i == len(self.loader) - 1 and self.then is not None and self.loader.num_workers > 0:
+                self.started = self._start(self.then)
+            yield batch
+
+    def _start(self, epoch: int):
+        self.loader.sampler.set_epoch(epoch)
+        return iter(self.loader)
+
+
 def eval_loader(
     dataset: Dataset, cfg: Config, device: torch.device, rank: int = 0, world: int = 1, batch_size: int | None = None
 ) -> DataLoader:

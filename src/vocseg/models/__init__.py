@@ -9,7 +9,7 @@ from . import (
     unpool,  # noqa: F401  (registers "unpool", Table 2)
 )
 from .common import count_parameters
-from .registry import ModelEntry, create_model, get_model_entry, list_models, register_model
+from .registry import CompileSpeed, ModelEntry, create_model, get_model_entry, list_models, register_model
 from .summary import count_gflops, format_model_table, model_table
 from .torchvision_models import pretrained_model
 
@@ -19,6 +19,7 @@ __all__ = [
     "register_model",
     "get_model_entry",
     "ModelEntry",
+    "CompileSpeed",
     "count_parameters",
     "model_table",
     "format_model_table",

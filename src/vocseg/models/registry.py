@@ -7,6 +7,7 @@ logits, for any ``H`` and ``W``.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,23 @@ from typing import Any
 from torch import nn
 
 from ..errors import VocsegError
+
+
+@dataclass(frozen=True)
+class CompileSpeed:
+    """torch.compile (default mode) against eager for the model's training step at its default arguments,
+    measured on one GPU (an H100, 512 crops, batch 16, bf16; docs/benchmarks.md, section (j)): training images/s
+    both ways and the seconds its first steps spent compiling."""
+
+    eager_ips: float
+    compiled_ips: float
+    one_off_s: float
+
+    @property
+    def breakeven_images(self) -> float:
+        """Training images after which compiling has paid for its one-off seconds (inf: it never does)."""
+        saved = 1 / self.eager_ips - 1 / self.compiled_ips
+        return self.one_off_s / saved if saved > 0 else math.inf
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,9 @@ class ModelEntry:
     # Whether training runs faster in channels-last memory: measured per model on CPU and GPU
     # (docs/benchmarks.md, "Precision, channels-last and compile per model"); ``channels_last: null`` uses it.
     channels_last: bool = False
+    # torch.compile's measured gain on a GPU (None: not measured); ``compile: null`` decides by it
+    # (vocseg.training.builders.resolve_compile).
+    gpu_compile: CompileSpeed | None = None
 
     @property
     def paper_table(self) -> str:
@@ -47,6 +68,7 @@ def register_model(
     description: str = "",
     offline_kwargs: dict[str, Any] | None = None,
     channels_last: bool = False,
+    gpu_compile: CompileSpeed | None = None,
 ) -> Callable:
     """Decorator registering a model class or builder function under ``name``."""
 
@@ -54,7 +76,7 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         doc = description or (inspect.getdoc(builder) or "").split("\n")[0]
-        _REGISTRY[name] = ModelEntry(name, builder, source, doc, dict(offline_kwargs or {}), channels_last)
+        _REGISTRY[name] = ModelEntry(name, builder, source, doc, dict(offline_kwargs or {}), channels_last, gpu_compile)
         return builder
 
     return wrap

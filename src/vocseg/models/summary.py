@@ -6,7 +6,7 @@ import torch
 
 from .common import count_parameters
 from .flops import count_gflops  # re-exported: vocseg.models.count_gflops
-from .registry import create_model, get_model_entry, list_models
+from .registry import CompileSpeed, create_model, get_model_entry, list_models
 
 
 def _count(name: str, image_size: int) -> tuple[int, float]:
@@ -17,8 +17,8 @@ def _count(name: str, image_size: int) -> tuple[int, float]:
 
 def model_table(image_size: int = 512) -> list[dict]:
     """One row per registered model: name, params, gflops (one forward at ``image_size`` x ``image_size``),
-    source, channels_last (the memory format
-    training uses by default), paper_table, description. Models are built offline (no pretrained weights needed), on the
+    source, channels_last (the memory format training uses by default), gpu_compile (torch.compile's measured
+    speed-up of a training step on a GPU and its one-off seconds, or None), paper_table, description. Models are built offline (no pretrained weights needed), on the
     ``meta`` device. For models with an auxiliary training head (torchvision's FCN and DeepLabV3) the
     parameters include that head, as their checkpoints do; the GFLOPs are of the eval forward, which skips it."""
     rows = []
@@ -32,6 +32,7 @@ def model_table(image_size: int = 512) -> list[dict]:
                 "gflops": gflops,
                 "source": entry.source,
                 "channels_last": entry.channels_last,
+                "gpu_compile": entry.gpu_compile,
                 "paper_table": entry.paper_table,
                 "description": entry.description,
             }
@@ -41,13 +42,14 @@ def model_table(image_size: int = 512) -> list[dict]:
 
 def format_model_table(rows: list[dict]) -> str:
     """The rows of :func:`model_table` as an aligned plain-text table."""
-    headers = ("name", "params", "GFLOPs", "memory", "source", "description")
+    headers = ("name", "params", "GFLOPs", "memory", "GPU compile", "source", "description")
     body = [
         (
             r["name"],
             f"{r['params']:,}",
             f"{r['gflops']:.2f}",
             "chan-last" if r["channels_last"] else "contig",
+            _compile_cell(r["gpu_compile"]),
             r["source"],
             r["description"],
         )
@@ -63,3 +65,10 @@ def format_model_table(rows: list[dict]) -> str:
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out += [line(b) for b in body]
     return "\n".join(out)
+
+
+def _compile_cell(speed: CompileSpeed | None) -> str:
+    """A training step's speed-up compiled and the seconds compiling took, as measured on a GPU; "-": unmeasured."""
+    if speed is None:
+        return "-"
+    return f"{speed.compiled_ips / speed.eager_ips:.2f}x {speed.one_off_s:.0f}s"

@@ -41,7 +41,7 @@ from torch import nn
 from ..errors import VocsegError
 from .base import SegmentationModel
 from .common import crop_to
-from .registry import create_model, register_model
+from .registry import CompileSpeed, create_model, register_model
 from .transfer import (
     hub_file_name,
     imagenet_normalization,
@@ -251,6 +251,13 @@ class TorchvisionSegmentation(SegmentationModel):
         return {"out": out, "aux": aux}
 
 
+# torch.compile against eager on an H100 (docs/benchmarks.md, section (j)); the other architectures are unmeasured.
+GPU_COMPILE = {
+    "fcn_resnet50": CompileSpeed(eager_ips=218.7, compiled_ips=249.7, one_off_s=28.1),
+    "deeplabv3_resnet50": CompileSpeed(eager_ips=171.0, compiled_ips=214.7, one_off_s=27.1),
+}
+
+
 def _register(arch: str) -> None:
     """Register ``arch`` with a builder whose signature lists exactly its model arguments."""
 
@@ -272,6 +279,7 @@ def _register(arch: str) -> None:
         # ResNet backbones train faster in channels-last on CPU and GPU; MobileNet's depthwise convs do not
         # (docs/benchmarks.md, sections (d) and (f))
         channels_last="resnet" in arch,
+        gpu_compile=GPU_COMPILE.get(arch),
     )(build)
 
 

@@ -43,19 +43,25 @@ def wrap_for_speed(
 def compile_or_eager(model: nn.Module, log: Callable[[str], None] | None) -> nn.Module:
     """``torch.compile(model)``, or the eager model with a message when this machine cannot compile.
 
-    torch.compile is lazy: a missing C++ compiler or Triton only shows at the first call, so a tiny
-    forward is tried here, in eval mode and without gradients, to fail early rather than mid-epoch."""
+    torch.compile is lazy: a missing C++ compiler or Triton only shows at the first call, so a tiny function is
+    compiled and run here first, on the model's device, to fail early rather than mid-epoch. Not the model
+    itself: a probe of another shape or mode would make its first training compile a dynamic-shape one."""
     try:
-        compiled = torch.compile(model)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            param = next(model.parameters())
-            compiled(torch.zeros(1, 3, 64, 64, device=param.device))
-        model.train(was_training)
-        return compiled
+        param = next(model.parameters())
+        torch.compile(_probe)(torch.ones(4, device=param.device))
+        return torch.compile(model)
     except Exception as e:  # noqa: BLE001 - any backend failure means: run eagerly
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if log is not None:
             log(f"compile: torch.compile is not usable here ({first[:200]}); training eagerly instead")
         return model
+
+
+def _probe(x: torch.Tensor) -> torch.Tensor:
+    return torch.relu(x * 2 + 1)
+
+
+def eager(model: nn.Module) -> nn.Module:
+    """``model`` without torch.compile's wrapper (DDP stays): evaluation runs eagerly, since native-size images
+    of many shapes and eval mode would each cost a compilation."""
+    return getattr(model, "_orig_mod", model)

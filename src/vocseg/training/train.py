@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from torch import nn
 from ..checkpoint import checkpoint_metadata
 from ..config import Config, config_from_dict, replace
 from ..data.builder import DataBundle, build_datasets, with_dataset_classes
-from ..data.device_augment import training_augment
-from ..data.loaders import eval_loader, train_loader
+from ..data.device_augment import resolve_augment_ahead, training_augment
+from ..data.loaders import EpochBatches, eval_loader, train_loader
 from ..errors import VocsegError, require
 from ..evaluation.evaluator import Evaluation, evaluate
 from ..evaluation.inference import multiscale_views, predict_logits
@@ -34,9 +35,9 @@ from ..runtime.device import resolve_amp, resolve_device
 from ..runtime.distributed import barrier, broadcast_flag, cleanup, init_distributed, is_main_process
 from ..runtime.files import BackgroundWriter, atomic_write_bytes, detached_copy
 from ..runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
-from ..runtime.wrappers import unwrap, wrap_for_speed
+from ..runtime.wrappers import eager, unwrap, wrap_for_speed
 from . import lr_schedule
-from .builders import build_model, build_optimizer, resolve_channels_last
+from .builders import build_model, build_optimizer, resolve_channels_last, resolve_compile
 from .ema import ModelEma
 from .lr_schedule import LrSchedule, build_lr_schedule
 from .step import train_one_epoch
@@ -151,10 +152,11 @@ class Session:
     unsaved_epoch: int | None = None  # an epoch trained since last.pt was written, waiting for CHECKPOINT_EVERY_S
     saver: BackgroundWriter = field(default_factory=BackgroundWriter)  # writes checkpoints off the training thread
     loader: Any = None  # the training DataLoader, kept from epoch to epoch so that its workers persist
+    batches: EpochBatches | None = None  # the last epoch's batches, which start the next epoch's iterator
 
     def eval_model(self) -> nn.Module:
         """The model validation and the final evaluation score: the average with ``ema_decay``."""
-        return self.ema.module if self.ema is not None else self.model
+        return self.ema.module if self.ema is not None else eager(self.model)
 
     def after_step(self) -> bool:
         """After every optimizer step: move the average, then let the step schedule (LR, budget) decide."""
@@ -315,11 +317,15 @@ def restore(s: Session, saved: dict[str, Any]) -> None:
 
 
 def wrap_model(s: Session) -> nn.Module:
-    """channels-last, SyncBatchNorm, DDP and torch.compile, as the config asks."""
+    """channels-last, SyncBatchNorm, DDP and torch.compile, as the config asks (compile: null decides by the
+    model's measured gain and the run's length: resolve_compile)."""
     c = s.cfg
     log = s.log if s.main else None
+    compile, why = resolve_compile(c, s.device, s.steps.total_steps, s.world)
+    if log is not None and c.compile is None and s.device.type == "cuda":
+        log(why)
     return wrap_for_speed(
-        s.model, s.device, channels_last=c.channels_last, sync_bn=c.sync_bn, compile=c.compile, world=s.world, log=log
+        s.model, s.device, channels_last=c.channels_last, sync_bn=c.sync_bn, compile=compile, world=s.world, log=log
     )
 
 
@@ -329,10 +335,11 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
     t0 = lr_schedule.clock()
     s.steps.begin_epoch(epoch)
     lr = s.optimizer.param_groups[0]["lr"]
-    loader = s.loader = train_loader(s.data, s.cfg, epoch, s.device, s.rank, s.world, reuse=s.loader)
+    s.loader = train_loader(s.data, s.cfg, epoch, s.device, s.rank, s.world, reuse=s.loader)
+    s.batches = EpochBatches(s.loader, epoch, next_epoch(s, epoch), previous=s.batches)
     train_loss, _ = train_one_epoch(
         s.model,
-        loader,
+        s.batches,
         s.optimizer,
         s.weight,
         s.device,
@@ -347,7 +354,7 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         channels_last=s.cfg.channels_last,
         after_step=s.after_step,
         prepare=training_augment(s.cfg.augment_on, s.data.mean, s.data.std, s.device),
-        prepare_ahead=s.cfg.augment_ahead,
+        prepare_ahead=resolve_augment_ahead(s.cfg.augment_ahead, s.cfg.augment_on, s.device),
     )
     t_train = lr_schedule.clock()
     val = score(s, s.data.val, progress, f"epoch {epoch + 1} val") if validation_due(s, epoch) else None
@@ -367,6 +374,14 @@ def run_epoch(s: Session, epoch: int, progress: bool) -> tuple[dict[str, Any], E
         "seconds": seconds,
     }
     return row, val
+
+
+def next_epoch(s: Session, epoch: int) -> int | None:
+    """The epoch after ``epoch`` when the schedule, as planned now, runs one (its first batches are then
+    prepared while this epoch's last steps run: EpochBatches)."""
+    steps_left = s.steps.total_steps - s.steps.step
+    last = epoch + 1 >= s.steps.epochs or (s.steps.per_step and steps_left <= len(s.loader))
+    return None if last else epoch + 1
 
 
 def validation_due(s: Session, epoch: int) -> bool:
@@ -450,16 +465,19 @@ def check_finite(s: Session, row: dict[str, Any], epoch: int) -> None:
 
 
 def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | None, improved: bool) -> None:
-    """Checkpoints (best.pt when improved, then last.pt) and history.csv when due (checkpoint_due), written
-    on a background thread from a snapshot while the next epoch trains; curves, TensorBoard and the log line."""
+    """Checkpoints (best.pt when improved, then last.pt) and history.csv when due (checkpoint_due), then
+    curves.png when due (curves_due): written on the background thread from snapshots while the next epoch
+    trains, so the GPU does not wait for them; TensorBoard and the log line."""
+    jobs = []
     if improved or checkpoint_due(s, epoch):
-        write_checkpoints(s, epoch, improved)
+        jobs.append(checkpoint_job(s, epoch, improved))
     else:
         s.unsaved_epoch = epoch
     if curves_due(s, epoch):
-        with s.run.writing(s.run.curves_path):
-            plot_curves(s.history, s.run.curves_path, title=s.cfg.model)
+        jobs.append(functools.partial(draw_curves, s.run, detached_copy(s.history), s.cfg.model))
         s.curves_plotted_at = lr_schedule.clock()
+    if jobs:
+        s.saver.submit(run_in_order, jobs)
     if s.writer is not None:
         metrics = val.metrics if val is not None else None
         log_epoch(s.writer, row, metrics, unwrap(s.model), s.data.val, s.device, s.amp_dtype, epoch + 1)
@@ -471,6 +489,11 @@ def save_epoch(s: Session, epoch: int, row: dict[str, Any], val: Evaluation | No
 
 def write_checkpoints(s: Session, epoch: int, improved: bool) -> None:
     """Snapshot the run's state after ``epoch`` and write it (write_epoch_files) on the background thread."""
+    s.saver.submit(checkpoint_job(s, epoch, improved))
+
+
+def checkpoint_job(s: Session, epoch: int, improved: bool) -> Callable[[], None]:
+    """The run's state after ``epoch``, snapshot now, and the job that writes it (write_epoch_files)."""
     state = {
         **checkpoint_metadata(s.cfg, s.data.class_names, s.data.mean, s.data.std, s.weight),
         "model": unwrap(s.eval_model()).state_dict(),
@@ -484,8 +507,18 @@ def write_checkpoints(s: Session, epoch: int, improved: bool) -> None:
     }
     if s.ema is not None:
         state.update(train_model=unwrap(s.model).state_dict(), ema=s.ema.state_dict())
-    s.saver.submit(write_epoch_files, s.run, detached_copy(state), improved)
     s.checkpointed_at, s.unsaved_epoch = lr_schedule.clock(), None
+    return functools.partial(write_epoch_files, s.run, detached_copy(state), improved)
+
+
+def draw_curves(run: RunDir, history: list[dict[str, Any]], title: str) -> None:
+    with run.writing(run.curves_path):
+        plot_curves(history, run.curves_path, title=title)
+
+
+def run_in_order(jobs: list[Callable[[], None]]) -> None:
+    for job in jobs:
+        job()
 
 
 def write_epoch_files(run: RunDir, state: dict[str, Any], improved: bool) -> None:
