@@ -14,7 +14,7 @@
 # when time runs out): benchmarks/bench_mfu.py at 512, batch 16: strong.yaml's model alone against the
 # end-to-end loop (the real loader over 1,000 synthetic VOC-sized images; the "epoch s" of 10,582 images is
 # estimated from that rate), its profile (top ops, trace), the same loop with augment_on: workers and with
-# augment_ahead: true, compile
+# augment_ahead: false (inline), compile
 # default/reduce-overhead, benchmarks/bench_device_path.py on that data, batch 32, FCN/DeepLabV3-R50 compile
 # off/on, then max-autotune.
 # Everything lands in $OUT/mfu_session.log, $OUT/profile/ and $OUT/gpu_use_mfu.csv (the tool returns 8 files).
@@ -105,9 +105,9 @@ if [ "$1" = mfu ]; then
   # augment_on's auto default: the same loop with augmentation in the loader workers instead of on the device
   sed 's/^augment_on: auto/augment_on: workers/' configs/strong.yaml > /tmp/strong_workers.yaml
   step 90 strong-e2e-workers $MFU --models /tmp/strong_workers.yaml --data-root $DATA
-  # augment_ahead: the device path's augmentation on a thread of its own, ahead of the step (off by default)
-  sed "s/^augment_ahead: false/augment_ahead: true/" configs/strong.yaml > /tmp/strong_ahead.yaml
-  step 90 strong-e2e-ahead $MFU --models /tmp/strong_ahead.yaml --data-root $DATA
+  # augment_ahead: null (on CUDA: the device path's augmentation on a thread of its own) against inline
+  sed "s/^augment_ahead: null/augment_ahead: false/" configs/strong.yaml > /tmp/strong_inline.yaml
+  step 90 strong-e2e-inline $MFU --models /tmp/strong_inline.yaml --data-root $DATA
   # the MFU goal: compile modes side by side, each also end to end (the ratio with the faster model)
   step 240 strong-compile $MFU --models configs/strong.yaml --data-root $DATA --compile $MODES
   step 60 device-path python3 benchmarks/bench_device_path.py --device $DEV --recipes strong --data-root $DATA
@@ -123,7 +123,8 @@ if [ "$1" = augment ]; then
 fi
 if [ "$1" = followup ]; then
   # What the mfu phase of 2026-12-04 left unmeasured, each beside its baseline rerun in the same call (at most
-  # TOTAL=480 s; steps in order of importance): augment_ahead against inline at batch 16 (bench_mfu.py); the
+  # TOTAL=480 s; steps in order of importance): inline against augment_ahead (strong.yaml's null: on CUDA) at
+  # batch 16 (bench_mfu.py); the
   # epoch boundary in isolation (bench_epoch_boundary.py: inline, ahead, and checkpoints only at the start);
   # fcn_resnet50 and deeplabv3_resnet50 compile off/on end to end; ahead at batch 32; compile for the
   # paper's models, the model alone. Same data and sizes as mfu; the same CPU dry run works with this phase.
@@ -137,13 +138,13 @@ if [ "$1" = followup ]; then
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 1 > $OUT/gpu_use_followup.csv 2>&1 &
   SMI=$!
   step 90 synth python3 -m vocseg synth $DATA --train $N --val 8 --max-side $MAXSIDE --workers 16
-  sed "s/^augment_ahead: false/augment_ahead: true/" configs/strong.yaml > /tmp/strong_ahead.yaml
-  step 130 ahead $MFU --models configs/strong.yaml /tmp/strong_ahead.yaml --data-root $DATA
+  sed "s/^augment_ahead: null/augment_ahead: false/" configs/strong.yaml > /tmp/strong_inline.yaml
+  step 130 ahead $MFU --models /tmp/strong_inline.yaml configs/strong.yaml --data-root $DATA
   step 120 boundary python3 benchmarks/bench_epoch_boundary.py --data-root $DATA --epochs 4 \
     --override device=$DEV --override image_size=$SIZE --override batch_size=$BATCH --override max_train_images=640 \
     --set augment_ahead=false --set augment_ahead=true --set monitor=val_miou
   step 180 torchvision-compile $MFU --models fcn_resnet50 deeplabv3_resnet50 --compile $TV --data-root $DATA
-  step 90 ahead-batch32 $MFU --batch $((BATCH * 2)) --models configs/strong.yaml /tmp/strong_ahead.yaml --data-root $DATA
+  step 90 ahead-batch32 $MFU --batch $((BATCH * 2)) --models /tmp/strong_inline.yaml configs/strong.yaml --data-root $DATA
   step 300 paper-compile $MFU --models fcn unpool transfer unet transfer_unet --compile $TV
   kill $SMI 2>/dev/null
 fi

@@ -417,6 +417,22 @@ def test_a_disk_that_fills_during_training_stops_it_naming_the_file(tiny_voc, tm
     assert [r["epoch"] for r in history_rows(run / "history.csv")] == ["1"]
 
 
+def test_curves_that_cannot_be_written_stop_the_run_naming_the_file(tiny_voc, tmp_path, monkeypatch):
+    """curves.png is drawn on the writer thread: an OS error there still ends the run in the training thread
+    with one message naming curves.png; that epoch's checkpoints, written first, are whole."""
+    import errno
+
+    def no_space(history, path, title):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(train_mod, "plot_curves", no_space)
+    run = tmp_path / "run"
+    with pytest.raises(VocsegError, match="No space left on device") as e:
+        quiet_train(tiny_config(tiny_voc, run, epochs=3, monitor="last"))
+    assert str(run / "curves.png") in str(e.value)
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
 # ----------------------------------------------------------------------------- resume after SIGKILL
 
 
