@@ -79,13 +79,12 @@ class StepTimes:
         return {"step_s": step, "parts": parts, "total": total, "steps": sum(map(len, self.steps))}
 
 
-def run_variant(cfg, label: str) -> dict:
+def run_variant(cfg) -> dict:
     """Train ``cfg`` (into its ``out``): its step times and the history's seconds per epoch."""
     with StepTimes() as clock:
         result = train_module.train(cfg, overwrite=True, progress=False, log=lambda *_: None)
     summary = clock.summary()
     summary["epoch_s"] = [row["seconds"] for row in result.history]
-    summary["label"] = label
     return summary
 
 
@@ -127,7 +126,7 @@ def main() -> None:
     print(f"{'variant':<40} {'steps':>5} {'step ms':>8}  boundary ms, median (each): total = end + between + first")
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, changes) in enumerate(variants):
-            r = run_variant(replace(base, out=str(Path(tmp) / f"v{i}"), **changes), label)
+            r = run_variant(replace(base, out=str(Path(tmp) / f"v{i}"), **changes))
             ms = {k: statistics.median(v) * 1e3 for k, v in r["parts"].items()}
             each = " ".join(f"{t * 1e3:.0f}" for t in r["total"])
             print(f"{label:<40} {r['steps']:>5} {r['step_s'] * 1e3:>8.1f}  {statistics.median(r['total']) * 1e3:.0f} "

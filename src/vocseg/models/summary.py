@@ -18,8 +18,8 @@ def _count(name: str, image_size: int) -> tuple[int, float]:
 def model_table(image_size: int = 512) -> list[dict]:
     """One row per registered model: name, params, gflops (one forward at ``image_size`` x ``image_size``),
     source, channels_last (the memory format training uses by default), gpu_compile (torch.compile's measured
-    speed-up of a training step on a GPU and its one-off seconds, or None), paper_table, description. Models are built offline (no pretrained weights needed), on the
-    ``meta`` device. For models with an auxiliary training head (torchvision's FCN and DeepLabV3) the
+    speed-up of a training step on a GPU and its one-off seconds, or None), paper_table, description. Models
+    are built offline (no pretrained weights needed), on the ``meta`` device. For models with an auxiliary training head (torchvision's FCN and DeepLabV3) the
     parameters include that head, as their checkpoints do; the GFLOPs are of the eval forward, which skips it."""
     rows = []
     for name in list_models():

@@ -53,6 +53,6 @@ def resolve_compile(cfg: Config, device: torch.device, steps: int, world: int = 
     else:
         images = steps * cfg.batch_size * world
     need = COMPILE_MARGIN * speed.breakeven_images
-    if images < need:
-        return False, f"compile: off (auto: ~{images:,.0f} training images; it pays for {cfg.model} after {need:,.0f})"
-    return True, f"compile: on (auto: ~{images:,.0f} training images; it pays for {cfg.model} after {need:,.0f})"
+    on = images >= need
+    why = f"auto: ~{images:,.0f} training images; it pays for {cfg.model} after {need:,.0f}"
+    return on, f"compile: {'on' if on else 'off'} ({why})"
